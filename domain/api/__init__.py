@@ -1,0 +1,1 @@
+"""The domain's HTTP API, one blueprint per feature."""

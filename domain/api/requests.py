@@ -1,0 +1,273 @@
+"""Requests: data scientists ask for access or a job; owners approve or deny, or rules do."""
+
+from __future__ import annotations
+
+import zipfile
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Blueprint, request
+from safetensors import SafetensorError, safe_open
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.api.common import blobs, record
+from domain.api.settings import load_settings
+from domain.auth import current_user
+from domain.models import AccessRequest, Dataset, RequestDataset, User
+from domain.permissions import Permission, has_permission
+from grid_common.api import AUTHENTICATED, route
+from grid_common.db import db_session
+from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.plan import TrainingPlan
+from grid_common.schemas import (
+    AccessRequestIn,
+    AutoApprovalRule,
+    DecisionIn,
+    JobRequestForm,
+    RequestList,
+    RequestOut,
+    RequestQuery,
+)
+
+bp = Blueprint("requests", __name__, url_prefix="/api/v1/requests")
+
+
+def request_out(item: AccessRequest) -> RequestOut:
+    return RequestOut(
+        id=item.id,
+        kind=item.kind,  # type: ignore[arg-type]
+        status=item.status,  # type: ignore[arg-type]
+        requester=item.requester.email,
+        datasets=[d.dataset_name for d in item.datasets],
+        reason=item.reason,
+        decision_reason=item.decision_reason,
+        decided_by=item.decider.email if item.decider else None,
+        decided_at=item.decided_at,
+        auto_approved=item.auto_approved,
+        plan=item.plan,
+        created_at=item.created_at,
+    )
+
+
+def _may_triage(user: User) -> bool:
+    return has_permission(user.role, Permission.TRIAGE_REQUESTS)
+
+
+def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
+    unique = sorted(set(names))
+    found = {d.name: d for d in session.scalars(select(Dataset).where(Dataset.name.in_(unique)))}
+    missing = [n for n in unique if n not in found]
+    if missing:
+        raise NotFound(f"No dataset named {', '.join(map(repr, missing))} on this domain.")
+    return [found[n] for n in unique]
+
+
+def _rule_matches(
+    rule: AutoApprovalRule,
+    user: User,
+    kind: str,
+    datasets: list[Dataset],
+    plan: TrainingPlan | None,
+) -> bool:
+    if rule.data_scientist is not None and rule.data_scientist.lower() != user.email:
+        return False
+    if rule.kind is not None and rule.kind != kind:
+        return False
+    if rule.dataset_tag is not None and not all(rule.dataset_tag in d.tags for d in datasets):
+        return False
+    return rule.max_epochs is None or (plan is not None and plan.epochs <= rule.max_epochs)
+
+
+def _file_request(
+    session: Session,
+    *,
+    kind: str,
+    reason: str,
+    datasets: list[Dataset],
+    plan: TrainingPlan | None = None,
+    model_digest: str | None = None,
+    weights_digest: str | None = None,
+) -> AccessRequest:
+    user = current_user()
+    item = AccessRequest(
+        kind=kind,
+        requester=user,
+        reason=reason,
+        plan=plan.model_dump(mode="json") if plan else None,
+        model_digest=model_digest,
+        weights_digest=weights_digest,
+        datasets=[RequestDataset(dataset_name=d.name, dataset_id=d.id) for d in datasets],
+    )
+    session.add(item)
+    session.flush()
+    record(
+        session,
+        "requests.filed",
+        f"request:{item.id}",
+        kind=kind,
+        datasets=[d.name for d in datasets],
+    )
+    rules = load_settings(session).auto_approval
+    matched = next((r for r in rules if _rule_matches(r, user, kind, datasets, plan)), None)
+    if matched is not None:
+        item.status, item.auto_approved = "approved", True
+        item.decided_at = datetime.now(UTC)
+        item.decision_reason = "Approved automatically by the domain's auto-approval rule."
+        record(
+            session,
+            "requests.auto_approved",
+            f"request:{item.id}",
+            rule=matched.model_dump(mode="json"),
+        )
+    session.commit()
+    return item
+
+
+@route(
+    bp,
+    "",
+    methods=["POST"],
+    permission=Permission.SUBMIT_REQUESTS,
+    summary="Ask for access to datasets",
+    body=AccessRequestIn,
+    response=RequestOut,
+    status=201,
+)
+def file_access_request(body: AccessRequestIn) -> RequestOut:
+    session = db_session()
+    datasets = _datasets_named(session, body.datasets)
+    return request_out(_file_request(session, kind="access", reason=body.reason, datasets=datasets))
+
+
+def _check_model_archive(path: Path) -> None:
+    # A torch.export archive (.pt2) is a zip; anything else is refused before it is stored.
+    if not zipfile.is_zipfile(path):
+        raise Unprocessable(
+            "The 'model' part is not a torch.export archive (.pt2).", code="invalid_model"
+        )
+
+
+def _check_weights(path: Path) -> None:
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            if not list(handle.keys()):
+                raise Unprocessable("The 'weights' file holds no tensors.", code="invalid_weights")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise Unprocessable(
+            f"The 'weights' part is not a safetensors file: {exc}", code="invalid_weights"
+        ) from None
+
+
+@route(
+    bp,
+    "/jobs",
+    methods=["POST"],
+    permission=Permission.SUBMIT_REQUESTS,
+    summary="Ask to train a model (.pt2 + safetensors) on datasets with a training plan",
+    body=JobRequestForm,
+    body_kind="multipart",
+    files=("model", "weights"),
+    response=RequestOut,
+    status=201,
+)
+def file_job_request(body: JobRequestForm) -> RequestOut:
+    session = db_session()
+    datasets = _datasets_named(session, body.datasets)
+    parts = {}
+    for field in ("model", "weights"):
+        file = request.files.get(field)
+        if file is None:
+            raise Unprocessable(f"Missing the '{field}' file part of the job request.")
+        parts[field] = file
+    with ExitStack() as stack:
+        staged = {}
+        for field, file in parts.items():
+            staged[field] = stack.enter_context(blobs().staging())
+            file.save(staged[field])
+        _check_model_archive(staged["model"])
+        _check_weights(staged["weights"])
+        model_digest, _, _ = blobs().commit(staged["model"])
+        weights_digest, _, _ = blobs().commit(staged["weights"])
+    item = _file_request(
+        session,
+        kind="job",
+        reason=body.reason,
+        datasets=datasets,
+        plan=body.plan,
+        model_digest=model_digest,
+        weights_digest=weights_digest,
+    )
+    return request_out(item)
+
+
+@route(
+    bp,
+    "",
+    permission=AUTHENTICATED,
+    summary="Requests: all of them for reviewers, your own otherwise",
+    query=RequestQuery,
+    response=RequestList,
+)
+def list_requests(query: RequestQuery) -> RequestList:
+    statement = select(AccessRequest).order_by(AccessRequest.id)
+    user = current_user()
+    if not _may_triage(user):
+        statement = statement.where(AccessRequest.requester_id == user.id)
+    if query.status:
+        statement = statement.where(AccessRequest.status == query.status)
+    return RequestList(items=[request_out(r) for r in db_session().scalars(statement)])
+
+
+def _visible_request(request_id: int) -> AccessRequest:
+    item = db_session().get(AccessRequest, request_id)
+    user = current_user()
+    if item is None or (item.requester_id != user.id and not _may_triage(user)):
+        raise NotFound(f"No request with id {request_id}.")
+    return item
+
+
+@route(
+    bp, "/<int:request_id>", permission=AUTHENTICATED, summary="One request", response=RequestOut
+)
+def get_request(request_id: int) -> RequestOut:
+    return request_out(_visible_request(request_id))
+
+
+def _decide(request_id: int, status: str, reason: str) -> RequestOut:
+    session = db_session()
+    item = _visible_request(request_id)
+    if item.status != "pending":
+        raise Conflict(f"Request {request_id} is already {item.status}.", code="already_decided")
+    item.status, item.decision_reason = status, reason
+    item.decider, item.decided_at = current_user(), datetime.now(UTC)
+    record(session, f"requests.{status}", f"request:{item.id}", reason=reason)
+    session.commit()
+    return request_out(item)
+
+
+@route(
+    bp,
+    "/<int:request_id>/approve",
+    methods=["POST"],
+    permission=Permission.TRIAGE_REQUESTS,
+    summary="Approve a pending request",
+    body=DecisionIn,
+    response=RequestOut,
+)
+def approve(request_id: int, body: DecisionIn) -> RequestOut:
+    return _decide(request_id, "approved", body.reason)
+
+
+@route(
+    bp,
+    "/<int:request_id>/deny",
+    methods=["POST"],
+    permission=Permission.TRIAGE_REQUESTS,
+    summary="Deny a pending request",
+    body=DecisionIn,
+    response=RequestOut,
+)
+def deny(request_id: int, body: DecisionIn) -> RequestOut:
+    return _decide(request_id, "denied", body.reason)

@@ -1,0 +1,80 @@
+"""The domain's Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import exists, select
+
+from domain import audit, migrate
+from domain.api import apikeys, audit_log, auth, datasets, health, requests, settings, setup, users
+from domain.auth import authorize_request
+from domain.config import DomainConfig
+from domain.models import User
+from domain.permissions import Role
+from domain.security import hash_password
+from grid_common.blobstore import BlobStore
+from grid_common.db import Database
+from grid_common.errors import register_error_handlers
+
+log = logging.getLogger(__name__)
+
+BLUEPRINTS = (
+    health.bp,
+    setup.bp,
+    auth.bp,
+    users.bp,
+    apikeys.bp,
+    settings.bp,
+    datasets.bp,
+    requests.bp,
+    audit_log.bp,
+)
+
+
+def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
+    """Build a domain app; its database is migrated to the newest schema first."""
+    if not isinstance(config, DomainConfig):
+        config = DomainConfig.from_env(**dict(config or {}))
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask("domain", static_folder=None)
+    app.config.update(
+        GRID=config,
+        SECRET_KEY=config.resolve_secret_key(),
+        MAX_CONTENT_LENGTH=config.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=1 << 20,
+        JSON_SORT_KEYS=False,
+    )
+    database = Database(config.database_url)
+    migrate.upgrade(database.engine)
+    database.init_app(app)
+    app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
+
+    register_error_handlers(app, max_upload_hint=" Raise it with GRID_MAX_UPLOAD_BYTES.")
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    app.before_request(authorize_request)
+    _create_owner_from_env(database, config)
+    return app
+
+
+def _create_owner_from_env(database: Database, config: DomainConfig) -> None:
+    if not (config.owner_email and config.owner_password):
+        return
+    with database.sessionmaker() as session, session.begin():
+        if session.scalar(select(exists().where(User.role == Role.OWNER.value))):
+            return
+        email = config.owner_email.strip().lower()
+        session.add(
+            User(
+                email=email,
+                role=Role.OWNER.value,
+                password_hash=hash_password(config.owner_password),
+            )
+        )
+        audit.append(session, actor="system", action="setup.owner_created", target=email)
+    log.info("created the owner account from GRID_OWNER_EMAIL")

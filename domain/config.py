@@ -1,0 +1,71 @@
+"""Domain configuration: `GRID_*` environment variables, with explicit values on top."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass
+class DomainConfig:
+    """Everything a domain node needs to start; `from_env` reads the `GRID_*` variables."""
+
+    data_dir: Path = field(default_factory=lambda: Path(".grid/domain"))
+    name: str = "domain"
+    database_url: str = ""
+    secret_key: str = ""
+    max_upload_bytes: int = 1 << 30
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    owner_email: str = ""
+    owner_password: str = ""
+    login_failure_window_s: int = 15 * 60
+    max_login_failures_per_account: int = 5
+    max_login_failures_per_address: int = 20
+    mock_rows: int = 100
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'domain.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> DomainConfig:
+        env = os.environ
+        values: dict[str, Any] = {
+            "data_dir": Path(env.get("GRID_DATA_DIR", ".grid/domain")),
+            "name": env.get("GRID_NODE_NAME", "domain"),
+            "database_url": env.get("GRID_DATABASE_URL", ""),
+            "secret_key": env.get("GRID_SECRET_KEY", ""),
+            "max_upload_bytes": _env_int("GRID_MAX_UPLOAD_BYTES", 1 << 30),
+            "owner_email": env.get("GRID_OWNER_EMAIL", ""),
+            "owner_password": env.get("GRID_OWNER_PASSWORD", ""),
+        }
+        known = {f.name for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if k in known and v is not None})
+        return cls(**values)
+
+    def resolve_secret_key(self) -> str:
+        """The token-signing key: from the environment, else made once and kept 0600 on disk."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return path.read_text().strip()

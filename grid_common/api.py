@@ -1,0 +1,253 @@
+"""Declarative JSON routes: one decorator validates input, declares access, documents the route."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from flask import Blueprint, Flask, Response, request
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from grid_common.errors import BadRequest, Unprocessable
+
+PUBLIC = "public"
+"""Access marker: anyone may call the route, signed in or not."""
+AUTHENTICATED = "authenticated"
+"""Access marker: any signed-in account may call the route."""
+
+BodyKind = Literal["json", "multipart", "binary"]
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """What a route accepts, returns and requires; read by authorization and by OpenAPI."""
+
+    permission: str
+    summary: str
+    body: type[BaseModel] | None = None
+    body_kind: BodyKind = "json"
+    files: tuple[str, ...] = ()
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    response_kind: Literal["json", "binary"] = "json"
+    status: int = 200
+    before_setup: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field: `tags.2: Input should be a valid string`."""
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable(f"Invalid {where}: {describe_validation_error(exc)}") from None
+
+
+def _json_body() -> Any:
+    if not request.get_data(cache=True):
+        raise BadRequest("Request body is empty; send a JSON object.")
+    if not request.is_json:
+        raise BadRequest("Send the body as JSON with Content-Type: application/json.")
+    try:
+        return request.get_json(force=True)
+    except Exception:
+        raise BadRequest("Request body is not valid JSON.") from None
+
+
+def _multipart_fields(model: type[BaseModel]) -> dict[str, Any]:
+    if request.mimetype != "multipart/form-data":
+        raise BadRequest("Send the body as multipart/form-data.")
+    data: dict[str, Any] = {}
+    for name, values in request.form.lists():
+        annotation = model.model_fields[name].annotation if name in model.model_fields else None
+        is_list = annotation is not None and getattr(annotation, "__origin__", None) is list
+        data[name] = values if is_list or len(values) > 1 else values[0]
+    return data
+
+
+def _to_response(result: Any, spec: RouteSpec) -> Any:
+    status = spec.status
+    if isinstance(result, tuple):
+        result, status = result
+    if isinstance(result, BaseModel):
+        return Response(result.model_dump_json(), status=status, mimetype="application/json")
+    if result is None:
+        return Response(status=204)
+    return result
+
+
+def route(
+    bp: Blueprint,
+    rule: str,
+    *,
+    methods: Iterable[str] = ("GET",),
+    permission: str,
+    summary: str,
+    body: type[BaseModel] | None = None,
+    body_kind: BodyKind = "json",
+    files: Iterable[str] = (),
+    query: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    response_kind: Literal["json", "binary"] = "json",
+    status: int = 200,
+    before_setup: bool = False,
+) -> Callable[[View], View]:
+    """Register a view that gets validated `body=` / `query=` models and returns a model.
+
+    `permission` is mandatory: a permission flag of the node, `AUTHENTICATED` or `PUBLIC`.
+    """
+    spec = RouteSpec(
+        permission=permission,
+        summary=summary,
+        body=body,
+        body_kind=body_kind,
+        files=tuple(files),
+        query=query,
+        response=response,
+        response_kind=response_kind,
+        status=status,
+        before_setup=before_setup,
+        tags=(bp.name,),
+    )
+
+    def decorator(fn: View) -> View:
+        @functools.wraps(fn)
+        def view(**kwargs: Any) -> Any:
+            if spec.query is not None:
+                kwargs["query"] = _validate(spec.query, request.args.to_dict(), "query")
+            if spec.body is not None:
+                if spec.body_kind == "multipart":
+                    data = _multipart_fields(spec.body)
+                else:
+                    data = _json_body()
+                kwargs["body"] = _validate(spec.body, data, "body")
+            return _to_response(fn(**kwargs), spec)
+
+        view.route_spec = spec  # type: ignore[attr-defined]
+        bp.add_url_rule(rule, view_func=view, methods=list(methods))
+        return view  # type: ignore[return-value]
+
+    return decorator
+
+
+def mark_public(app: Flask, endpoint: str, summary: str) -> None:
+    """Declare access for an endpoint that Flask itself registers (such as `static`)."""
+    app.view_functions[endpoint].route_spec = RouteSpec(  # type: ignore[attr-defined]
+        permission=PUBLIC, summary=summary, before_setup=True
+    )
+
+
+def route_spec(app: Flask, endpoint: str | None) -> RouteSpec | None:
+    if endpoint is None or endpoint not in app.view_functions:
+        return None
+    return getattr(app.view_functions[endpoint], "route_spec", None)
+
+
+_CONVERTER = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
+
+
+def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/") -> dict[str, Any]:
+    """An OpenAPI 3.1 document built from the same pydantic models that validate requests."""
+    specs: list[tuple[str, str, RouteSpec]] = []
+    for rule in app.url_map.iter_rules():
+        spec = route_spec(app, rule.endpoint)
+        if spec is None or not (rule.rule.startswith(prefix) or rule.rule in ("/healthz",)):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            specs.append((_CONVERTER.sub(r"{\1}", rule.rule), method.lower(), spec))
+
+    models: set[type[BaseModel]] = set()
+    for _, _, spec in specs:
+        models.update(m for m in (spec.body, spec.response) if m is not None)
+    keyed = [(m, mode) for m in models for mode in ("validation", "serialization")]
+    refs, schema = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, spec in specs:
+        operation: dict[str, Any] = {"summary": spec.summary, "tags": list(spec.tags)}
+        operation["x-permission"] = spec.permission
+        if spec.permission != PUBLIC:
+            operation["security"] = [{"bearer": []}]
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{([^}]+)}", path)
+        ]
+        if spec.query is not None:
+            for name, info in spec.query.model_fields.items():
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": info.is_required(),
+                        "description": info.description or "",
+                        "schema": {"type": "string"},
+                    }
+                )
+        if parameters:
+            operation["parameters"] = parameters
+        if spec.body is not None and spec.body_kind == "json":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(spec.body, "validation")]}},
+            }
+        elif spec.body_kind == "multipart":
+            properties: dict[str, Any] = {
+                name: {"type": "string", "format": "binary"} for name in spec.files
+            }
+            if spec.body is not None:
+                properties.update(spec.body.model_json_schema()["properties"])
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "properties": properties}}
+                },
+            }
+        content: dict[str, Any] = {}
+        if spec.response_kind == "binary":
+            content = {"application/octet-stream": {"schema": {"type": "string"}}}
+        elif spec.response is not None:
+            content = {"application/json": {"schema": refs[(spec.response, "serialization")]}}
+        responses: dict[str, Any] = {str(spec.status): {"description": "OK"}}
+        if content:
+            responses[str(spec.status)]["content"] = content
+        responses["default"] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        operation["responses"] = responses
+        paths.setdefault(path, {})[method] = operation
+
+    components = dict(schema.get("$defs", {}))
+    components["Error"] = {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            }
+        },
+        "required": ["error"],
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

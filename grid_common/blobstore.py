@@ -1,0 +1,79 @@
+"""Content-addressed blob store: files named by their sha256, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    """Blobs live at `root/ab/abcdef…`; a digest is the only name that reaches the filesystem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not _DIGEST.match(digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A temporary file in the store's own filesystem, removed unless committed."""
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def commit(self, staged: Path) -> tuple[str, int, bool]:
+        """Move a staged file into place. Returns (digest, size, whether it is new)."""
+        digest = file_digest(staged)
+        target = self.path(digest)
+        if target.exists():
+            return digest, target.stat().st_size, False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        return digest, target.stat().st_size, True
+
+    def put_stream(self, stream: BinaryIO) -> tuple[str, int, bool]:
+        with self.staging() as staged:
+            with staged.open("wb") as out:
+                while chunk := stream.read(CHUNK):
+                    out.write(chunk)
+            return self.commit(staged)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int, bool]:
+        with self.staging() as staged:
+            staged.write_bytes(data)
+            return self.commit(staged)
+
+    def open(self, digest: str) -> BinaryIO:
+        return self.path(digest).open("rb")
+
+    def delete(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

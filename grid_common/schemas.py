@@ -1,0 +1,286 @@
+"""Wire schemas of the domain API, shared by the server (validation, OpenAPI) and the client."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, Json, field_validator
+
+from grid_common.plan import TrainingPlan
+
+RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
+RequestStatus = Literal["pending", "approved", "denied"]
+DatasetFormat = Literal["csv", "parquet", "npz", "safetensors"]
+
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+Password = Annotated[str, Field(min_length=8, max_length=1024)]
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is an error instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- health and setup -------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    node: str
+    kind: Literal["domain", "network"] = "domain"
+    setup_required: bool
+
+
+class SetupIn(Strict):
+    email: EmailStr
+    password: Password
+
+
+# --- auth -------------------------------------------------------------------
+
+
+class LoginIn(Strict):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshIn(Strict):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    role: RoleName
+    is_active: bool
+    created_at: datetime
+    permissions: list[str]
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class UserCreate(Strict):
+    email: EmailStr
+    password: Password
+    role: RoleName = "data_scientist"
+
+
+class UserUpdate(Strict):
+    role: RoleName | None = None
+    is_active: bool | None = None
+
+
+class InviteCreate(Strict):
+    email: EmailStr
+    role: RoleName = "data_scientist"
+
+
+class InviteOut(BaseModel):
+    id: int
+    email: str
+    role: RoleName
+    expires_at: datetime
+    token: str = Field(description="Shown once; the invitee signs up with it.")
+
+
+class SignupIn(Strict):
+    email: EmailStr
+    password: Password
+    invite_token: str | None = Field(
+        default=None, description="Required unless the owner turned on open sign-up."
+    )
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+    key: str | None = Field(default=None, description="Only in the response that creates it.")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
+
+
+# --- settings ---------------------------------------------------------------
+
+
+class AutoApprovalRule(Strict):
+    """A request is approved on filing when every condition a rule sets holds."""
+
+    data_scientist: EmailStr | None = Field(default=None, description="Requester's email.")
+    dataset_tag: str | None = Field(default=None, description="Every dataset carries this tag.")
+    kind: Literal["access", "job"] | None = None
+    max_epochs: int | None = Field(default=None, ge=1, description="Jobs only: plan limit.")
+
+
+class Settings(Strict):
+    allow_signup: bool = False
+    auto_approval: list[AutoApprovalRule] = Field(default_factory=list)
+
+
+# --- datasets ---------------------------------------------------------------
+
+
+class ColumnSchema(BaseModel):
+    name: str
+    dtype: str
+    shape: list[int] = Field(default_factory=list, description="Per-row shape; [] for scalars.")
+
+
+class DatasetSchema(BaseModel):
+    format: DatasetFormat
+    columns: list[ColumnSchema]
+    row_count: int
+
+
+def _split_tags(value: Any) -> Any:
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+class DatasetUpload(Strict):
+    """The form fields that travel with an uploaded dataset file (`file`, optional `mock`)."""
+
+    name: str = Field(pattern=DATASET_NAME.pattern, description="Unique on this domain.")
+    description: str = Field(default="", max_length=10_000)
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(default_factory=list)
+    label: str | None = Field(default=None, max_length=200, description="Label column or array.")
+    citation: str = Field(default="", max_length=2_000)
+    license: str = Field(default="", max_length=200)
+
+    _tags = field_validator("tags", mode="before")(_split_tags)
+
+
+class MockInfo(BaseModel):
+    available: bool
+    synthetic: bool = Field(description="True when the domain generated it from the schema.")
+    method: str | None = None
+
+
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    tags: list[str]
+    citation: str
+    license: str
+    label: str | None
+    format: DatasetFormat
+    dataset_schema: DatasetSchema = Field(alias="schema", serialization_alias="schema")
+    size_bytes: int
+    mock: MockInfo
+    created_at: datetime
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+class MockSample(BaseModel):
+    """A mock sample as JSON: tables column-wise, arrays as nested lists with dtype and shape."""
+
+    kind: Literal["table", "arrays"]
+    synthetic: bool
+    columns: dict[str, list[Any]] = Field(default_factory=dict)
+    arrays: dict[str, Any] = Field(default_factory=dict)
+    dtypes: dict[str, str] = Field(default_factory=dict)
+
+
+# --- requests ---------------------------------------------------------------
+
+
+class AccessRequestIn(Strict):
+    datasets: list[str] = Field(min_length=1, max_length=50)
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class DecisionIn(Strict):
+    reason: str = Field(default="", max_length=10_000)
+
+
+class RequestQuery(Strict):
+    status: RequestStatus | None = None
+
+
+class RequestOut(BaseModel):
+    id: int
+    kind: Literal["access", "job"]
+    status: RequestStatus
+    requester: str
+    datasets: list[str]
+    reason: str
+    decision_reason: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    auto_approved: bool
+    plan: dict[str, Any] | None
+    created_at: datetime
+
+
+class RequestList(BaseModel):
+    items: list[RequestOut]
+
+
+# --- audit ------------------------------------------------------------------
+
+
+class AuditQuery(Strict):
+    actor: str | None = None
+    action: str | None = None
+    after: int = Field(default=0, ge=0, description="Entries with a greater sequence number.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    address: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntryOut]
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    entries: int
+    head_hash: str
+    first_broken_seq: int | None
+    problem: str | None
+
+
+class JobRequestForm(Strict):
+    """Form fields of a job request; the files `model` (.pt2) and `weights` travel beside them."""
+
+    datasets: list[str] = Field(min_length=1, max_length=50)
+    reason: str = Field(min_length=1, max_length=10_000)
+    plan: Json[TrainingPlan]
