@@ -187,12 +187,15 @@ class DatasetOut(BaseModel):
     license: str
     label: str | None
     format: DatasetFormat
-    dataset_schema: DatasetSchema = Field(alias="schema", serialization_alias="schema")
+    dataset_schema: DatasetSchema = Field(alias="schema")
     size_bytes: int
     mock: MockInfo
     created_at: datetime
 
-    model_config = ConfigDict(populate_by_name=True)
+    # "schema" would shadow a BaseModel attribute, so the field travels under an alias.
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
 
 
 class DatasetList(BaseModel):

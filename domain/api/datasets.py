@@ -119,7 +119,7 @@ def upload_dataset(body: DatasetUpload) -> DatasetOut:
                 mock_method = None
             else:
                 mock_bytes, mock_fmt, mock_method = synthesize_mock(
-                    data_path, schema, config().mock_rows
+                    data_path, schema, config().mock_rows, label=body.label
                 )
         except DatasetFileError as exc:
             raise Unprocessable(str(exc), code="invalid_dataset") from None

@@ -1,0 +1,312 @@
+"""Inspect uploaded dataset files, synthesize privacy-safe mocks of them and read mocks as JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from grid_common.schemas import ColumnSchema, DatasetFormat, DatasetSchema, MockSample
+
+EXTENSIONS: dict[str, DatasetFormat] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".npz": "npz",
+    ".safetensors": "safetensors",
+}
+MAX_LABEL_CLASSES = 50
+MAX_PLACEHOLDERS = 20
+TABLE_METHOD = (
+    "independent per-column normal (mean, std, clipped to min/max; ints rounded), "
+    "bools Bernoulli(p), strings as placeholder tokens, label drawn from its class values"
+)
+ARRAY_METHOD = (
+    "independent per-array normal (mean, std over all elements, clipped to min/max; ints rounded), "
+    "bools Bernoulli(p), strings as placeholder tokens, label drawn from its class values"
+)
+
+
+class DatasetFileError(ValueError):
+    """A problem with an uploaded file; the message names the row, column or array and the fix."""
+
+
+def detect_format(filename: str) -> DatasetFormat:
+    """The dataset format implied by the file name's extension."""
+    fmt = EXTENSIONS.get(Path(filename).suffix.lower())
+    if fmt is None:
+        raise DatasetFileError(
+            f"cannot tell the format of {filename!r}: name it with one of " + ", ".join(EXTENSIONS)
+        )
+    return fmt
+
+
+def _dtype_name(dtype: Any) -> str:
+    # CSV cannot carry widths or nullability, so name dtypes by their numpy equivalent and fold
+    # every text/object/other dtype (pandas 2 object, pandas 3 str) into one "string".
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        return np.dtype(getattr(dtype, "numpy_dtype", dtype)).name
+    return "string"
+
+
+def _check_csv_rows(path: Path) -> None:
+    # pandas would silently pad short rows with NaN and misalign long ones; refuse them instead.
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next((row for row in reader if row), None)
+            if header is None:
+                raise DatasetFileError("the CSV file is empty: it needs a header line and rows")
+            seen: set[str] = set()
+            for i, name in enumerate(header, start=1):
+                # pandas would rename these ("Unnamed: 1", "a.1"), so the schema would lie.
+                if not name.strip():
+                    raise DatasetFileError(f"header column {i} has no name: name every column")
+                if name in seen:
+                    raise DatasetFileError(f"column {name!r} appears twice in the header")
+                seen.add(name)
+            rows = 0
+            for row in reader:
+                if not row:
+                    continue  # pandas skips blank lines too
+                rows += 1
+                if len(row) != len(header):
+                    raise DatasetFileError(
+                        f"line {reader.line_num} has {len(row)} fields, the header has "
+                        f"{len(header)}: give every line one field per column"
+                    )
+    except UnicodeDecodeError as e:
+        raise DatasetFileError(f"the CSV file is not UTF-8 text: {e}") from e
+    except csv.Error as e:
+        raise DatasetFileError(f"not a valid CSV file (line {reader.line_num}): {e}") from e
+    if rows == 0:
+        raise DatasetFileError("the CSV file has a header but no rows")
+
+
+def _read_table(path: Path, fmt: DatasetFormat) -> pd.DataFrame:
+    try:
+        if fmt == "csv":
+            return pd.read_csv(path)
+        df = pd.read_parquet(path)
+    except Exception as e:  # any parser failure is the uploader's file, not our bug
+        raise DatasetFileError(f"not a valid {fmt} file: {e}") from e
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _as_npz(loaded: Any) -> np.lib.npyio.NpzFile:
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DatasetFileError("not a valid npz file: it is a single .npy array; use numpy.savez")
+    return loaded
+
+
+def _load_arrays(path: Path, fmt: DatasetFormat) -> dict[str, np.ndarray]:
+    try:
+        if fmt == "safetensors":
+            from safetensors.numpy import load_file
+
+            arrays = dict(load_file(str(path)))
+        else:
+            # Our own handle: np.load leaks its handle when the zip is corrupt. allow_pickle=False
+            # because object arrays would run arbitrary code while being unpickled.
+            with path.open("rb") as fh, _as_npz(np.load(fh, allow_pickle=False)) as npz:
+                arrays = {}
+                for key in npz.files:
+                    try:
+                        arrays[key] = npz[key]
+                    except ValueError as e:
+                        raise DatasetFileError(
+                            f"array {key!r} holds pickled Python objects, which are refused: "
+                            "save it with a numeric or string dtype"
+                        ) from e
+    except DatasetFileError:
+        raise
+    except Exception as e:  # corrupt zip, wrong magic, a bare .npy, a bad header...
+        raise DatasetFileError(f"not a valid {fmt} file: {e}") from e
+    if not arrays:
+        raise DatasetFileError(f"the {fmt} file holds no arrays")
+    return arrays
+
+
+def _array_columns(arrays: dict[str, np.ndarray]) -> tuple[list[ColumnSchema], int]:
+    for key, arr in arrays.items():
+        if arr.ndim == 0:
+            raise DatasetFileError(f"array {key!r} is 0-d: give it a first dimension of rows")
+        if arr.dtype.kind not in "biufUS":
+            raise DatasetFileError(
+                f"array {key!r} has dtype {arr.dtype}: use a bool, integer, float or string dtype"
+            )
+    lengths = {key: arr.shape[0] for key, arr in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{k!r} has {n}" for k, n in lengths.items())
+        raise DatasetFileError(f"arrays must share their first dimension (rows): {listed}")
+    columns = [
+        ColumnSchema(name=k, dtype=str(a.dtype), shape=list(a.shape[1:])) for k, a in arrays.items()
+    ]
+    return columns, next(iter(lengths.values()))
+
+
+def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> DatasetSchema:
+    """Validate the file and describe its columns (or arrays), dtypes and row count."""
+    if fmt in ("csv", "parquet"):
+        if fmt == "csv":
+            _check_csv_rows(path)
+        df = _read_table(path, fmt)
+        columns = [ColumnSchema(name=c, dtype=_dtype_name(df[c].dtype)) for c in df.columns]
+        row_count = len(df)
+    else:
+        columns, row_count = _array_columns(_load_arrays(path, fmt))
+    if row_count == 0:
+        raise DatasetFileError(f"the {fmt} file has no rows")
+    names = [c.name for c in columns]
+    if label is not None and label not in names:
+        raise DatasetFileError(
+            f"label {label!r} is not a column of the file; available: {', '.join(names)}"
+        )
+    return DatasetSchema(format=fmt, columns=columns, row_count=row_count)
+
+
+def _classes(values: np.ndarray) -> np.ndarray | None:
+    # Label classes are public schema, so a small class set may be reproduced verbatim.
+    if values.dtype.kind not in "iuf":
+        return None
+    classes = np.unique(values[~np.isnan(values)] if values.dtype.kind == "f" else values)
+    return classes if 0 < len(classes) <= MAX_LABEL_CLASSES else None
+
+
+def _numeric(values: np.ndarray, size: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    # Only aggregate statistics reach the mock; no individual value is copied.
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if values.dtype.kind == "b":
+        return rng.random(size) < (finite.mean() if finite.size else 0.5)
+    if finite.size == 0:
+        return np.full(size, np.nan)
+    lo, hi = float(finite.min()), float(finite.max())
+    out = np.clip(rng.normal(float(finite.mean()), float(finite.std()), size), lo, hi)
+    return np.rint(out) if values.dtype.kind in "iu" else out
+
+
+def _placeholders(name: str, distinct: int, size: tuple[int, ...], rng: np.random.Generator) -> Any:
+    k = rng.integers(0, max(1, min(distinct, MAX_PLACEHOLDERS)), size)
+    return np.char.add(f"{name}_", k.astype(str))
+
+
+def synthesize_mock(
+    path: Path, schema: DatasetSchema, rows: int, seed: int = 0, *, label: str | None = None
+) -> tuple[bytes, DatasetFormat, str]:
+    """A synthetic mock with the dataset's schema built from per-column statistics only."""
+    rows = min(rows, schema.row_count)
+    if rows < 1:
+        raise ValueError("a mock needs at least one row")
+    rng = np.random.default_rng(seed)
+    if schema.format in ("csv", "parquet"):
+        df = _read_table(path, schema.format)
+        out: dict[str, Any] = {}
+        for col in df.columns:
+            s = df[col]
+            dtype = _dtype_name(s.dtype)
+            if dtype == "string":
+                values = _placeholders(col, int(s.nunique()), (rows,), rng).astype(object)
+            elif dtype == "bool":
+                values = _numeric(s.to_numpy(dtype=bool), (rows,), rng)
+            else:
+                raw = s.to_numpy(dtype="float64", na_value=np.nan)
+                classes = _classes(raw) if col == label else None
+                values = (
+                    rng.choice(classes, rows)
+                    if classes is not None
+                    else _numeric(raw, (rows,), rng)
+                )
+                if dtype.startswith(("int", "uint")):
+                    values = np.rint(values).astype(dtype)
+            missing = float(s.isna().mean())
+            if missing and dtype != "bool":
+                values = np.where(rng.random(rows) < missing, None, values.astype(object))
+            out[col] = values
+        return pd.DataFrame(out).to_csv(index=False).encode(), "csv", TABLE_METHOD
+    arrays = _load_arrays(path, schema.format)
+    mock: dict[str, np.ndarray] = {}
+    for key, arr in arrays.items():
+        size = (rows, *arr.shape[1:])
+        if arr.dtype.kind in "US":
+            mock[key] = _placeholders(key, len(np.unique(arr)), size, rng)
+            continue
+        classes = _classes(arr) if key == label else None
+        drawn = rng.choice(classes, size) if classes is not None else _numeric(arr, size, rng)
+        mock[key] = drawn.astype(arr.dtype)
+    buf = io.BytesIO()
+    np.savez(buf, **cast(dict[str, Any], mock))
+    return buf.getvalue(), "npz", ARRAY_METHOD
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v if isinstance(v, bool | int | float | str) else str(v)
+
+
+def _json_array(arr: np.ndarray) -> Any:
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        obj = arr.astype(object)
+        obj[np.isnan(arr)] = None
+        return obj.tolist()
+    return arr.tolist()
+
+
+def read_mock(path: Path, fmt: DatasetFormat, synthetic: bool, max_rows: int = 1000) -> MockSample:
+    """The first `max_rows` rows of a mock file as JSON-ready values."""
+    if fmt in ("csv", "parquet"):
+        df = _read_table(path, fmt).head(max_rows)
+        return MockSample(
+            kind="table",
+            synthetic=synthetic,
+            columns={c: [_json_value(v) for v in df[c].tolist()] for c in df.columns},
+            dtypes={c: _dtype_name(df[c].dtype) for c in df.columns},
+        )
+    arrays = _load_arrays(path, fmt)
+    return MockSample(
+        kind="arrays",
+        synthetic=synthetic,
+        arrays={k: _json_array(a[:max_rows]) for k, a in arrays.items()},
+        dtypes={k: str(a.dtype) for k, a in arrays.items()},
+    )
+
+
+def _kind(dtype: str) -> str:
+    try:
+        return "S" if dtype == "string" else np.dtype(dtype).kind.replace("U", "S")
+    except TypeError:
+        return "O"
+
+
+def _iter_differences(schema: DatasetSchema, mock: DatasetSchema) -> Iterator[str]:
+    theirs = {c.name: c for c in mock.columns}
+    ours = {c.name for c in schema.columns}
+    for col in schema.columns:
+        m = theirs.get(col.name)
+        if m is None:
+            yield f"the mock has no column {col.name!r} (it has: {', '.join(theirs)})"
+            continue
+        mk, sk = _kind(m.dtype), _kind(col.dtype)
+        # Widths differ between formats (CSV is always 64-bit) and an int mock fits a float column.
+        if not (m.dtype == col.dtype or mk == sk != "O" or (mk in "iu" and sk in "iuf")):
+            yield f"column {col.name!r} is {m.dtype} in the mock but {col.dtype} in the dataset"
+        if m.shape != col.shape:
+            yield f"column {col.name!r} has per-row shape {m.shape} in the mock, {col.shape} here"
+    for name in theirs.keys() - ours:
+        yield f"the mock has a column {name!r} that the dataset does not have"
+
+
+def check_mock_matches(schema: DatasetSchema, mock: DatasetSchema) -> None:
+    """Refuse an owner-uploaded mock whose columns, dtypes or shapes differ from the dataset's."""
+    first = next(_iter_differences(schema, mock), None)
+    if first is not None:
+        raise DatasetFileError(f"{first}: the mock must have the dataset's schema")

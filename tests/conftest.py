@@ -1,0 +1,229 @@
+"""Fixtures: a fresh migrated database per test on SQLite and PostgreSQL, apps, live servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from domain import DomainConfig, create_app, migrate
+from domain.permissions import Role
+from domain.security import hash_password, issue_access_token
+from grid_common.db import make_engine
+
+OWNER_EMAIL = "owner@example.org"
+OWNER_PASSWORD = "owner-password"
+PASSWORD = "correct-horse-battery"
+NODE_NAME = "test-domain"
+
+_RUN_ID = uuid.uuid4().hex[:8]
+_DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_admin_url() -> str | None:
+    """The server to create test databases on: GRID_TEST_DATABASE_URL, else a local one."""
+    url = os.environ.get("GRID_TEST_DATABASE_URL", _DEFAULT_PG)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+        return url
+    except Exception as exc:
+        if os.environ.get("GRID_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {url}: {exc}")
+        return None
+
+
+class PostgresDatabases:
+    """Creates a migrated template once, then clones it for each test (CREATE … TEMPLATE)."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.admin_url = make_url(admin_url)
+        self.template = f"grid_tpl_{_RUN_ID}"
+        self.count = 0
+        self._create(self.template)
+        engine = make_engine(self.url(self.template))
+        migrate.upgrade(engine)
+        engine.dispose()
+
+    def url(self, name: str) -> str:
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        clause = f" TEMPLATE {template}" if template else ""
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def fresh(self) -> str:
+        self.count += 1
+        name = f"grid_t_{_RUN_ID}_{self.count}"
+        self._create(name, self.template)
+        return name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases | None]:
+    url = _postgres_admin_url()
+    if url is None:
+        yield None
+        return
+    databases = PostgresDatabases(url)
+    yield databases
+    databases.drop(databases.template)
+    databases.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "domain.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    postgres: PostgresDatabases | None,
+) -> Iterator[str]:
+    """A fresh, migrated, empty database for this test alone, on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "db" / "domain.db"
+        path.parent.mkdir()
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if postgres is None:
+        pytest.skip("PostgreSQL not reachable; set GRID_TEST_DATABASE_URL to run these")
+    name = postgres.fresh()
+    yield postgres.url(name)
+    postgres.drop(name)
+
+
+@pytest.fixture
+def domain_config(database_url: str, tmp_path: Path) -> DomainConfig:
+    return DomainConfig(
+        data_dir=tmp_path / "node",
+        name=NODE_NAME,
+        database_url=database_url,
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+    )
+
+
+@pytest.fixture
+def app(domain_config: DomainConfig) -> Iterator[Flask]:
+    application = create_app(domain_config)
+    yield application
+    application.extensions["database"].engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def bearer(app: Flask, user_id: int, role: str) -> dict[str, str]:
+    token = issue_access_token(
+        app.config["SECRET_KEY"], user_id=user_id, role=role, ttl_s=600, issuer=NODE_NAME
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def headers(app: Flask) -> dict[str, dict[str, str]]:
+    """Authorization headers for one account of each role (plus "anonymous": none)."""
+    from domain.models import User
+    from grid_common.db import Database
+
+    database: Database = app.extensions["database"]
+    result: dict[str, dict[str, str]] = {"anonymous": {}}
+    password_hash = hash_password(PASSWORD)
+    with database.sessionmaker() as session, session.begin():
+        for role in Role:
+            email = OWNER_EMAIL if role is Role.OWNER else f"{role.value}@example.org"
+            user = session.query(User).filter_by(email=email).one_or_none()
+            if user is None:
+                user = User(email=email, role=role.value, password_hash=password_hash)
+                session.add(user)
+                session.flush()
+            result[role.value] = bearer(app, user.id, role.value)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {deadline_s}s")
+
+
+@pytest.fixture
+def live_domain(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A real domain under gunicorn on a free loopback port; yields its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRID_DATA_DIR": str(tmp_path / "live"),
+        "GRID_DATABASE_URL": database_url,
+        "GRID_NODE_NAME": NODE_NAME,
+        "GRID_OWNER_EMAIL": OWNER_EMAIL,
+        "GRID_OWNER_PASSWORD": OWNER_PASSWORD,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--preload",
+        "domain.wsgi:app",
+    ]
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
