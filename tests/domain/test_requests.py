@@ -1,0 +1,193 @@
+"""Requests: filing, visibility per role, decisions and auto-approval rules."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from flask.testing import FlaskClient
+from safetensors.torch import save as save_safetensors
+
+from tests.domain.test_datasets_api import upload
+
+
+@pytest.fixture
+def datasets(client: FlaskClient, headers) -> None:
+    upload(client, headers["owner"], "digits-a", tags=["digits"])
+    upload(client, headers["owner"], "private-b", tags=["restricted"])
+
+
+def file_access(client: FlaskClient, headers, datasets=("digits-a",), reason="train a classifier"):
+    return client.post(
+        "/api/v1/requests", json={"datasets": list(datasets), "reason": reason}, headers=headers
+    )
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    model.train()
+    program = torch.export.export(model, (torch.zeros(3, 2),))
+    path = tmp_path_factory.mktemp("model") / "model.pt2"
+    torch.export.save(program, path)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return Path(path).read_bytes(), save_safetensors(weights)
+
+
+def file_job(
+    client: FlaskClient, headers, model_files, plan: dict | str, weights: bytes | None = None
+):
+    model, default_weights = model_files
+    form = {
+        "datasets": ["digits-a"],
+        "reason": "fit a small MLP",
+        "plan": plan if isinstance(plan, str) else json.dumps(plan),
+        "model": (io.BytesIO(model), "model.pt2"),
+        "weights": (io.BytesIO(weights or default_weights), "weights.safetensors"),
+    }
+    return client.post(
+        "/api/v1/requests/jobs", data=form, headers=headers, content_type="multipart/form-data"
+    )
+
+
+def test_access_request_lifecycle(client: FlaskClient, headers, datasets) -> None:
+    filed = file_access(client, headers["data_scientist"])
+    assert filed.status_code == 201
+    assert filed.json["status"] == "pending" and filed.json["datasets"] == ["digits-a"]
+    pending = client.get("/api/v1/requests?status=pending", headers=headers["compliance_officer"])
+    assert [r["id"] for r in pending.json["items"]] == [filed.json["id"]]
+
+    decided = client.post(
+        f"/api/v1/requests/{filed.json['id']}/approve",
+        json={"reason": "fine for research"},
+        headers=headers["compliance_officer"],
+    )
+    assert decided.status_code == 200
+    seen = client.get(
+        f"/api/v1/requests/{filed.json['id']}", headers=headers["data_scientist"]
+    ).json
+    assert seen["status"] == "approved"
+    assert seen["decision_reason"] == "fine for research"
+    assert seen["decided_by"] == "compliance_officer@example.org"
+
+    again = client.post(
+        f"/api/v1/requests/{filed.json['id']}/deny", json={"reason": "x"}, headers=headers["owner"]
+    )
+    assert again.status_code == 409
+
+
+def test_denial_carries_its_reason(client: FlaskClient, headers, datasets) -> None:
+    filed = file_access(client, headers["data_scientist"]).json
+    client.post(
+        f"/api/v1/requests/{filed['id']}/deny",
+        json={"reason": "no identifiable data"},
+        headers=headers["owner"],
+    )
+    seen = client.get(f"/api/v1/requests/{filed['id']}", headers=headers["data_scientist"]).json
+    assert (seen["status"], seen["decision_reason"]) == ("denied", "no identifiable data")
+
+
+def test_requesters_see_only_their_own(client: FlaskClient, headers, datasets) -> None:
+    mine = file_access(client, headers["data_scientist"]).json
+    theirs = file_access(client, headers["admin"]).json
+    listed = client.get("/api/v1/requests", headers=headers["data_scientist"]).json["items"]
+    assert [r["id"] for r in listed] == [mine["id"]]
+    other = client.get(f"/api/v1/requests/{theirs['id']}", headers=headers["data_scientist"])
+    assert other.status_code == 404
+    assert len(client.get("/api/v1/requests", headers=headers["owner"]).json["items"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"datasets": ["nope"], "reason": "x"}, 404, "'nope'"),
+        ({"datasets": [], "reason": "x"}, 422, "datasets"),
+        ({"datasets": ["digits-a"]}, 422, "reason"),
+    ],
+)
+def test_bad_access_requests(client: FlaskClient, headers, datasets, body, status, needle) -> None:
+    response = client.post("/api/v1/requests", json=body, headers=headers["data_scientist"])
+    assert response.status_code == status
+    assert needle in response.json["error"]["message"]
+    assert client.get("/api/v1/requests", headers=headers["owner"]).json["items"] == []
+
+
+def test_job_request_is_stored_with_its_plan(client: FlaskClient, headers, datasets, model_files):
+    plan = {"loss": "cross_entropy", "optimizer": "adam", "epochs": 3, "learning_rate": 0.001}
+    response = file_job(client, headers["data_scientist"], model_files, plan)
+    assert response.status_code == 201, response.json
+    assert response.json["kind"] == "job"
+    assert response.json["plan"]["optimizer"] == "adam" and response.json["plan"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("plan", "needle"),
+    [
+        ({"loss": "hinge"}, "plan.loss"),
+        ({"loss": "mse", "optimizer": "lbfgs"}, "plan.optimizer"),
+        ({"loss": "mse", "epochs": 0}, "plan.epochs"),
+        ({"loss": "mse", "run": "import os"}, "plan.run"),
+        ("{not json", "plan"),
+    ],
+)
+def test_job_plans_outside_the_allow_list_are_refused(
+    client: FlaskClient, headers, datasets, model_files, plan, needle
+) -> None:
+    response = file_job(client, headers["data_scientist"], model_files, plan)
+    assert response.status_code == 422
+    assert needle in response.json["error"]["message"]
+
+
+def test_job_with_files_that_are_not_a_model_is_refused(
+    client: FlaskClient, headers, datasets, model_files
+) -> None:
+    bad_weights = file_job(client, headers["data_scientist"], model_files, {"loss": "mse"}, b"xx")
+    assert bad_weights.status_code == 422 and "safetensors" in bad_weights.json["error"]["message"]
+    response = file_job(
+        client, headers["data_scientist"], (b"pickle!", model_files[1]), {"loss": "mse"}
+    )
+    assert response.status_code == 422 and ".pt2" in response.json["error"]["message"]
+
+
+AUTO_RULES = [
+    {"dataset_tag": "digits", "kind": "access"},
+    {"data_scientist": "data_scientist@example.org", "max_epochs": 5},
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "datasets_", "epochs", "approved"),
+    [
+        ("access", ["digits-a"], None, True),
+        ("access", ["digits-a", "private-b"], None, False),
+        ("job", ["digits-a"], 5, True),
+        ("job", ["digits-a"], 6, False),
+    ],
+)
+def test_auto_approval_rules(
+    client: FlaskClient, headers, datasets, model_files, kind, datasets_, epochs, approved
+) -> None:
+    settings = client.put(
+        "/api/v1/settings", json={"auto_approval": AUTO_RULES}, headers=headers["owner"]
+    )
+    assert settings.status_code == 200
+    if kind == "access":
+        response = file_access(client, headers["data_scientist"], datasets_)
+    else:
+        plan = {"loss": "cross_entropy", "epochs": epochs}
+        response = file_job(client, headers["data_scientist"], model_files, plan)
+    assert response.status_code == 201
+    assert response.json["auto_approved"] is approved
+    assert response.json["status"] == ("approved" if approved else "pending")
+
+
+def test_only_the_owner_edits_auto_approval(client: FlaskClient, headers) -> None:
+    body = {"auto_approval": [{"kind": "access"}]}
+    assert client.put("/api/v1/settings", json=body, headers=headers["admin"]).status_code == 403
+    bad = client.put(
+        "/api/v1/settings", json={"auto_approval": [{"max_epochs": 0}]}, headers=headers["owner"]
+    )
+    assert bad.status_code == 422 and "max_epochs" in bad.json["error"]["message"]
