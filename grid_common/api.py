@@ -143,13 +143,6 @@ def route(
     return decorator
 
 
-def mark_public(app: Flask, endpoint: str, summary: str) -> None:
-    """Declare access for an endpoint that Flask itself registers (such as `static`)."""
-    app.view_functions[endpoint].route_spec = RouteSpec(  # type: ignore[attr-defined]
-        permission=PUBLIC, summary=summary, before_setup=True
-    )
-
-
 def route_spec(app: Flask, endpoint: str | None) -> RouteSpec | None:
     if endpoint is None or endpoint not in app.view_functions:
         return None
@@ -172,7 +165,8 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/"
     models: set[type[BaseModel]] = set()
     for _, _, spec in specs:
         models.update(m for m in (spec.body, spec.response) if m is not None)
-    keyed = [(m, mode) for m in models for mode in ("validation", "serialization")]
+    modes: tuple[Literal["validation", "serialization"], ...] = ("validation", "serialization")
+    keyed = [(m, mode) for m in models for mode in modes]
     refs, schema = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
 
     paths: dict[str, dict[str, Any]] = {}

@@ -25,4 +25,4 @@ class TrainingPlan(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=65536)
     seed: int = Field(default=0, ge=0)
     validation_split: float = Field(default=0.0, ge=0, lt=1)
-    metrics: list[Metric] = Field(default_factory=lambda: ["loss"])
+    metrics: list[Metric] = Field(default_factory=lambda: list[Metric](["loss"]))

@@ -47,7 +47,7 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
         license=dataset.license,
         label=dataset.label,
         format=dataset.format,  # type: ignore[arg-type]
-        dataset_schema=DatasetSchema.model_validate(dataset.schema),
+        schema=DatasetSchema.model_validate(dataset.schema),
         size_bytes=dataset.data_size,
         mock=MockInfo(
             available=dataset.mock_digest is not None,

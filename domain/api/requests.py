@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Blueprint, request
 from safetensors import SafetensorError, safe_open
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from domain.api.common import blobs, record
 from domain.api.settings import load_settings
@@ -32,6 +32,13 @@ from grid_common.schemas import (
 )
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1/requests")
+
+# Everything request_out reads, loaded with the request instead of one query per attribute.
+_WITH_PEOPLE_AND_DATASETS = (
+    joinedload(AccessRequest.requester),
+    joinedload(AccessRequest.decider),
+    selectinload(AccessRequest.datasets),
+)
 
 
 def request_out(item: AccessRequest) -> RequestOut:
@@ -211,7 +218,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
     response=RequestList,
 )
 def list_requests(query: RequestQuery) -> RequestList:
-    statement = select(AccessRequest).order_by(AccessRequest.id)
+    statement = select(AccessRequest).options(*_WITH_PEOPLE_AND_DATASETS).order_by(AccessRequest.id)
     user = current_user()
     if not _may_triage(user):
         statement = statement.where(AccessRequest.requester_id == user.id)
@@ -221,7 +228,7 @@ def list_requests(query: RequestQuery) -> RequestList:
 
 
 def _visible_request(request_id: int) -> AccessRequest:
-    item = db_session().get(AccessRequest, request_id)
+    item = db_session().get(AccessRequest, request_id, options=_WITH_PEOPLE_AND_DATASETS)
     user = current_user()
     if item is None or (item.requester_id != user.id and not _may_triage(user)):
         raise NotFound(f"No request with id {request_id}.")
