@@ -22,6 +22,7 @@ $(VENV)/.project-installed: pyproject.toml $(VENV)/.torch-installed
 test: $(VENV)/.project-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy domain grid_common grid_cli
 	$(BIN)/pytest
 
 demo: $(VENV)/.project-installed

@@ -1,0 +1,147 @@
+"""HTTP to a Grid node: timeouts on every call, retries only when idempotent, JSON errors raised."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+# (connect, read) seconds; reads wait longer because the node may hash or inspect a big file.
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 60.0)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+RETRY_STATUSES = (502, 503, 504)
+
+
+def _user_agent() -> str:
+    try:
+        return f"grid-cli/{version('grid-nodes')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "grid-cli"
+
+
+class GridError(Exception):
+    """An error from a Grid node (or from reaching it): HTTP status, stable code, human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"GridError(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+def normalize_url(url: str) -> str:
+    """The node's base URL without a trailing slash; refuses anything but http(s)."""
+    base = url.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise GridError(
+            0, "bad_url", f"{url!r} is not a node URL: write it like http://127.0.0.1:8001"
+        )
+    return base
+
+
+def error_from_response(response: requests.Response) -> GridError:
+    """The GridError a failed response describes, from its `{"error": {...}}` body if it has one."""
+    try:
+        body = response.json()
+        error = body["error"]
+        return GridError(response.status_code, str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        # Not a Grid node, or a proxy in between answered: show what came back.
+        snippet = " ".join(response.text.split())[:200]
+        reason = response.reason or "error"
+        return GridError(
+            response.status_code,
+            "http_error",
+            f"HTTP {response.status_code} {reason} from {response.url}"
+            + (f": {snippet}" if snippet else ""),
+        )
+
+
+class HttpSession:
+    """A requests.Session bound to one node's base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        verify: bool | str = True,
+    ) -> None:
+        self.base_url = normalize_url(base_url)
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers["User-Agent"] = _user_agent()
+        retry = Retry(
+            total=retries,
+            backoff_factor=0.3,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=IDEMPOTENT_METHODS,
+            # The last failed response comes back to us so its JSON error can be raised.
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def set_bearer(self, token: str | None) -> None:
+        """Send `Authorization: Bearer <token>` from now on (or nothing, for None)."""
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self.session.headers.pop("Authorization", None)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> requests.Response:
+        """Send one request; a status of 400 or more raises GridError with the node's message."""
+        url = f"{self.base_url}{path}"
+        try:
+            response = self.session.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                data=data,
+                headers=dict(headers or {}),
+                timeout=timeout or self.timeout,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise GridError(
+                0, "tls_error", f"TLS failed with {self.base_url}: {exc}; check the certificate"
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            raise GridError(
+                0, "timeout", f"{self.base_url} did not answer {method} {path} in time: {exc}"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise GridError(
+                0,
+                "unreachable",
+                f"cannot reach {self.base_url}: is the node running and the URL right?",
+            ) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,55 @@
+"""Start a domain node: gunicorn in production, Flask's development server with `--dev`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DomainLaunch:
+    """Where and how a domain node runs."""
+
+    name: str
+    port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
+    workers: int = 2
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The node's environment: the caller's (GRID_DATABASE_URL included) plus name and dir."""
+        env = dict(os.environ if base is None else base)
+        env["GRID_NODE_NAME"] = self.name
+        env["GRID_DATA_DIR"] = str(self.data_dir.expanduser().resolve())
+        return env
+
+    def gunicorn_command(self) -> list[str]:
+        # --preload migrates the database once in the master instead of racing in each worker.
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--preload",
+            "--workers",
+            str(self.workers),
+            "--bind",
+            f"{self.host}:{self.port}",
+            "domain.wsgi:app",
+        ]
+
+
+def exec_gunicorn(launch: DomainLaunch) -> None:
+    """Replace this process with gunicorn serving the domain; returns only on failure."""
+    command = launch.gunicorn_command()
+    os.execvpe(command[0], command, launch.environment())
+
+
+def run_dev_server(launch: DomainLaunch) -> None:
+    """Serve the domain with Flask's single-process development server (no debugger)."""
+    os.environ.update(launch.environment())
+    from domain import create_app
+
+    create_app().run(host=launch.host, port=launch.port, debug=False, use_reloader=False)

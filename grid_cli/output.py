@@ -1,0 +1,65 @@
+"""How the `grid` command prints: rich tables for people, JSON with `--json` for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from grid_cli.http import GridError
+
+# Hints for codes whose server message says what went wrong but not what to do next.
+FIXES: dict[str, str] = {
+    "duplicate_name": "pick another --name, or delete the old one with `grid datasets delete`",
+    "duplicate_email": "that account exists already; see `grid users list`",
+    "already_decided": "see its decision with `grid requests list`",
+    "setup_required": "give the domain an owner first",
+    "too_many_requests": "wait and try again",
+}
+
+
+def to_jsonable(value: Any) -> Any:
+    """Wire models as the node sends them (aliases such as `schema` included)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), indent=2, default=str))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    count = 0
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        count += 1
+    if count == 0:
+        click.echo(f"{title}: none.")
+        return
+    Console().print(table)
+
+
+def describe_error(exc: GridError, *, url: str | None = None) -> str:
+    """One line: the node's message, its status and code, and the fix when the message lacks one."""
+    message = " ".join(exc.message.split())
+    where = f" at {url}" if url else ""
+    status = f" (HTTP {exc.status} {exc.code}{where})" if exc.status else ""
+    fix = FIXES.get(exc.code)
+    if exc.status == 401 and exc.code != "bad_credentials":
+        fix = f"sign in again with `grid login {url or 'URL'} --email EMAIL`"
+    elif exc.status == 403:
+        fix = "sign in as an account whose role allows this"
+    return f"{message}{status}" + (f"; {fix}" if fix else "")
