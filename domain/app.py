@@ -59,6 +59,8 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.before_request(authorize_request)
     _create_owner_from_env(database, config)
+    # A pre-forking server copies this process: no pooled connection may cross that fork.
+    database.engine.dispose()
     return app
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
 from flask import Flask, current_app, g, request
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select, update
 
 from domain.models import ApiKey, User
 from domain.permissions import Permission, Role, has_permission
@@ -20,10 +21,32 @@ SETUP_HINT = (
     "first start, or POST {email, password} to /api/v1/setup once."
 )
 _API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+_USERS = User.__table__.c
+_API_KEYS = ApiKey.__table__
+_KEYS = _API_KEYS.c
+# Prebuilt Core selects: they run on every request, where building a statement or going
+# through the ORM costs several times more than the query itself.
+_PRINCIPAL = select(_USERS.id, _USERS.email, _USERS.role, _USERS.is_active)
+_PRINCIPAL_BY_ID = _PRINCIPAL.where(_USERS.id == bindparam("user_id"))
+_PRINCIPAL_BY_KEY = (
+    _PRINCIPAL.add_columns(_KEYS.id.label("key_id"), _KEYS.last_used_at)
+    .join_from(User.__table__, _API_KEYS, _KEYS.user_id == _USERS.id)
+    .where(_KEYS.key_hash == bindparam("key_hash"), _KEYS.revoked_at.is_(None))
+)
 
 
-def current_user() -> User:
-    user: User = g.user
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as read fresh from the database on each request."""
+
+    id: int
+    email: str
+    role: str
+    is_active: bool
+
+
+def current_user() -> Principal:
+    user: Principal = g.user
     return user
 
 
@@ -50,19 +73,19 @@ def _bearer_token() -> str:
     return token.strip()
 
 
-def _user_from_api_key(key: str) -> User:
-    session = db_session()
-    api_key = session.scalar(select(ApiKey).where(ApiKey.key_hash == token_digest(key)))
-    if api_key is None or api_key.revoked_at is not None:
+def _user_from_api_key(key: str) -> Principal:
+    connection = db_session().connection()
+    row = connection.execute(_PRINCIPAL_BY_KEY, {"key_hash": token_digest(key)}).first()
+    if row is None:
         raise Unauthorized("API key is unknown or revoked.")
     now = datetime.now(UTC)
-    if api_key.last_used_at is None or now - api_key.last_used_at > _API_KEY_TOUCH_INTERVAL:
-        api_key.last_used_at = now
-        session.commit()
-    return api_key.user
+    if row.last_used_at is None or now - row.last_used_at > _API_KEY_TOUCH_INTERVAL:
+        connection.execute(update(ApiKey).where(_KEYS.id == row.key_id).values(last_used_at=now))
+        db_session().commit()
+    return Principal(row.id, row.email, row.role, row.is_active)
 
 
-def _user_from_access_token(token: str) -> User:
+def _user_from_access_token(token: str) -> Principal:
     app = current_app
     try:
         claims = decode_access_token(
@@ -74,13 +97,14 @@ def _user_from_access_token(token: str) -> User:
         ) from None
     except jwt.InvalidTokenError:
         raise Unauthorized("Access token is invalid.") from None
-    user = db_session().get(User, int(claims["sub"]))
-    if user is None:
+    user_id = int(claims["sub"])
+    row = db_session().connection().execute(_PRINCIPAL_BY_ID, {"user_id": user_id}).first()
+    if row is None:
         raise Unauthorized("Access token is invalid.")
-    return user
+    return Principal(row.id, row.email, row.role, row.is_active)
 
 
-def authenticate() -> User:
+def authenticate() -> Principal:
     token = _bearer_token()
     if token.startswith(API_KEY_PREFIX):
         user = _user_from_api_key(token)

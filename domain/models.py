@@ -146,8 +146,6 @@ class AccessRequest(Base):
     weights_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    requester: Mapped[User] = relationship(foreign_keys=[requester_id])
-    decider: Mapped[User | None] = relationship(foreign_keys=[decided_by])
     datasets: Mapped[list[RequestDataset]] = relationship(
         cascade="all, delete-orphan", order_by="RequestDataset.dataset_name"
     )

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app
 from sqlalchemy import delete, func, select, update
 
 from domain import audit
-from domain.api.common import config
+from domain.api.common import config, get_or_404
 from domain.api.users import user_out
 from domain.auth import client_address, current_user
 from domain.models import LoginFailure, RefreshToken, User
@@ -153,4 +153,4 @@ def logout(body: RefreshIn) -> None:
 
 @route(bp, "/me", permission=AUTHENTICATED, summary="The signed-in account", response=UserOut)
 def me() -> UserOut:
-    return user_out(current_user())
+    return user_out(get_or_404(User, current_user().id, "user"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, request, send_file
-from sqlalchemy import exists, select
+from sqlalchemy import Row, exists, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
@@ -36,8 +37,11 @@ from grid_common.schemas import (
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 
+_ALL_DATASETS = select(Dataset.__table__).order_by(Dataset.__table__.c.name)
 
-def dataset_out(dataset: Dataset) -> DatasetOut:
+
+def dataset_out(dataset: Dataset | Row[Any]) -> DatasetOut:
+    """The public description of a dataset, from a model instance or a Core row."""
     return DatasetOut(
         id=dataset.id,
         name=dataset.name,
@@ -83,8 +87,8 @@ def _stage(stack: ExitStack, file: FileStorage) -> Path:
 
 @route(bp, "", permission=AUTHENTICATED, summary="Datasets on this domain", response=DatasetList)
 def list_datasets() -> DatasetList:
-    datasets = db_session().scalars(select(Dataset).order_by(Dataset.name))
-    return DatasetList(items=[dataset_out(d) for d in datasets])
+    rows = db_session().connection().execute(_ALL_DATASETS)
+    return DatasetList(items=[dataset_out(row) for row in rows])
 
 
 @route(

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from flask import Blueprint, request
 from safetensors import SafetensorError, safe_open
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from domain.api.common import blobs, record
 from domain.api.settings import load_settings
-from domain.auth import current_user
+from domain.auth import Principal, current_user
 from domain.models import AccessRequest, Dataset, RequestDataset, User
 from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED, route
@@ -33,32 +33,60 @@ from grid_common.schemas import (
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1/requests")
 
-# Everything request_out reads, loaded with the request instead of one query per attribute.
-_WITH_PEOPLE_AND_DATASETS = (
-    joinedload(AccessRequest.requester),
-    joinedload(AccessRequest.decider),
-    selectinload(AccessRequest.datasets),
+_REQUESTS = AccessRequest.__table__
+_NAMES = RequestDataset.__table__
+_REQUESTER = User.__table__.alias("requester")
+_DECIDER = User.__table__.alias("decider")
+_WITH_EMAILS = (
+    select(
+        _REQUESTS,
+        _REQUESTER.c.email.label("requester_email"),
+        _DECIDER.c.email.label("decider_email"),
+    )
+    .join_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
+    .outerjoin(_DECIDER, _DECIDER.c.id == _REQUESTS.c.decided_by)
 )
 
 
-def request_out(item: AccessRequest) -> RequestOut:
-    return RequestOut(
-        id=item.id,
-        kind=item.kind,  # type: ignore[arg-type]
-        status=item.status,  # type: ignore[arg-type]
-        requester=item.requester.email,
-        datasets=[d.dataset_name for d in item.datasets],
-        reason=item.reason,
-        decision_reason=item.decision_reason,
-        decided_by=item.decider.email if item.decider else None,
-        decided_at=item.decided_at,
-        auto_approved=item.auto_approved,
-        plan=item.plan,
-        created_at=item.created_at,
-    )
+def load_requests(*where: ColumnElement[bool]) -> list[RequestOut]:
+    """Requests as the API shows them, in two Core queries however many there are."""
+    connection = db_session().connection()
+    rows = connection.execute(_WITH_EMAILS.where(*where).order_by(_REQUESTS.c.id)).all()
+    names: dict[int, list[str]] = {row.id: [] for row in rows}
+    if names:
+        for request_id, name in connection.execute(
+            select(_NAMES.c.request_id, _NAMES.c.dataset_name)
+            .where(_NAMES.c.request_id.in_(names))
+            .order_by(_NAMES.c.dataset_name)
+        ):
+            names[request_id].append(name)
+    return [
+        RequestOut(
+            id=row.id,
+            kind=row.kind,
+            status=row.status,
+            requester=row.requester_email,
+            datasets=names[row.id],
+            reason=row.reason,
+            decision_reason=row.decision_reason,
+            decided_by=row.decider_email,
+            decided_at=row.decided_at,
+            auto_approved=row.auto_approved,
+            plan=row.plan,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
 
 
-def _may_triage(user: User) -> bool:
+def _load_request(request_id: int) -> RequestOut:
+    found = load_requests(_REQUESTS.c.id == request_id)
+    if not found:
+        raise NotFound(f"No request with id {request_id}.")
+    return found[0]
+
+
+def _may_triage(user: Principal) -> bool:
     return has_permission(user.role, Permission.TRIAGE_REQUESTS)
 
 
@@ -73,7 +101,7 @@ def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
 
 def _rule_matches(
     rule: AutoApprovalRule,
-    user: User,
+    user: Principal,
     kind: str,
     datasets: list[Dataset],
     plan: TrainingPlan | None,
@@ -100,7 +128,7 @@ def _file_request(
     user = current_user()
     item = AccessRequest(
         kind=kind,
-        requester=user,
+        requester_id=user.id,
         reason=reason,
         plan=plan.model_dump(mode="json") if plan else None,
         model_digest=model_digest,
@@ -145,7 +173,8 @@ def _file_request(
 def file_access_request(body: AccessRequestIn) -> RequestOut:
     session = db_session()
     datasets = _datasets_named(session, body.datasets)
-    return request_out(_file_request(session, kind="access", reason=body.reason, datasets=datasets))
+    item = _file_request(session, kind="access", reason=body.reason, datasets=datasets)
+    return _load_request(item.id)
 
 
 def _check_model_archive(path: Path) -> None:
@@ -206,7 +235,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
         model_digest=model_digest,
         weights_digest=weights_digest,
     )
-    return request_out(item)
+    return _load_request(item.id)
 
 
 @route(
@@ -218,40 +247,38 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
     response=RequestList,
 )
 def list_requests(query: RequestQuery) -> RequestList:
-    statement = select(AccessRequest).options(*_WITH_PEOPLE_AND_DATASETS).order_by(AccessRequest.id)
+    where = []
     user = current_user()
     if not _may_triage(user):
-        statement = statement.where(AccessRequest.requester_id == user.id)
+        where.append(_REQUESTS.c.requester_id == user.id)
     if query.status:
-        statement = statement.where(AccessRequest.status == query.status)
-    return RequestList(items=[request_out(r) for r in db_session().scalars(statement)])
-
-
-def _visible_request(request_id: int) -> AccessRequest:
-    item = db_session().get(AccessRequest, request_id, options=_WITH_PEOPLE_AND_DATASETS)
-    user = current_user()
-    if item is None or (item.requester_id != user.id and not _may_triage(user)):
-        raise NotFound(f"No request with id {request_id}.")
-    return item
+        where.append(_REQUESTS.c.status == query.status)
+    return RequestList(items=load_requests(*where))
 
 
 @route(
     bp, "/<int:request_id>", permission=AUTHENTICATED, summary="One request", response=RequestOut
 )
 def get_request(request_id: int) -> RequestOut:
-    return request_out(_visible_request(request_id))
+    found = load_requests(_REQUESTS.c.id == request_id)
+    user = current_user()
+    if not found or (found[0].requester != user.email and not _may_triage(user)):
+        raise NotFound(f"No request with id {request_id}.")
+    return found[0]
 
 
 def _decide(request_id: int, status: str, reason: str) -> RequestOut:
     session = db_session()
-    item = _visible_request(request_id)
+    item = session.get(AccessRequest, request_id)
+    if item is None:
+        raise NotFound(f"No request with id {request_id}.")
     if item.status != "pending":
         raise Conflict(f"Request {request_id} is already {item.status}.", code="already_decided")
     item.status, item.decision_reason = status, reason
-    item.decider, item.decided_at = current_user(), datetime.now(UTC)
+    item.decided_by, item.decided_at = current_user().id, datetime.now(UTC)
     record(session, f"requests.{status}", f"request:{item.id}", reason=reason)
     session.commit()
-    return request_out(item)
+    return _load_request(item.id)
 
 
 @route(
