@@ -16,21 +16,13 @@ from domain.models import AuditEntry, AuditHead
 GENESIS_HASH = "0" * 64
 
 
-def entry_hash(
-    *,
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    target: str,
-    address: str,
-    details: str,
-    prev_hash: str,
-) -> str:
+HASHED_FIELDS = ("seq", "at", "actor", "action", "target", "address", "details", "prev_hash")
+
+
+def entry_hash(fields: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of every hashed field, in a fixed order."""
     canonical = json.dumps(
-        [seq, at, actor, action, target, address, details, prev_hash],
-        separators=(",", ":"),
-        ensure_ascii=False,
+        [fields[name] for name in HASHED_FIELDS], separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -48,32 +40,19 @@ def append(
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).scalar_one()
-    seq = head.seq + 1
-    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    details_json = json.dumps(details or {}, sort_keys=True, separators=(",", ":"))
-    digest = entry_hash(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        address=address,
-        details=details_json,
-        prev_hash=head.hash,
-    )
-    entry = AuditEntry(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        address=address,
-        details=details_json,
-        prev_hash=head.hash,
-        hash=digest,
-    )
+    fields: dict[str, Any] = {
+        "seq": head.seq + 1,
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "address": address,
+        "details": json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
+        "prev_hash": head.hash,
+    }
+    entry = AuditEntry(**fields, hash=entry_hash(fields))
     session.add(entry)
-    head.seq, head.hash = seq, digest
+    head.seq, head.hash = entry.seq, entry.hash
     return entry
 
 
@@ -105,16 +84,7 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
                 problem = f"entry {expected_seq} is missing"
             elif entry.prev_hash != prev_hash:
                 problem = "prev_hash does not match the previous entry's hash"
-            elif entry.hash != entry_hash(
-                seq=entry.seq,
-                at=entry.at,
-                actor=entry.actor,
-                action=entry.action,
-                target=entry.target,
-                address=entry.address,
-                details=entry.details,
-                prev_hash=entry.prev_hash,
-            ):
+            elif entry.hash != entry_hash({f: getattr(entry, f) for f in HASHED_FIELDS}):
                 problem = "contents do not match the entry's hash"
             if problem:
                 return ChainReport(False, count, prev_hash, expected_seq, problem)

@@ -37,46 +37,43 @@ _REQUESTS = AccessRequest.__table__
 _NAMES = RequestDataset.__table__
 _REQUESTER = User.__table__.alias("requester")
 _DECIDER = User.__table__.alias("decider")
-_WITH_EMAILS = (
+# One row per (request, dataset name), with both people's emails: one query for any number.
+_REQUESTS_SHOWN = (
     select(
         _REQUESTS,
         _REQUESTER.c.email.label("requester_email"),
         _DECIDER.c.email.label("decider_email"),
+        _NAMES.c.dataset_name,
     )
     .join_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
     .outerjoin(_DECIDER, _DECIDER.c.id == _REQUESTS.c.decided_by)
+    .outerjoin(_NAMES, _NAMES.c.request_id == _REQUESTS.c.id)
+    .order_by(_REQUESTS.c.id, _NAMES.c.dataset_name)
 )
 
 
 def load_requests(*where: ColumnElement[bool]) -> list[RequestOut]:
-    """Requests as the API shows them, in two Core queries however many there are."""
-    connection = db_session().connection()
-    rows = connection.execute(_WITH_EMAILS.where(*where).order_by(_REQUESTS.c.id)).all()
-    names: dict[int, list[str]] = {row.id: [] for row in rows}
-    if names:
-        for request_id, name in connection.execute(
-            select(_NAMES.c.request_id, _NAMES.c.dataset_name)
-            .where(_NAMES.c.request_id.in_(names))
-            .order_by(_NAMES.c.dataset_name)
-        ):
-            names[request_id].append(name)
-    return [
-        RequestOut(
-            id=row.id,
-            kind=row.kind,
-            status=row.status,
-            requester=row.requester_email,
-            datasets=names[row.id],
-            reason=row.reason,
-            decision_reason=row.decision_reason,
-            decided_by=row.decider_email,
-            decided_at=row.decided_at,
-            auto_approved=row.auto_approved,
-            plan=row.plan,
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]
+    """Requests as the API shows them."""
+    shown: dict[int, RequestOut] = {}
+    for row in db_session().connection().execute(_REQUESTS_SHOWN.where(*where)):
+        if row.id not in shown:
+            shown[row.id] = RequestOut(
+                id=row.id,
+                kind=row.kind,
+                status=row.status,
+                requester=row.requester_email,
+                datasets=[],
+                reason=row.reason,
+                decision_reason=row.decision_reason,
+                decided_by=row.decider_email,
+                decided_at=row.decided_at,
+                auto_approved=row.auto_approved,
+                plan=row.plan,
+                created_at=row.created_at,
+            )
+        if row.dataset_name is not None:
+            shown[row.id].datasets.append(row.dataset_name)
+    return list(shown.values())
 
 
 def _load_request(request_id: int) -> RequestOut:
