@@ -16,7 +16,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from domain import DomainConfig, create_app, migrate
@@ -73,10 +73,11 @@ class PostgresDatabases:
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    def fresh(self) -> str:
+    def fresh(self, *, migrated: bool = True) -> str:
+        """A new database: a clone of the migrated template, or an empty one."""
         self.count += 1
         name = f"grid_t_{_RUN_ID}_{self.count}"
-        self._create(name, self.template)
+        self._create(name, self.template if migrated else None)
         return name
 
 
@@ -164,7 +165,7 @@ def headers(app: Flask) -> dict[str, dict[str, str]]:
     with database.sessionmaker() as session, session.begin():
         for role in Role:
             email = OWNER_EMAIL if role is Role.OWNER else f"{role.value}@example.org"
-            user = session.query(User).filter_by(email=email).one_or_none()
+            user = session.scalar(select(User).where(User.email == email))
             if user is None:
                 user = User(email=email, role=role.value, password_hash=password_hash)
                 session.add(user)

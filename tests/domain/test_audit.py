@@ -11,7 +11,7 @@ from sqlalchemy import delete, update
 
 from domain import audit
 from domain.models import AuditEntry
-from tests.domain.test_datasets_api import upload
+from tests.domain.uploads import upload
 
 
 def entries(client: FlaskClient, headers, **filters) -> list[dict]:

@@ -2,60 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 from safetensors.numpy import save as save_safetensors
 
-CSV = b"x1,x2,target\n0.5,1.0,0\n1.5,2.0,1\n2.5,3.0,0\n3.5,4.0,1\n"
-
-
-def upload(
-    client: FlaskClient,
-    headers: dict[str, str],
-    name: str = "digits-a",
-    *,
-    data: bytes = CSV,
-    filename: str = "digits.csv",
-    mock: tuple[bytes, str] | None = None,
-    **fields,
-):
-    form: dict = {
-        "name": name,
-        "label": "target",
-        "description": "toy digits",
-        "tags": ["digits", "toy"],
-        **fields,
-    }
-    form["file"] = (io.BytesIO(data), filename)
-    if mock is not None:
-        form["mock"] = (io.BytesIO(mock[0]), mock[1])
-    return client.post(
-        "/api/v1/datasets", data=form, headers=headers, content_type="multipart/form-data"
-    )
-
-
-def stored_blobs(app: Flask) -> list[Path]:
-    root = Path(app.config["GRID"].data_dir) / "blobs"
-    return [p for p in root.rglob("*") if p.is_file() and p.parent.name != "tmp"]
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer)
-    return buffer.getvalue()
-
+from tests.domain.uploads import CSV, npz_bytes, parquet_bytes, stored_blobs, upload
 
 IMAGES = np.arange(5 * 8 * 8, dtype=np.float32).reshape(5, 8, 8)
 LABELS = np.array([0, 1, 2, 1, 0], dtype=np.int64)

@@ -11,7 +11,7 @@ import torch
 from flask.testing import FlaskClient
 from safetensors.torch import save as save_safetensors
 
-from tests.domain.test_datasets_api import upload
+from tests.domain.uploads import upload
 
 
 @pytest.fixture

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from domain import migrate
 from domain.models import Base
 from grid_common.db import make_engine
+from tests.conftest import PostgresDatabases
 
 
 def test_migrations_produce_exactly_the_models(database_url: str) -> None:
     engine = make_engine(database_url)
-    from domain import migrate
-
     migrate.upgrade(engine)
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -35,3 +39,37 @@ def test_openapi_documents_every_route_with_its_schemas(client: FlaskClient) -> 
     approve = document["paths"]["/api/v1/requests/{request_id}/approve"]["post"]
     assert approve["x-permission"] == "triage_requests"
     assert approve["parameters"][0]["name"] == "request_id"
+
+
+def test_replicas_starting_together_migrate_once(postgres: PostgresDatabases | None) -> None:
+    if postgres is None:
+        pytest.skip("PostgreSQL not reachable; set GRID_TEST_DATABASE_URL to run this")
+    name = postgres.fresh(migrated=False)
+    engines = [make_engine(postgres.url(name)) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def start(engine) -> None:
+        try:
+            migrate.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    # Daemon threads with a deadline: racing DDL without the lock blocks forever.
+    threads = [threading.Thread(target=start, args=(e,), daemon=True) for e in engines]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = sum(thread.is_alive() for thread in threads)
+    differences = []
+    if not stuck:
+        with engines[0].connect() as connection:
+            context = MigrationContext.configure(connection)
+            differences = compare_metadata(context, Base.metadata)
+        for engine in engines:
+            engine.dispose()
+    postgres.drop(name)
+    assert stuck == 0, "concurrent migrations blocked each other"
+    assert errors == []
+    assert differences == []
