@@ -7,15 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import exists, select
 
-from domain import audit, migrate
+from domain import migrate
 from domain.api import apikeys, audit_log, auth, datasets, health, requests, settings, setup, users
+from domain.api.setup import create_first_owner
 from domain.auth import authorize_request
 from domain.config import DomainConfig
-from domain.models import User
-from domain.permissions import Role
-from domain.security import hash_password
 from grid_common.blobstore import BlobStore
 from grid_common.db import Database
 from grid_common.errors import register_error_handlers
@@ -67,16 +64,9 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
 def _create_owner_from_env(database: Database, config: DomainConfig) -> None:
     if not (config.owner_email and config.owner_password):
         return
-    with database.sessionmaker() as session, session.begin():
-        if session.scalar(select(exists().where(User.role == Role.OWNER.value))):
-            return
-        email = config.owner_email.strip().lower()
-        session.add(
-            User(
-                email=email,
-                role=Role.OWNER.value,
-                password_hash=hash_password(config.owner_password),
-            )
+    with database.sessionmaker() as session:
+        owner = create_first_owner(
+            session, config.owner_email, config.owner_password, actor="system"
         )
-        audit.append(session, actor="system", action="setup.owner_created", target=email)
-    log.info("created the owner account from GRID_OWNER_EMAIL")
+    if owner is not None:
+        log.info("created the owner account from GRID_OWNER_EMAIL")

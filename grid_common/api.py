@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,12 +13,13 @@ from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from grid_common.errors import BadRequest, Unprocessable
+from grid_common.errors import BadRequest, PayloadTooLarge, Unprocessable
 
 PUBLIC = "public"
 """Access marker: anyone may call the route, signed in or not."""
 AUTHENTICATED = "authenticated"
 """Access marker: any signed-in account may call the route."""
+JSON_BODY_LIMIT = 1 << 20
 
 BodyKind = Literal["json", "multipart", "binary"]
 View = TypeVar("View", bound=Callable[..., Any])
@@ -57,13 +59,17 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
 
 
 def _json_body() -> Any:
-    if not request.get_data(cache=True):
+    # JSON is parsed in memory, so it gets its own small limit, not the upload limit.
+    raw = request.stream.read(JSON_BODY_LIMIT + 1)
+    if len(raw) > JSON_BODY_LIMIT:
+        raise PayloadTooLarge(f"JSON bodies are limited to {JSON_BODY_LIMIT} bytes.")
+    if not raw:
         raise BadRequest("Request body is empty; send a JSON object.")
     if not request.is_json:
         raise BadRequest("Send the body as JSON with Content-Type: application/json.")
     try:
-        return request.get_json(force=True)
-    except Exception:
+        return json.loads(raw)
+    except ValueError:
         raise BadRequest("Request body is not valid JSON.") from None
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from domain import DomainConfig, create_app
+from domain.api.setup import create_first_owner
+from domain.models import User
 from domain.security import issue_access_token
 from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD, PASSWORD
 
@@ -185,3 +190,42 @@ def test_owner_from_environment_is_created_once(domain_config: DomainConfig) -> 
     domain_config.owner_password = "a-different-password"
     client = create_app(domain_config).test_client()
     assert login(client).status_code == 200  # the first password still holds
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        ("{not json", "application/json", 400),
+        ('{"email": "owner@example.org", "password": "x"}', "text/plain", 400),
+        ("", "application/json", 400),
+        ('{"password": "' + "x" * (1 << 20) + '"}', "application/json", 413),
+    ],
+)
+def test_malformed_json_bodies(
+    client: FlaskClient, data: str, content_type: str, status: int
+) -> None:
+    response = client.post("/api/v1/auth/login", data=data, content_type=content_type)
+    assert response.status_code == status
+    assert response.json["error"]["message"]
+
+
+def test_racing_first_setups_make_exactly_one_owner(domain_config: DomainConfig) -> None:
+    domain_config.owner_email = domain_config.owner_password = ""
+    app = create_app(domain_config)
+    sessionmaker = app.extensions["database"].sessionmaker
+    created: list[object] = []
+
+    def race(n: int) -> None:
+        with sessionmaker() as session:
+            owner = create_first_owner(session, f"o{n}@example.org", OWNER_PASSWORD, actor="t")
+            created.append(owner)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with sessionmaker() as session:
+        owners = session.scalars(select(User).where(User.role == "owner")).all()
+    assert len(owners) == 1
+    assert sum(owner is not None for owner in created) == 1
