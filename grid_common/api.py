@@ -85,11 +85,8 @@ def _multipart_fields(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _to_response(result: Any, spec: RouteSpec) -> Any:
-    status = spec.status
-    if isinstance(result, tuple):
-        result, status = result
     if isinstance(result, BaseModel):
-        return Response(result.model_dump_json(), status=status, mimetype="application/json")
+        return Response(result.model_dump_json(), status=spec.status, mimetype="application/json")
     if result is None:
         return Response(status=204)
     return result

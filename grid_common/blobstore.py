@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -27,9 +26,6 @@ class BlobStore:
         if not _DIGEST.match(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / digest
-
-    def exists(self, digest: str) -> bool:
-        return self.path(digest).exists()
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -52,20 +48,10 @@ class BlobStore:
         os.replace(staged, target)
         return digest, target.stat().st_size, True
 
-    def put_stream(self, stream: BinaryIO) -> tuple[str, int, bool]:
-        with self.staging() as staged:
-            with staged.open("wb") as out:
-                while chunk := stream.read(CHUNK):
-                    out.write(chunk)
-            return self.commit(staged)
-
     def put_bytes(self, data: bytes) -> tuple[str, int, bool]:
         with self.staging() as staged:
             staged.write_bytes(data)
             return self.commit(staged)
-
-    def open(self, digest: str) -> BinaryIO:
-        return self.path(digest).open("rb")
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)

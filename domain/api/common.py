@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from flask import current_app
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.auth import client_address, current_user
 from domain.config import DomainConfig
+from domain.models import AccessRequest, Dataset
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import NotFound
@@ -48,10 +50,6 @@ def get_or_404(model: type[T], ident: Any, what: str) -> T:
 
 def release_blobs(session: Session, digests: set[str]) -> None:
     """Delete blobs no row refers to any more (blobs are shared by content)."""
-    from sqlalchemy import or_, select
-
-    from domain.models import AccessRequest, Dataset
-
     for digest in digests:
         in_datasets = select(Dataset.id).where(
             or_(Dataset.data_digest == digest, Dataset.mock_digest == digest)
