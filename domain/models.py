@@ -114,9 +114,7 @@ class Dataset(Base):
     citation: Mapped[str] = mapped_column(Text, default="")
     license: Mapped[str] = mapped_column(String(200), default="")
     label: Mapped[str | None] = mapped_column(String(200))
-    format: Mapped[str] = mapped_column(String(16))
     schema: Mapped[dict[str, Any]]
-    row_count: Mapped[int]
     data_digest: Mapped[str] = mapped_column(String(64))
     data_size: Mapped[int]
     mock_digest: Mapped[str | None] = mapped_column(String(64))

@@ -42,6 +42,7 @@ _ALL_DATASETS = select(Dataset.__table__).order_by(Dataset.__table__.c.name)
 
 def dataset_out(dataset: Dataset | Row[Any]) -> DatasetOut:
     """The public description of a dataset, from a model instance or a Core row."""
+    schema = DatasetSchema.model_validate(dataset.schema)
     return DatasetOut(
         id=dataset.id,
         name=dataset.name,
@@ -50,8 +51,8 @@ def dataset_out(dataset: Dataset | Row[Any]) -> DatasetOut:
         citation=dataset.citation,
         license=dataset.license,
         label=dataset.label,
-        format=dataset.format,  # type: ignore[arg-type]
-        schema=DatasetSchema.model_validate(dataset.schema),
+        format=schema.format,
+        schema=schema,
         size_bytes=dataset.data_size,
         mock=MockInfo(
             available=dataset.mock_digest is not None,
@@ -145,9 +146,7 @@ def upload_dataset(body: DatasetUpload) -> DatasetOut:
         citation=body.citation,
         license=body.license,
         label=body.label,
-        format=fmt,
         schema=schema.model_dump(mode="json"),
-        row_count=schema.row_count,
         data_digest=data_digest,
         data_size=data_size,
         mock_digest=mock_digest,
@@ -214,7 +213,7 @@ def download_data(name: str) -> Response:
         blobs().path(dataset.data_digest),
         mimetype="application/octet-stream",
         as_attachment=True,
-        download_name=f"{dataset.name}.{dataset.format}",
+        download_name=f"{dataset.name}.{dataset.schema['format']}",
     )
 
 
