@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import multiprocessing
 import os
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+import grid_cli as grid
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = ("owner@example.org", "bench-owner-password")
@@ -52,42 +51,19 @@ def start_gunicorn(app: str, port: int, env: dict[str, str], log: Path) -> subpr
     raise SystemExit(f"{app} did not start within 60 s; see {log}")
 
 
-def seed_domain(base: str) -> tuple[str, int]:
+def seed_domain(base: str, scratch: Path) -> tuple[str, int]:
     """Seed an owner, a data scientist, three datasets and a request; return (token, request id)."""
-    session = requests.Session()
-    token = session.post(
-        f"{base}/api/v1/auth/login",
-        json=dict(zip(("email", "password"), OWNER, strict=True)),
-        timeout=30,
-    ).json()["access_token"]
-    owner = {"Authorization": f"Bearer {token}"}
-    session.post(
-        f"{base}/api/v1/users",
-        json={"email": SCIENTIST[0], "password": SCIENTIST[1]},
-        headers=owner,
-        timeout=30,
-    ).raise_for_status()
+    owner = grid.login(base, *OWNER)
+    owner.create_user(*SCIENTIST, role="data_scientist")
     rows = "\n".join(f"{i % 7},{i * 0.5},{i % 2}" for i in range(200))
+    data = scratch / "data.csv"
+    data.write_text(f"a,b,target\n{rows}\n")
     for name in ("digits-a", "digits-b", "breast-cancer"):
-        files = {"file": ("data.csv", io.BytesIO(f"a,b,target\n{rows}\n".encode()))}
-        data = {"name": name, "label": "target", "description": "bench", "tags": ["bench"]}
-        session.post(
-            f"{base}/api/v1/datasets", data=data, files=files, headers=owner, timeout=60
-        ).raise_for_status()
-    ds_token = session.post(
-        f"{base}/api/v1/auth/login",
-        json=dict(zip(("email", "password"), SCIENTIST, strict=True)),
-        timeout=30,
-    ).json()["access_token"]
-    ds = {"Authorization": f"Bearer {ds_token}"}
-    filed = session.post(
-        f"{base}/api/v1/requests",
-        json={"datasets": ["digits-a"], "reason": "bench"},
-        headers=ds,
-        timeout=30,
-    )
-    filed.raise_for_status()
-    return ds_token, int(filed.json()["id"])
+        owner.upload_dataset(name, data, label="target", description="bench", progress=False)
+    scientist = grid.login(base, *SCIENTIST)
+    request = scientist.request_access("digits-a", reason="bench")
+    assert scientist.access_token is not None
+    return scientist.access_token, request.id
 
 
 def _client(
@@ -150,7 +126,7 @@ def main() -> None:
         domain = start_gunicorn("domain.wsgi:app", domain_port, env, Path(scratch) / "domain.log")
         bare = start_gunicorn("bench.bare_app:app", bare_port, env, Path(scratch) / "bare.log")
         try:
-            token, request_id = seed_domain(f"http://127.0.0.1:{domain_port}")
+            token, request_id = seed_domain(f"http://127.0.0.1:{domain_port}", Path(scratch))
             bare_rps = measure(bare_port, "/json", "", args.seconds, args.clients)
             figures = {
                 "bare Flask JSON endpoint": bare_rps,
