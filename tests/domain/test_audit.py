@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -11,6 +10,7 @@ from sqlalchemy import delete, update
 
 from domain import audit
 from domain.models import AuditEntry
+from tests.concurrency import run_concurrently
 from tests.domain.uploads import upload
 
 
@@ -70,11 +70,7 @@ def test_concurrent_appends_never_fork_the_chain(app: Flask) -> None:
             with sessionmaker() as session, session.begin():
                 audit.append(session, actor=f"w{worker}", action="test.concurrent", target=str(i))
 
-    threads = [threading.Thread(target=append_many, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_concurrently(append_many, range(4)) == 0
     with sessionmaker() as session:
         report = audit.verify_chain(session)
     assert report.ok, report

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import jwt
 import pytest
 from flask import Flask
@@ -14,6 +12,7 @@ from domain import DomainConfig, create_app
 from domain.api.setup import create_first_owner
 from domain.models import User
 from domain.security import issue_access_token
+from tests.concurrency import run_concurrently
 from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD, PASSWORD
 
 
@@ -220,11 +219,7 @@ def test_racing_first_setups_make_exactly_one_owner(domain_config: DomainConfig)
             owner = create_first_owner(session, f"o{n}@example.org", OWNER_PASSWORD, actor="t")
             created.append(owner)
 
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_concurrently(race, range(4)) == 0
     with sessionmaker() as session:
         owners = session.scalars(select(User).where(User.role == "owner")).all()
     assert len(owners) == 1

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,6 +11,7 @@ from openapi_spec_validator import validate
 from domain import migrate
 from domain.models import Base
 from grid_common.db import make_engine
+from tests.concurrency import run_concurrently
 from tests.conftest import PostgresDatabases
 
 
@@ -54,14 +52,7 @@ def test_replicas_starting_together_migrate_once(postgres: PostgresDatabases | N
         except BaseException as exc:
             errors.append(exc)
 
-    # Daemon threads with a deadline: racing DDL without the lock blocks forever.
-    threads = [threading.Thread(target=start, args=(e,), daemon=True) for e in engines]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    stuck = sum(thread.is_alive() for thread in threads)
+    stuck = run_concurrently(start, engines)  # racing DDL without the lock blocks forever
     differences = []
     if not stuck:
         with engines[0].connect() as connection:
