@@ -9,7 +9,21 @@ from typing import Any
 from flask import Flask
 
 from domain import migrate
-from domain.api import apikeys, audit_log, auth, datasets, health, requests, settings, setup, users
+from domain.api import (
+    apikeys,
+    audit_log,
+    auth,
+    datasets,
+    health,
+    jobs,
+    privacy,
+    requests,
+    settings,
+    setup,
+    users,
+    worker_api,
+    workers,
+)
 from domain.api.setup import create_first_owner
 from domain.auth import authorize_request
 from domain.config import DomainConfig
@@ -28,6 +42,10 @@ BLUEPRINTS = (
     settings.bp,
     datasets.bp,
     requests.bp,
+    jobs.bp,
+    privacy.bp,
+    workers.bp,
+    worker_api.bp,
     audit_log.bp,
 )
 

@@ -9,9 +9,14 @@ import jwt
 from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, exists, select, update
 
-from domain.models import ApiKey, User
+from domain.models import ApiKey, User, Worker
 from domain.permissions import Permission, Role, has_permission
-from domain.security import API_KEY_PREFIX, decode_access_token, token_digest
+from domain.security import (
+    API_KEY_PREFIX,
+    WORKER_TOKEN_PREFIX,
+    decode_access_token,
+    token_digest,
+)
 from grid_common.api import AUTHENTICATED, PUBLIC, route_spec
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -20,6 +25,8 @@ SETUP_HINT = (
     "This domain has no owner yet. Set GRID_OWNER_EMAIL and GRID_OWNER_PASSWORD before the "
     "first start, or POST {email, password} to /api/v1/setup once."
 )
+WORKER = "worker"
+"""Access marker: only a registered worker, with its unrevoked token, may call the route."""
 _API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 _USERS = User.__table__.c
 _API_KEYS = ApiKey.__table__
@@ -33,6 +40,10 @@ _PRINCIPAL_BY_KEY = (
     .join_from(User.__table__, _API_KEYS, _KEYS.user_id == _USERS.id)
     .where(_KEYS.key_hash == bindparam("key_hash"), _KEYS.revoked_at.is_(None))
 )
+_WORKERS = Worker.__table__.c
+_WORKER_BY_TOKEN = select(_WORKERS.id, _WORKERS.name).where(
+    _WORKERS.token_digest == bindparam("digest"), _WORKERS.revoked_at.is_(None)
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,22 @@ class Principal:
     is_active: bool
 
 
+@dataclass(frozen=True)
+class WorkerPrincipal:
+    """A worker calling the worker API."""
+
+    id: int
+    name: str
+
+
 def current_user() -> Principal:
     user: Principal = g.user
     return user
+
+
+def current_worker() -> WorkerPrincipal:
+    worker: WorkerPrincipal = g.worker
+    return worker
 
 
 def client_address() -> str:
@@ -104,8 +128,23 @@ def _user_from_access_token(token: str) -> Principal:
     return Principal(row.id, row.email, row.role, row.is_active)
 
 
+def authenticate_worker() -> WorkerPrincipal:
+    token = _bearer_token()
+    if not token.startswith(WORKER_TOKEN_PREFIX):
+        raise Forbidden(
+            "Only workers may call this endpoint, with a token from `grid workers add`."
+        )
+    row = db_session().connection().execute(_WORKER_BY_TOKEN, {"digest": token_digest(token)})
+    found = row.first()
+    if found is None:
+        raise Unauthorized("Worker token is unknown or revoked.")
+    return WorkerPrincipal(found.id, found.name)
+
+
 def authenticate() -> Principal:
     token = _bearer_token()
+    if token.startswith(WORKER_TOKEN_PREFIX):
+        raise Forbidden("A worker token only opens the worker API.")
     if token.startswith(API_KEY_PREFIX):
         user = _user_from_api_key(token)
     else:
@@ -126,6 +165,9 @@ def authorize_request() -> None:
     if not spec.before_setup and not is_set_up(app):
         raise ServiceUnavailable(SETUP_HINT, code="setup_required")
     if spec.permission == PUBLIC:
+        return
+    if spec.permission == WORKER:
+        g.worker = authenticate_worker()
         return
     g.user = authenticate()
     if spec.permission == AUTHENTICATED:

@@ -36,6 +36,7 @@ class DomainConfig:
     max_login_failures_per_account: int = 5
     max_login_failures_per_address: int = 20
     mock_rows: int = 100
+    job_lease_seconds: int = 30
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -53,6 +54,7 @@ class DomainConfig:
             "max_upload_bytes": _env_int("GRID_MAX_UPLOAD_BYTES", 1 << 30),
             "owner_email": env.get("GRID_OWNER_EMAIL", ""),
             "owner_password": env.get("GRID_OWNER_PASSWORD", ""),
+            "job_lease_seconds": _env_int("GRID_JOB_LEASE_SECONDS", 30),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})

@@ -13,6 +13,7 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage_users"
     EDIT_SETTINGS = "edit_settings"
     MANAGE_WORKERS = "manage_workers"
+    RELEASE_RESULTS = "release_results"
     READ_AUDIT_LOG = "read_audit_log"
 
 

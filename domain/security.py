@@ -16,6 +16,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("grid-dummy-password")
 
 API_KEY_PREFIX = "grid_"
+WORKER_TOKEN_PREFIX = "gridw_"
 MIN_PASSWORD_LENGTH = 8
 
 
@@ -41,6 +42,10 @@ def new_secret_token() -> str:
 
 def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_worker_token() -> str:
+    return WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def issue_access_token(secret: str, *, user_id: int, role: str, ttl_s: int, issuer: str) -> str:

@@ -11,6 +11,16 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Metric = Literal["loss", "accuracy"]
 
 
+class DifferentialPrivacy(BaseModel):
+    """DP-SGD settings: the (epsilon, delta) the whole job may spend, and the clipping norm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
+
+
 class TrainingPlan(BaseModel):
     """How a model is trained on a domain; unknown names and fields are refused."""
 
@@ -18,7 +28,7 @@ class TrainingPlan(BaseModel):
 
     loss: Loss
     optimizer: Optimizer = "sgd"
-    learning_rate: float = Field(default=0.01, gt=0, le=10)
+    lr: float = Field(default=0.01, gt=0, le=10, description="Learning rate.")
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD only.")
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     epochs: int = Field(default=1, ge=1, le=1000)
@@ -26,3 +36,6 @@ class TrainingPlan(BaseModel):
     seed: int = Field(default=0, ge=0)
     validation_split: float = Field(default=0.0, ge=0, lt=1)
     metrics: list[Metric] = Field(default_factory=lambda: list[Metric](["loss"]))
+    dp: DifferentialPrivacy | None = Field(
+        default=None, description="Train with DP-SGD (Opacus) within this privacy budget."
+    )

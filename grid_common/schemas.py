@@ -131,11 +131,25 @@ class AutoApprovalRule(Strict):
     dataset_tag: str | None = Field(default=None, description="Every dataset carries this tag.")
     kind: Literal["access", "job"] | None = None
     max_epochs: int | None = Field(default=None, ge=1, description="Jobs only: plan limit.")
+    release_on_completion: bool = Field(
+        default=False, description="Jobs only: release the result as soon as it is stored."
+    )
+
+
+class JobLimits(Strict):
+    """What one attempt of a job may use on a worker."""
+
+    cpu_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    memory_mb: int = Field(default=4096, ge=64, le=1 << 20)
+    wall_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
 
 
 class Settings(Strict):
     allow_signup: bool = False
     auto_approval: list[AutoApprovalRule] = Field(default_factory=list)
+    job_limits: JobLimits = Field(
+        default_factory=JobLimits, description="Limits of auto-approved jobs; approval default."
+    )
 
 
 # --- datasets ---------------------------------------------------------------
@@ -224,6 +238,13 @@ class DecisionIn(Strict):
     reason: str = Field(default="", max_length=10_000)
 
 
+class ApprovalIn(DecisionIn):
+    """An approval; a job's may set its limits and release its result as soon as it is stored."""
+
+    limits: JobLimits | None = Field(default=None, description="Jobs only; else the settings'.")
+    release_on_completion: bool = Field(default=False, description="Jobs only.")
+
+
 class RequestQuery(Strict):
     status: RequestStatus | None = None
 
@@ -287,3 +308,161 @@ class JobRequestForm(Strict):
     datasets: list[str] = Field(min_length=1, max_length=50)
     reason: str = Field(min_length=1, max_length=10_000)
     plan: Json[TrainingPlan]
+
+
+# --- jobs -------------------------------------------------------------------
+
+JobStatus = Literal[
+    "pending_approval", "denied", "queued", "running", "completed", "failed", "cancelled"
+]
+ResultStatus = Literal["none", "held", "released"]
+JobEventKind = Literal["progress", "log"]
+
+
+class JobOut(BaseModel):
+    """A job as its data scientist and the domain's reviewers see it."""
+
+    id: int
+    status: JobStatus
+    requester: str
+    datasets: list[str]
+    plan: dict[str, Any]
+    reason: str
+    attempt: int
+    max_attempts: int
+    worker: str | None
+    limits: JobLimits | None
+    release_on_completion: bool
+    cancel_requested: bool
+    failure_reason: str | None
+    metrics: dict[str, Any] | None
+    result_status: ResultStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    released_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+
+
+class JobQuery(Strict):
+    status: JobStatus | None = None
+
+
+class JobEventIn(Strict):
+    kind: JobEventKind
+    data: dict[str, Any]
+
+
+class JobEventOut(BaseModel):
+    id: int
+    attempt: int
+    kind: JobEventKind
+    at: datetime
+    data: dict[str, Any]
+
+
+class JobEventList(BaseModel):
+    items: list[JobEventOut]
+
+
+class JobEventQuery(Strict):
+    after: int = Field(default=0, ge=0, description="Events with a greater id.")
+    kind: JobEventKind | None = None
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+# --- workers ----------------------------------------------------------------
+
+WorkerStatus = Literal["online", "busy", "offline", "revoked"]
+
+
+class WorkerCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class WorkerOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    status: WorkerStatus
+    host: str
+    current_job: int | None
+    last_heartbeat_at: datetime | None
+    created_at: datetime
+    token: str | None = Field(default=None, description="Only in the response that creates it.")
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class WorkerHello(Strict):
+    host: str = Field(default="", max_length=200)
+
+
+class LeasedDataset(BaseModel):
+    name: str
+    format: DatasetFormat
+    label: str | None
+    digest: str
+
+
+class LeasedJob(BaseModel):
+    """What a worker needs to run one attempt of a job."""
+
+    job_id: int
+    attempt: int
+    lease_seconds: int
+    plan: TrainingPlan
+    limits: JobLimits
+    datasets: list[LeasedDataset]
+
+
+class AttemptIn(Strict):
+    attempt: int = Field(ge=1)
+
+
+class HeartbeatOut(BaseModel):
+    cancel: bool
+    lease_seconds: int
+
+
+class JobEventBatch(AttemptIn):
+    events: list[JobEventIn] = Field(max_length=1000)
+
+
+class AttemptFailure(Strict):
+    status: Literal["failed", "cancelled"] = "failed"
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class ResultForm(Strict):
+    """Form field of a result upload; the file `weights` (safetensors) travels beside it."""
+
+    metrics: Json[dict[str, Any]]
+
+
+# --- privacy budgets --------------------------------------------------------
+
+
+class PrivacyBudgetIn(Strict):
+    epsilon: float | None = Field(ge=0, description="None removes the budget.")
+    data_scientist: EmailStr | None = Field(
+        default=None, description="Whose budget; none sets the dataset's budget for everyone."
+    )
+
+
+class PrivacyBudgetLine(BaseModel):
+    data_scientist: str | None
+    epsilon: float
+    spent: float
+    left: float
+
+
+class PrivacyBudgetOut(BaseModel):
+    dataset: str
+    spent: float
+    budgets: list[PrivacyBudgetLine]

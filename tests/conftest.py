@@ -155,8 +155,9 @@ def bearer(app: Flask, user_id: int, role: str) -> dict[str, str]:
 
 @pytest.fixture
 def headers(app: Flask) -> dict[str, dict[str, str]]:
-    """Authorization headers for one account of each role (plus "anonymous": none)."""
-    from domain.models import User
+    """Authorization headers for one account of each role, a worker, and "anonymous" (none)."""
+    from domain.models import User, Worker
+    from domain.security import new_worker_token, token_digest
     from grid_common.db import Database
 
     database: Database = app.extensions["database"]
@@ -171,6 +172,9 @@ def headers(app: Flask) -> dict[str, dict[str, str]]:
                 session.add(user)
                 session.flush()
             result[role.value] = bearer(app, user.id, role.value)
+        token = new_worker_token()
+        session.add(Worker(name="test-worker", token_digest=token_digest(token), token_prefix="w"))
+        result["worker"] = {"Authorization": f"Bearer {token}"}
     return result
 
 

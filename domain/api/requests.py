@@ -12,6 +12,7 @@ from safetensors import SafetensorError, safe_open
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from domain import jobs, privacy
 from domain.api.common import blobs, record
 from domain.api.settings import load_settings
 from domain.auth import Principal, current_user
@@ -23,6 +24,7 @@ from grid_common.errors import Conflict, NotFound, Unprocessable
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     AccessRequestIn,
+    ApprovalIn,
     AutoApprovalRule,
     DecisionIn,
     JobRequestForm,
@@ -112,6 +114,22 @@ def _rule_matches(
     return rule.max_epochs is None or (plan is not None and plan.epochs <= rule.max_epochs)
 
 
+def _start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
+    """Queue an approved job request, charging its epsilon; refused if a budget ran out since."""
+    plan = TrainingPlan.model_validate(item.plan)
+    datasets = [d for d in (session.get(Dataset, n.dataset_id) for n in item.datasets) if d]
+    if len(datasets) != len(item.datasets):
+        raise Conflict(
+            f"A dataset of request {item.id} was deleted; it cannot run.", code="dataset_deleted"
+        )
+    try:
+        privacy.check_budget(session, datasets, item.requester_id, plan)
+    except privacy.BudgetExceeded as exc:
+        raise Conflict(str(exc), code="privacy_budget_exceeded") from None
+    jobs.create_job(session, item, approval)
+    privacy.charge(session, item.id, datasets, item.requester_id, plan)
+
+
 def _file_request(
     session: Session,
     *,
@@ -141,7 +159,8 @@ def _file_request(
         kind=kind,
         datasets=[d.name for d in datasets],
     )
-    rules = load_settings(session).auto_approval
+    settings = load_settings(session)
+    rules = settings.auto_approval
     matched = next((r for r in rules if _rule_matches(r, user, kind, datasets, plan)), None)
     if matched is not None:
         item.status, item.auto_approved = "approved", True
@@ -153,6 +172,9 @@ def _file_request(
             f"request:{item.id}",
             rule=matched.model_dump(mode="json"),
         )
+        if kind == "job":
+            approval = jobs.Approval(settings.job_limits, matched.release_on_completion)
+            _start_job(session, item, approval)
     session.commit()
     return item
 
@@ -208,6 +230,10 @@ def _check_weights(path: Path) -> None:
 def file_job_request(body: JobRequestForm) -> RequestOut:
     session = db_session()
     datasets = _datasets_named(session, body.datasets)
+    try:
+        privacy.check_budget(session, datasets, current_user().id, body.plan)
+    except privacy.BudgetExceeded as exc:
+        raise Unprocessable(str(exc), code="privacy_budget_exceeded") from None
     parts = {}
     for field in ("model", "weights"):
         file = request.files.get(field)
@@ -264,16 +290,26 @@ def get_request(request_id: int) -> RequestOut:
     return found[0]
 
 
-def _decide(request_id: int, status: str, reason: str) -> RequestOut:
+def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
     session = db_session()
-    item = session.get(AccessRequest, request_id)
+    item = session.get(AccessRequest, request_id, with_for_update=True)
     if item is None:
         raise NotFound(f"No request with id {request_id}.")
     if item.status != "pending":
         raise Conflict(f"Request {request_id} is already {item.status}.", code="already_decided")
-    item.status, item.decision_reason = status, reason
+    item.status, item.decision_reason = status, body.reason
     item.decided_by, item.decided_at = current_user().id, datetime.now(UTC)
-    record(session, f"requests.{status}", f"request:{item.id}", reason=reason)
+    details: dict[str, object] = {"reason": body.reason}
+    if isinstance(body, ApprovalIn):
+        if item.kind != "job" and (body.limits is not None or body.release_on_completion):
+            raise Unprocessable("Limits and release_on_completion apply to job requests only.")
+        if item.kind == "job":
+            limits = body.limits or load_settings(session).job_limits
+            _start_job(session, item, jobs.Approval(limits, body.release_on_completion))
+            details.update(
+                limits=limits.model_dump(), release_on_completion=body.release_on_completion
+            )
+    record(session, f"requests.{status}", f"request:{item.id}", **details)
     session.commit()
     return _load_request(item.id)
 
@@ -284,11 +320,11 @@ def _decide(request_id: int, status: str, reason: str) -> RequestOut:
     methods=["POST"],
     permission=Permission.TRIAGE_REQUESTS,
     summary="Approve a pending request",
-    body=DecisionIn,
+    body=ApprovalIn,
     response=RequestOut,
 )
-def approve(request_id: int, body: DecisionIn) -> RequestOut:
-    return _decide(request_id, "approved", body.reason)
+def approve(request_id: int, body: ApprovalIn) -> RequestOut:
+    return _decide(request_id, "approved", body)
 
 
 @route(
@@ -301,4 +337,4 @@ def approve(request_id: int, body: DecisionIn) -> RequestOut:
     response=RequestOut,
 )
 def deny(request_id: int, body: DecisionIn) -> RequestOut:
-    return _decide(request_id, "denied", body.reason)
+    return _decide(request_id, "denied", body)

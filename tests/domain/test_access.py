@@ -9,11 +9,13 @@ from flask.testing import FlaskClient
 from domain import DomainConfig, create_app
 from grid_common.api import route_spec
 
-ALL = {"anonymous", "owner", "admin", "compliance_officer", "data_scientist"}
-SIGNED_IN = ALL - {"anonymous"}
+PEOPLE = {"anonymous", "owner", "admin", "compliance_officer", "data_scientist"}
+ALL = PEOPLE | {"worker"}
+SIGNED_IN = PEOPLE - {"anonymous"}
 MANAGERS = {"owner", "admin"}
 REVIEWERS = {"owner", "admin", "compliance_officer"}
 SUBMITTERS = {"owner", "admin", "data_scientist"}
+WORKERS = {"worker"}
 
 # Written out by hand on purpose: deriving it from ROLE_PERMISSIONS would test nothing.
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -46,13 +48,40 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/requests/<int:request_id>"): SIGNED_IN,
     ("POST", "/api/v1/requests/<int:request_id>/approve"): REVIEWERS,
     ("POST", "/api/v1/requests/<int:request_id>/deny"): REVIEWERS,
+    ("GET", "/api/v1/jobs"): SIGNED_IN,
+    ("GET", "/api/v1/jobs/<int:job_id>"): SIGNED_IN,
+    ("GET", "/api/v1/jobs/<int:job_id>/events"): SIGNED_IN,
+    ("POST", "/api/v1/jobs/<int:job_id>/cancel"): SIGNED_IN,
+    ("POST", "/api/v1/jobs/<int:job_id>/release"): MANAGERS,
+    ("GET", "/api/v1/jobs/<int:job_id>/result"): SIGNED_IN,
+    ("GET", "/api/v1/datasets/<name>/privacy-budget"): SIGNED_IN,
+    ("PUT", "/api/v1/datasets/<name>/privacy-budget"): {"owner"},
+    ("GET", "/api/v1/workers"): MANAGERS,
+    ("POST", "/api/v1/workers"): MANAGERS,
+    ("DELETE", "/api/v1/workers/<int:worker_id>"): MANAGERS,
+    ("POST", "/api/v1/worker/heartbeat"): WORKERS,
+    ("POST", "/api/v1/worker/lease"): WORKERS,
+    ("POST", "/api/v1/worker/jobs/<int:job_id>/heartbeat"): WORKERS,
+    ("POST", "/api/v1/worker/jobs/<int:job_id>/events"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/model"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/weights"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/datasets/<name>"): WORKERS,
+    ("PUT", "/api/v1/worker/jobs/<int:job_id>/attempts/<int:attempt>/result"): WORKERS,
+    ("POST", "/api/v1/worker/jobs/<int:job_id>/attempts/<int:attempt>/failure"): WORKERS,
     ("GET", "/api/v1/audit"): REVIEWERS,
     ("GET", "/api/v1/audit/verify"): REVIEWERS,
 }
 
 # Path values that exist nowhere, so an authorized call ends in 404/422, never in a change.
-PATH_VALUES = {"<int:user_id>": "999", "<int:key_id>": "999", "<int:request_id>": "999"}
-PATH_VALUES["<name>"] = "no-such-dataset"
+PATH_VALUES = {
+    "<int:user_id>": "999",
+    "<int:key_id>": "999",
+    "<int:request_id>": "999",
+    "<int:job_id>": "999",
+    "<int:worker_id>": "999",
+    "<int:attempt>": "1",
+    "<name>": "no-such-dataset",
+}
 
 
 def routes(app: Flask) -> set[tuple[str, str]]:

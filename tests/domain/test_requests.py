@@ -116,7 +116,7 @@ def test_bad_access_requests(client: FlaskClient, headers, datasets, body, statu
 
 
 def test_job_request_is_stored_with_its_plan(client: FlaskClient, headers, datasets, model_files):
-    plan = {"loss": "cross_entropy", "optimizer": "adam", "epochs": 3, "learning_rate": 0.001}
+    plan = {"loss": "cross_entropy", "optimizer": "adam", "epochs": 3, "lr": 0.001}
     response = file_job(client, headers["data_scientist"], model_files, plan)
     assert response.status_code == 201, response.json
     assert response.json["kind"] == "job"

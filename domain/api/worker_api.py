@@ -1,0 +1,257 @@
+"""The API only workers call: lease a job, fetch its inputs, report progress, deliver the result."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Blueprint, Response, request, send_file
+from safetensors import SafetensorError, safe_open
+
+from domain import jobs
+from domain.api.common import blobs, config
+from domain.api.jobs import job_out
+from domain.auth import WORKER, current_worker
+from domain.models import AccessRequest, Dataset, Job, Worker
+from grid_common.api import route
+from grid_common.db import db_session
+from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.plan import TrainingPlan
+from grid_common.schemas import (
+    AttemptFailure,
+    AttemptIn,
+    HeartbeatOut,
+    JobEventBatch,
+    JobLimits,
+    JobOut,
+    LeasedDataset,
+    LeasedJob,
+    ResultForm,
+    WorkerHello,
+)
+
+bp = Blueprint("worker_api", __name__, url_prefix="/api/v1/worker")
+
+
+def _touch(hello: WorkerHello | None = None) -> None:
+    worker = db_session().get(Worker, current_worker().id)
+    if worker is not None:
+        worker.last_heartbeat_at = datetime.now(UTC)
+        if hello is not None and hello.host:
+            worker.host = hello.host
+
+
+def _actor() -> str:
+    return f"worker:{current_worker().name}"
+
+
+@route(
+    bp,
+    "/heartbeat",
+    methods=["POST"],
+    permission=WORKER,
+    summary="An idle worker says it is alive",
+    body=WorkerHello,
+    status=204,
+)
+def heartbeat(body: WorkerHello) -> None:
+    _touch(body)
+    db_session().commit()
+
+
+@route(
+    bp,
+    "/lease",
+    methods=["POST"],
+    permission=WORKER,
+    summary="Lease the next job: 200 with the job, or 204 when the queue is empty",
+    body=WorkerHello,
+    response=LeasedJob,
+)
+def lease(body: WorkerHello) -> LeasedJob | None:
+    session = db_session()
+    _touch(body)
+    worker = current_worker()
+    lease_s = config().job_lease_seconds
+    job = jobs.lease_next_job(session, worker.id, worker.name, lease_s)
+    if job is None:
+        session.commit()
+        return None
+    item = session.get(AccessRequest, job.id)
+    assert item is not None  # a job's row is its request's id
+    datasets = [session.get(Dataset, n.dataset_id) for n in item.datasets if n.dataset_id]
+    if len(datasets) != len(item.datasets) or None in datasets:
+        jobs.fail(session, job, "failed", "a dataset of this job was deleted", _actor())
+        session.commit()
+        return None
+    leased = LeasedJob(
+        job_id=job.id,
+        attempt=job.attempt,
+        lease_seconds=lease_s,
+        plan=TrainingPlan.model_validate(item.plan),
+        limits=JobLimits(
+            cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, wall_seconds=job.wall_seconds
+        ),
+        datasets=[
+            LeasedDataset(
+                name=d.name, format=d.schema["format"], label=d.label, digest=d.data_digest
+            )
+            for d in datasets
+            if d is not None
+        ],
+    )
+    session.commit()
+    return leased
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/heartbeat",
+    methods=["POST"],
+    permission=WORKER,
+    summary="Keep a lease alive; the answer says whether the job was cancelled",
+    body=AttemptIn,
+    response=HeartbeatOut,
+)
+def job_heartbeat(job_id: int, body: AttemptIn) -> HeartbeatOut:
+    session = db_session()
+    job = jobs.held_lease(session, job_id, current_worker().id, body.attempt)
+    lease_s = config().job_lease_seconds
+    jobs.extend_lease(job, lease_s)
+    _touch()
+    session.commit()
+    return HeartbeatOut(cancel=job.cancel_requested, lease_seconds=lease_s)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/events",
+    methods=["POST"],
+    permission=WORKER,
+    summary="Report progress points and log lines of the leased attempt",
+    body=JobEventBatch,
+    status=204,
+)
+def report_events(job_id: int, body: JobEventBatch) -> None:
+    session = db_session()
+    job = jobs.held_lease(session, job_id, current_worker().id, body.attempt)
+    for event in body.events:
+        jobs.add_event(session, job, event.kind, event.data)
+    session.commit()
+
+
+def _leased_request(job_id: int) -> AccessRequest:
+    """The request of a job this worker is running now; inputs go to no one else."""
+    session = db_session()
+    job = session.get(Job, job_id)
+    if job is None or job.status != "running" or job.worker_id != current_worker().id:
+        raise NotFound(f"This worker holds no lease on job {job_id}.")
+    item = session.get(AccessRequest, job_id)
+    assert item is not None
+    return item
+
+
+def _send_blob(digest: str | None, name: str) -> Response:
+    if digest is None:
+        raise NotFound(f"This job has no {name}.")
+    return send_file(blobs().path(digest), mimetype="application/octet-stream", download_name=name)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/model",
+    permission=WORKER,
+    summary="The job's model archive (.pt2)",
+    response_kind="binary",
+)
+def job_model(job_id: int) -> Response:
+    return _send_blob(_leased_request(job_id).model_digest, "model.pt2")
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/weights",
+    permission=WORKER,
+    summary="The job's initial weights (safetensors)",
+    response_kind="binary",
+)
+def job_weights(job_id: int) -> Response:
+    return _send_blob(_leased_request(job_id).weights_digest, "weights.safetensors")
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/datasets/<name>",
+    permission=WORKER,
+    summary="A private dataset file the leased job trains on",
+    response_kind="binary",
+)
+def job_dataset(job_id: int, name: str) -> Response:
+    item = _leased_request(job_id)
+    dataset_ids = [n.dataset_id for n in item.datasets if n.dataset_name == name]
+    dataset = db_session().get(Dataset, dataset_ids[0]) if dataset_ids else None
+    if dataset is None:
+        raise NotFound(f"Job {job_id} does not train on a dataset named {name!r}.")
+    return _send_blob(dataset.data_digest, f"{name}.{dataset.schema['format']}")
+
+
+def _check_weights(path: Path) -> None:
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            if not list(handle.keys()):
+                raise Unprocessable("The result holds no tensors.", code="invalid_weights")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise Unprocessable(f"The result is not a safetensors file: {exc}") from None
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/attempts/<int:attempt>/result",
+    methods=["PUT"],
+    permission=WORKER,
+    summary="Deliver the attempt's trained weights and final metrics; repeating it is harmless",
+    body=ResultForm,
+    body_kind="multipart",
+    files=("weights",),
+    response=JobOut,
+)
+def deliver_result(job_id: int, attempt: int, body: ResultForm) -> JobOut:
+    session = db_session()
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is not None and job.result_attempt is not None:
+        if job.result_attempt != attempt:
+            raise Conflict(
+                f"Job {job_id} already has its result, from attempt {job.result_attempt}.",
+                code="result_exists",
+            )
+        return job_out(job_id)  # the same delivery again: already stored
+    job = jobs.held_lease(session, job_id, current_worker().id, attempt)
+    file = request.files.get("weights")
+    if file is None:
+        raise Unprocessable("Missing the 'weights' file part of the result.")
+    with ExitStack() as stack:
+        staged = stack.enter_context(blobs().staging())
+        file.save(staged)
+        _check_weights(staged)
+        digest, _, _ = blobs().commit(staged)
+    jobs.complete(session, job, digest, body.metrics, _actor())
+    session.commit()
+    return job_out(job_id)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/attempts/<int:attempt>/failure",
+    methods=["POST"],
+    permission=WORKER,
+    summary="Report that the attempt failed or stopped on cancellation, with the reason",
+    body=AttemptFailure,
+    response=JobOut,
+)
+def report_failure(job_id: int, attempt: int, body: AttemptFailure) -> JobOut:
+    session = db_session()
+    job = jobs.held_lease(session, job_id, current_worker().id, attempt)
+    jobs.fail(session, job, body.status, body.reason, _actor())
+    session.commit()
+    return job_out(job_id)
