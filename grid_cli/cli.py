@@ -15,7 +15,7 @@ from grid_cli.credentials import CredentialsError, CredentialStore, StoredLogin
 from grid_cli.http import GridError
 from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
 from grid_cli.output import describe_error, print_json, print_table
-from grid_common.schemas import RequestStatus, RoleName, TokenPair
+from grid_common.schemas import JobLimits, RequestStatus, RoleName, TokenPair
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 ROLES = list(get_args(RoleName))
@@ -377,11 +377,35 @@ def _print_decision(request: Any, as_json: bool) -> None:
 @requests.command("approve")
 @click.argument("request_id", type=int)
 @click.option("--reason", default="", help="Why (the requester sees it).")
+@click.option("--cpu-seconds", type=int, help="Jobs: CPU time one attempt may use.")
+@click.option("--memory-mb", type=int, help="Jobs: memory one attempt may use.")
+@click.option("--wall-seconds", type=int, help="Jobs: wall-clock time one attempt may take.")
+@click.option(
+    "--release-on-completion", is_flag=True, help="Jobs: release the result as soon as it is in."
+)
 @url_option
 @json_option
-def requests_approve(request_id: int, reason: str, url: str | None, as_json: bool) -> None:
-    """Approve a pending request."""
-    _print_decision(open_client(url).approve(request_id, reason=reason), as_json)
+def requests_approve(
+    request_id: int,
+    reason: str,
+    cpu_seconds: int | None,
+    memory_mb: int | None,
+    wall_seconds: int | None,
+    release_on_completion: bool,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Approve a pending request (a job's limits default to the domain's settings)."""
+    client = open_client(url)
+    limits = None
+    asked = {"cpu_seconds": cpu_seconds, "memory_mb": memory_mb, "wall_seconds": wall_seconds}
+    if any(v is not None for v in asked.values()):
+        defaults = client.settings.job_limits.model_dump()
+        limits = JobLimits(**{k: defaults[k] if v is None else v for k, v in asked.items()})
+    decision = client.approve(
+        request_id, reason=reason, limits=limits, release_on_completion=release_on_completion
+    )
+    _print_decision(decision, as_json)
 
 
 @requests.command("deny")
@@ -462,3 +486,7 @@ def demo() -> None:
     from grid_cli.demo import run_demo
 
     run_demo()
+
+
+# The job, worker and budget commands live in their own module and register on `main`.
+from grid_cli import job_commands  # noqa: E402, F401

@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from requests import Response
 
 from grid_cli.http import DEFAULT_TIMEOUT, GridError, HttpSession
+from grid_cli.jobs import Job, JobCollection
 from grid_cli.upload import multipart_body, show_progress
+from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     ApiKeyOut,
     AuditEntryOut,
@@ -25,17 +27,29 @@ from grid_common.schemas import (
     DatasetOut,
     DatasetSchema,
     Health,
+    JobEventList,
+    JobEventOut,
+    JobLimits,
+    JobList,
+    JobOut,
+    JobStatus,
     MockSample,
+    PrivacyBudgetOut,
     RequestList,
     RequestOut,
     RequestStatus,
     RoleName,
+    Settings,
     TokenPair,
     UserList,
     UserOut,
+    WorkerList,
+    WorkerOut,
 )
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from grid_cli.mocks import MockData
 
 API = "/api/v1"
@@ -526,13 +540,164 @@ class DomainClient:
         body = {"datasets": names, "reason": reason}
         return Request(self._post("/requests", body, RequestOut), self)
 
-    def approve(self, request: int | Request, reason: str = "") -> Request:
+    def approve(
+        self,
+        request: int | Request,
+        reason: str = "",
+        *,
+        limits: JobLimits | None = None,
+        release_on_completion: bool = False,
+    ) -> Request:
+        """Approve a request; a job's approval may set its limits and release it on completion."""
+        body: dict[str, Any] = {"reason": reason}
+        if limits is not None:
+            body["limits"] = limits.model_dump()
+        if release_on_completion:
+            body["release_on_completion"] = True
         path = f"/requests/{_request_id(request)}/approve"
-        return Request(self._post(path, {"reason": reason}, RequestOut), self)
+        return Request(self._post(path, body, RequestOut), self)
 
     def deny(self, request: int | Request, reason: str) -> Request:
         path = f"/requests/{_request_id(request)}/deny"
         return Request(self._post(path, {"reason": reason}, RequestOut), self)
+
+    # --- settings --------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The domain's settings: sign-up, auto-approval rules, default job limits."""
+        return self._get("/settings", Settings)
+
+    def update_settings(self, settings: Settings) -> Settings:
+        response = self._call("PUT", "/settings", json=settings.model_dump(mode="json"))
+        return Settings.model_validate(response.json())
+
+    # --- jobs ------------------------------------------------------------------
+
+    def submit_training(
+        self,
+        model: nn.Module,
+        dataset: str | Iterable[str],
+        plan: TrainingPlan | dict[str, Any],
+        reason: str,
+        *,
+        progress: bool | None = None,
+    ) -> Job:
+        """Ask to train `model` on datasets of this domain; returns the job (pending approval).
+
+        The model is checked first on the first dataset's mock sample: a few rows go through
+        it and the plan's loss, so a shape mismatch fails here, not on the domain. Then it is
+        exported in train mode (`torch.export`, no pickle) with its weights as safetensors.
+        """
+        from grid_common.training_data import TrainingDataError, training_arrays
+
+        from grid_cli.export import ModelCheckError, dry_run, export_model
+
+        names = [dataset] if isinstance(dataset, str) else list(dataset)
+        if not names:
+            raise ValueError("name at least one dataset to train on")
+        plan = plan if isinstance(plan, TrainingPlan) else TrainingPlan.model_validate(plan)
+        first = self.dataset(names[0])
+        if first.label is None:
+            raise ModelCheckError(f"dataset {first.name!r} has no label column to train against")
+        try:
+            features, labels = training_arrays(first.mock, first.label)
+        except TrainingDataError as exc:
+            raise ModelCheckError(f"dataset {first.name!r} cannot train a model: {exc}") from None
+        dry_run(model, features, labels, plan)
+        exported = export_model(model, features)
+        with exported.folder:
+            fields = [("reason", reason), ("plan", plan.model_dump_json())]
+            fields += [("datasets", name) for name in names]
+            files = [("model", exported.program), ("weights", exported.weights)]
+
+            def send() -> Response:
+                with multipart_body(
+                    fields, files, progress=show_progress(progress), description="Sending model"
+                ) as body:
+                    return self.http.request(
+                        "POST",
+                        f"{API}/requests/jobs",
+                        data=body,
+                        headers={"Content-Type": body.content_type},
+                        timeout=self.upload_timeout,
+                    )
+
+            response = self._authorized(send)
+        filed = RequestOut.model_validate(response.json())
+        return Job(self.job_info(filed.id), self, model)
+
+    def job_info(self, job_id: int) -> JobOut:
+        return self._get(f"/jobs/{int(job_id)}", JobOut)
+
+    def job(self, job_id: int, model: nn.Module | None = None) -> Job:
+        """A job by id; pass the model's architecture to get `result()` as a module."""
+        return Job(self.job_info(job_id), self, model)
+
+    def list_jobs(self, status: JobStatus | None = None) -> JobCollection:
+        params = {"status": status} if status else None
+        listing = self._get("/jobs", JobList, params=params)
+        return JobCollection(Job(info, self) for info in listing.items)
+
+    @property
+    def jobs(self) -> JobCollection:
+        """Jobs you may see: all of them for reviewers, your own otherwise."""
+        return self.list_jobs()
+
+    def job_events(
+        self, job_id: int, *, after: int = 0, kind: str | None = None
+    ) -> list[JobEventOut]:
+        params: dict[str, Any] = {"after": after}
+        if kind:
+            params["kind"] = kind
+        return self._get(f"/jobs/{int(job_id)}/events", JobEventList, params=params).items
+
+    def cancel_job(self, job_id: int) -> JobOut:
+        return JobOut.model_validate(self._call("POST", f"/jobs/{int(job_id)}/cancel").json())
+
+    def release(self, job_id: int | Job) -> JobOut:
+        """Release a job's held result to its data scientist (owner and admin)."""
+        ident = job_id.id if isinstance(job_id, Job) else int(job_id)
+        return JobOut.model_validate(self._call("POST", f"/jobs/{ident}/release").json())
+
+    def download_result(self, job_id: int, path: str | Path) -> Path:
+        """Save a job's trained weights (safetensors) to `path`."""
+        target = Path(path)
+        response = self._authorized(
+            lambda: self.http.request("GET", f"{API}/jobs/{int(job_id)}/result", stream=True)
+        )
+        with response, target.open("wb") as handle:
+            for chunk in response.iter_content(1 << 20):
+                handle.write(chunk)
+        return target
+
+    # --- workers and privacy budgets -------------------------------------------
+
+    @property
+    def workers(self) -> list[WorkerOut]:
+        """Registered workers with status, last heartbeat and current job."""
+        return self._get("/workers", WorkerList).items
+
+    def add_worker(self, name: str) -> WorkerOut:
+        """Register a worker; its token (`.token`) is shown only here."""
+        return self._post("/workers", {"name": name}, WorkerOut)
+
+    def revoke_worker(self, worker_id: int) -> None:
+        self._call("DELETE", f"/workers/{int(worker_id)}")
+
+    def privacy_budget(self, dataset: str) -> PrivacyBudgetOut:
+        """A dataset's epsilon budgets with what is spent and left."""
+        return self._get(f"/datasets/{quote(dataset, safe='')}/privacy-budget", PrivacyBudgetOut)
+
+    def set_privacy_budget(
+        self, dataset: str, epsilon: float | None, *, data_scientist: str | None = None
+    ) -> PrivacyBudgetOut:
+        """Cap the epsilon jobs may spend on a dataset (or one data scientist's); None lifts it."""
+        body = {"epsilon": epsilon, "data_scientist": data_scientist}
+        response = self._call(
+            "PUT", f"/datasets/{quote(dataset, safe='')}/privacy-budget", json=body
+        )
+        return PrivacyBudgetOut.model_validate(response.json())
 
     # --- audit -----------------------------------------------------------------
 

@@ -112,8 +112,12 @@ class HttpSession:
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: tuple[float, float] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
-        """Send one request; a status of 400 or more raises GridError with the node's message."""
+        """Send one request; a status of 400 or more raises GridError with the node's message.
+
+        With `stream`, the body is read as the caller iterates (close the response after).
+        """
         url = f"{self.base_url}{path}"
         try:
             response = self.session.request(
@@ -124,6 +128,7 @@ class HttpSession:
                 data=data,
                 headers=dict(headers or {}),
                 timeout=timeout or self.timeout,
+                stream=stream,
             )
         except requests.exceptions.SSLError as exc:
             raise GridError(

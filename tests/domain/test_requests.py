@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import json
-from pathlib import Path
-
 import pytest
-import torch
 from flask.testing import FlaskClient
-from safetensors.torch import save as save_safetensors
 
-from tests.domain.uploads import upload
+from tests.domain.uploads import file_job, upload
 
 
 @pytest.fixture
@@ -23,33 +17,6 @@ def datasets(client: FlaskClient, headers) -> None:
 def file_access(client: FlaskClient, headers, datasets=("digits-a",), reason="train a classifier"):
     return client.post(
         "/api/v1/requests", json={"datasets": list(datasets), "reason": reason}, headers=headers
-    )
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    model.train()
-    program = torch.export.export(model, (torch.zeros(3, 2),))
-    path = tmp_path_factory.mktemp("model") / "model.pt2"
-    torch.export.save(program, path)
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    return Path(path).read_bytes(), save_safetensors(weights)
-
-
-def file_job(
-    client: FlaskClient, headers, model_files, plan: dict | str, weights: bytes | None = None
-):
-    model, default_weights = model_files
-    form = {
-        "datasets": ["digits-a"],
-        "reason": "fit a small MLP",
-        "plan": plan if isinstance(plan, str) else json.dumps(plan),
-        "model": (io.BytesIO(model), "model.pt2"),
-        "weights": (io.BytesIO(weights or default_weights), "weights.safetensors"),
-    }
-    return client.post(
-        "/api/v1/requests/jobs", data=form, headers=headers, content_type="multipart/form-data"
     )
 
 

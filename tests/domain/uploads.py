@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,25 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer)
     return buffer.getvalue()
+
+
+def file_job(
+    client: FlaskClient,
+    headers: dict[str, str],
+    model_files: tuple[bytes, bytes],
+    plan: dict[str, Any] | str,
+    weights: bytes | None = None,
+    datasets: tuple[str, ...] = ("digits-a",),
+) -> TestResponse:
+    """POST a job request: the model archive, its weights and the plan."""
+    model, default_weights = model_files
+    form = {
+        "datasets": list(datasets),
+        "reason": "fit a small MLP",
+        "plan": plan if isinstance(plan, str) else json.dumps(plan),
+        "model": (io.BytesIO(model), "model.pt2"),
+        "weights": (io.BytesIO(weights or default_weights), "weights.safetensors"),
+    }
+    return client.post(
+        "/api/v1/requests/jobs", data=form, headers=headers, content_type="multipart/form-data"
+    )

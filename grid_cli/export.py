@@ -1,0 +1,79 @@
+"""Package a PyTorch model for a domain: a dry run on the mock, a train-mode export, safetensors."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from grid_common.training_data import targets_for_loss
+
+from grid_common.losses import loss_function
+from grid_common.plan import TrainingPlan
+
+if TYPE_CHECKING:
+    from torch import nn
+
+DRY_RUN_ROWS = 8
+
+
+class ModelCheckError(ValueError):
+    """The model does not fit the dataset or the plan; the message says how."""
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """The two files a job request carries, in a temporary folder the caller removes."""
+
+    folder: tempfile.TemporaryDirectory[str]
+    program: Path
+    weights: Path
+
+
+def dry_run(model: nn.Module, features: np.ndarray, labels: np.ndarray, plan: TrainingPlan) -> None:
+    """Run a few mock rows through the model and the plan's loss, as the worker will."""
+    import torch
+
+    rows = min(len(features), DRY_RUN_ROWS, plan.batch_size)
+    if rows == 0:
+        raise ModelCheckError("the dataset's mock sample is empty: nothing to check the model on")
+    inputs = torch.from_numpy(np.ascontiguousarray(features[:rows]))
+    targets = torch.from_numpy(targets_for_loss(labels[:rows], plan.loss))
+    probe = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            output = probe(inputs)
+    except Exception as exc:
+        raise ModelCheckError(
+            f"the model cannot take the dataset's rows (input shape {tuple(inputs.shape)}): {exc}"
+        ) from None
+    try:
+        with torch.no_grad():
+            loss_function(plan.loss)(output, targets)
+    except Exception as exc:
+        raise ModelCheckError(
+            f"the model's output (shape {tuple(output.shape)}) does not fit the {plan.loss} loss "
+            f"with the dataset's labels (shape {tuple(targets.shape)}): {exc}"
+        ) from None
+
+
+def export_model(model: nn.Module, features: np.ndarray) -> ExportedModel:
+    """Export in train mode with a dynamic batch size, and save the weights beside it."""
+    import torch
+    from safetensors.torch import save_file
+
+    example = torch.from_numpy(np.ascontiguousarray(features[: max(2, min(len(features), 4))]))
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(
+        copy.deepcopy(model).train(), (example,), dynamic_shapes=({0: batch},)
+    )
+    folder = tempfile.TemporaryDirectory(prefix="grid-export-")
+    program_path = Path(folder.name) / "model.pt2"
+    weights_path = Path(folder.name) / "weights.safetensors"
+    torch.export.save(program, str(program_path))
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(weights_path))
+    return ExportedModel(folder, program_path, weights_path)

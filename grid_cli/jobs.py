@@ -1,0 +1,252 @@
+"""A job from the client's side: status, live progress, logs, curves, the released model."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from grid_cli.http import GridError
+from grid_cli.upload import show_progress
+from grid_common.schemas import JobEventOut, JobOut, JobStatus
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from grid_cli.client import DomainClient
+
+FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled", "denied"})
+
+
+class JobFailed(GridError):
+    """A job ended without a result: failed, cancelled or denied."""
+
+
+class Job:
+    """A job on a domain; attributes read the last state fetched, `refresh()` fetches anew."""
+
+    def __init__(self, info: JobOut, client: DomainClient, model: nn.Module | None = None):
+        self._info, self._client, self._model = info, client, model
+        self._events: list[JobEventOut] = []
+
+    # --- state -----------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        return self._info.id
+
+    @property
+    def info(self) -> JobOut:
+        return self._info
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's status, fetched afresh."""
+        return self.refresh().info.status
+
+    @property
+    def result_status(self) -> str:
+        return self._info.result_status
+
+    @property
+    def failure_reason(self) -> str | None:
+        return self._info.failure_reason
+
+    def refresh(self) -> Job:
+        self._info = self._client.job_info(self.id)
+        return self
+
+    def _fetch_events(self) -> list[JobEventOut]:
+        after = self._events[-1].id if self._events else 0
+        while True:
+            batch = self._client.job_events(self.id, after=after)
+            self._events.extend(batch)
+            if len(batch) < 1000:
+                return self._events
+            after = batch[-1].id
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch progress points of the newest attempt (epoch, loss, accuracy, val_...)."""
+        events = self._fetch_events()
+        attempt = max((e.attempt for e in events), default=0)
+        return [
+            e.data
+            for e in events
+            if e.kind == "progress" and e.attempt == attempt and e.data.get("epoch_end")
+        ]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Final metrics once completed; until then the newest progress point."""
+        self.refresh()
+        if self._info.metrics is not None:
+            return dict(self._info.metrics)
+        progress = [e.data for e in self._fetch_events() if e.kind == "progress"]
+        return dict(progress[-1]) if progress else {}
+
+    def logs(self) -> list[str]:
+        """Log lines as `time [attempt n] message`."""
+        return [
+            f"{e.at:%Y-%m-%d %H:%M:%S} [attempt {e.attempt}] {e.data.get('message', '')}"
+            for e in self._fetch_events()
+            if e.kind == "log"
+        ]
+
+    # --- waiting ---------------------------------------------------------------
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool | None = None,
+        poll_interval: float = 0.5,
+    ) -> Job:
+        """Block until the job finishes; the bar shows epoch, loss and accuracy as they come.
+
+        Raises JobFailed if it failed, was cancelled or denied; TimeoutError past `timeout`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        epochs = int(self._info.plan.get("epochs", 1))
+        bar = Progress(
+            TextColumn("job {task.fields[job]} · {task.fields[state]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[figures]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not show_progress(progress),
+        )
+        with bar:
+            task = bar.add_task("", total=epochs, job=self.id, state="", figures="")
+            while True:
+                self.refresh()
+                points = [e.data for e in self._fetch_events() if e.kind == "progress"]
+                latest = points[-1] if points else {}
+                done = sum(1 for p in points if p.get("epoch_end")) if points else 0
+                bar.update(
+                    task,
+                    completed=min(done, epochs),
+                    state=self._info.status,
+                    figures=_figures(latest),
+                )
+                if self._info.status in FINISHED:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} is still {self._info.status}")
+                time.sleep(poll_interval)
+        if self._info.status != "completed":
+            reason = self._info.failure_reason or "no reason given"
+            raise JobFailed(
+                0, f"job_{self._info.status}", f"job {self.id} {self._info.status}: {reason}"
+            )
+        return self
+
+    # --- actions ---------------------------------------------------------------
+
+    def cancel(self) -> Job:
+        self._info = self._client.cancel_job(self.id)
+        return self
+
+    def download_result(self, path: str | Path) -> Path:
+        """Save the trained weights (safetensors) once the owner released them."""
+        return self._client.download_result(self.id, path)
+
+    def result(self, model: nn.Module | None = None) -> nn.Module:
+        """The trained model: a copy of the submitted model (or `model`) with the new weights."""
+        from safetensors.torch import load_file
+
+        base = model if model is not None else self._model
+        if base is None:
+            raise ValueError(
+                "this Job was not made by submit_training in this session; pass the model "
+                "architecture: job.result(model=MyNet())"
+            )
+        with tempfile.TemporaryDirectory(prefix="grid-result-") as folder:
+            path = self.download_result(Path(folder) / "weights.safetensors")
+            state = load_file(str(path))
+        trained = copy.deepcopy(base)
+        trained.load_state_dict(state)
+        return trained.eval()
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """Training curves (loss; accuracy when measured) per epoch, saved to `path` if given."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        history = self.history
+        if not history:
+            raise ValueError(f"job {self.id} has no finished epoch to plot yet")
+        panels = [m for m in ("loss", "accuracy") if any(m in p for p in history)]
+        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+        epochs = [p["epoch"] for p in history]
+        for ax, metric in zip(axes[0], panels, strict=True):
+            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                values = [p.get(key) for p in history]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, values, marker="o", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+            ax.legend()
+        figure.suptitle(f"job {self.id}")
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path)
+            plt.close(figure)
+        return figure
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self._info.status} on {', '.join(self._info.datasets)}>"
+
+
+def _figures(point: dict[str, Any]) -> str:
+    parts = []
+    if "epoch" in point:
+        parts.append(f"epoch {point['epoch']}")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if isinstance(point.get(key), int | float):
+            parts.append(f"{key} {point[key]:.4f}")
+    return " · ".join(parts)
+
+
+class JobCollection(Sequence[Job]):
+    """Jobs as a list, with filters by status."""
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self._jobs = list(jobs)
+
+    def with_status(self, status: JobStatus) -> JobCollection:
+        return JobCollection(j for j in self._jobs if j.info.status == status)
+
+    @property
+    def ids(self) -> list[int]:
+        return [j.id for j in self._jobs]
+
+    @overload
+    def __getitem__(self, key: int) -> Job: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> JobCollection: ...
+
+    def __getitem__(self, key: int | slice) -> Job | JobCollection:
+        if isinstance(key, slice):
+            return JobCollection(self._jobs[key])
+        return self._jobs[key]
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __repr__(self) -> str:
+        return f"JobCollection({self._jobs!r})"

@@ -1,0 +1,87 @@
+"""The worker's side of the worker API: lease, heartbeat, fetch inputs, report, deliver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from grid_cli.http import HttpSession
+from grid_cli.upload import multipart_body
+from grid_common.schemas import HeartbeatOut, JobOut, LeasedJob
+from worker.spec import TrainingEvent
+
+API = "/api/v1/worker"
+_CHUNK = 1 << 20
+
+
+class DomainWorkerApi:
+    """One worker's connection to its domain, authenticated by the worker token."""
+
+    def __init__(self, domain_url: str, token: str, *, timeout: tuple[float, float] = (5, 60)):
+        self.http = HttpSession(domain_url, timeout=timeout)
+        self.http.set_bearer(token)
+
+    @property
+    def url(self) -> str:
+        return self.http.base_url
+
+    def hello(self, host: str) -> None:
+        self.http.request("POST", f"{API}/heartbeat", json={"host": host})
+
+    def lease(self, host: str) -> LeasedJob | None:
+        response = self.http.request("POST", f"{API}/lease", json={"host": host})
+        if response.status_code == 204:
+            return None
+        return LeasedJob.model_validate(response.json())
+
+    def heartbeat(self, job_id: int, attempt: int) -> HeartbeatOut:
+        response = self.http.request(
+            "POST", f"{API}/jobs/{job_id}/heartbeat", json={"attempt": attempt}
+        )
+        return HeartbeatOut.model_validate(response.json())
+
+    def send_events(self, job_id: int, attempt: int, events: list[TrainingEvent]) -> None:
+        body = {"attempt": attempt, "events": [{"kind": e.kind, "data": e.data} for e in events]}
+        self.http.request("POST", f"{API}/jobs/{job_id}/events", json=body)
+
+    def download(self, path: str, dest: Path, digest: str | None = None) -> Path:
+        """Stream an input to `dest` (atomically); with `digest`, check its sha256 on the way."""
+        partial = dest.with_name(dest.name + ".partial")
+        hasher = hashlib.sha256()
+        response = self.http.request("GET", f"{API}{path}", stream=True)
+        with response, partial.open("wb") as handle:
+            for chunk in response.iter_content(_CHUNK):
+                handle.write(chunk)
+                hasher.update(chunk)
+        if digest is not None and hasher.hexdigest() != digest:
+            partial.unlink()
+            raise ValueError(f"{path} arrived corrupted (sha256 differs); it will be fetched again")
+        os.replace(partial, dest)
+        return dest
+
+    def deliver_result(
+        self, job_id: int, attempt: int, weights: Path, metrics: dict[str, Any]
+    ) -> JobOut:
+        fields = [("metrics", json.dumps(metrics))]
+        with multipart_body(fields, [("weights", weights)], progress=False) as form:
+            response = self.http.request(
+                "PUT",
+                f"{API}/jobs/{job_id}/attempts/{attempt}/result",
+                data=form,
+                headers={"Content-Type": form.content_type},
+            )
+        return JobOut.model_validate(response.json())
+
+    def report_failure(self, job_id: int, attempt: int, status: str, reason: str) -> JobOut:
+        response = self.http.request(
+            "POST",
+            f"{API}/jobs/{job_id}/attempts/{attempt}/failure",
+            json={"status": status, "reason": reason},
+        )
+        return JobOut.model_validate(response.json())
+
+    def close(self) -> None:
+        self.http.close()

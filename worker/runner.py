@@ -1,0 +1,204 @@
+"""The worker's loop: lease a job, fetch its inputs, train in a limited child, report, repeat."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from grid_cli.http import GridError
+from grid_common.schemas import LeasedJob
+from worker.child import WarmChild
+from worker.domain_api import DomainWorkerApi
+from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome, TrainingSpec
+
+log = logging.getLogger("grid.worker")
+
+_EVENT_FLUSH_S = 0.5
+_DELIVERY_TRIES = 5
+
+
+class WorkerRevoked(Exception):
+    """The domain no longer accepts this worker's token."""
+
+
+@dataclass
+class WorkerOptions:
+    """How a worker runs: where it keeps files, how often it asks for work, which device."""
+
+    work_dir: Path
+    poll_interval_s: float = 2.0
+    device: str = "cpu"
+    host: str = ""
+
+
+class _Attempt:
+    """One leased attempt: forwards events in batches and keeps the lease alive meanwhile."""
+
+    def __init__(self, api: DomainWorkerApi, leased: LeasedJob) -> None:
+        self.api, self.leased = api, leased
+        self.cancelled = threading.Event()
+        self.lease_lost = threading.Event()
+        self._done = threading.Event()
+        self._pending: list[TrainingEvent] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._report, name="grid-worker-report")
+
+    def __enter__(self) -> _Attempt:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.flush()
+
+    def on_event(self, event: TrainingEvent) -> None:
+        with self._lock:
+            self._pending.append(event)
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.lease_lost.is_set()
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        for start in range(0, len(events), 1000):
+            try:
+                self.api.send_events(
+                    self.leased.job_id, self.leased.attempt, events[start : start + 1000]
+                )
+            except GridError as exc:
+                self._on_error(exc, "progress report")
+                return
+
+    def _on_error(self, exc: GridError, what: str) -> None:
+        if exc.code == "lease_lost" or exc.status == 401:
+            self.lease_lost.set()
+        log.warning("%s for job %s failed: %s", what, self.leased.job_id, exc)
+
+    def _report(self) -> None:
+        heartbeat_every = max(self.leased.lease_seconds / 3, _EVENT_FLUSH_S)
+        since_heartbeat = heartbeat_every
+        while not self._done.wait(_EVENT_FLUSH_S):
+            self.flush()
+            since_heartbeat += _EVENT_FLUSH_S
+            if since_heartbeat < heartbeat_every:
+                continue
+            since_heartbeat = 0.0
+            try:
+                answer = self.api.heartbeat(self.leased.job_id, self.leased.attempt)
+            except GridError as exc:
+                self._on_error(exc, "heartbeat")
+                continue
+            if answer.cancel:
+                self.cancelled.set()
+
+
+class Worker:
+    """Takes jobs from one domain until stopped; a failed job never stops the worker."""
+
+    def __init__(self, api: DomainWorkerApi, options: WorkerOptions) -> None:
+        self.api, self.options = api, options
+        self.host = options.host or socket.gethostname()
+        self.cache = options.work_dir / "datasets"
+        self.cache.mkdir(parents=True, exist_ok=True)
+
+    def run(self, stop: threading.Event) -> None:
+        """Lease and run jobs until `stop` is set; raises WorkerRevoked if the token is revoked."""
+        child = WarmChild.start()
+        try:
+            while not stop.is_set():
+                leased = self._lease()
+                if leased is None:
+                    stop.wait(self.options.poll_interval_s)
+                    continue
+                self.run_job(leased, child)
+                child = WarmChild.start()  # every job gets a fresh process
+        finally:
+            child.kill()
+
+    def _lease(self) -> LeasedJob | None:
+        try:
+            return self.api.lease(self.host)
+        except GridError as exc:
+            if exc.status == 401:
+                raise WorkerRevoked(f"{self.api.url} refused this worker's token: {exc}") from exc
+            log.warning("could not lease a job from %s: %s", self.api.url, exc)
+            return None
+
+    def run_job(self, leased: LeasedJob, child: WarmChild) -> TrainingOutcome | None:
+        """Run one attempt and report how it ended; None when the lease was lost on the way."""
+        job_dir = self.options.work_dir / f"job-{leased.job_id}-{leased.attempt}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        log.info("job %s attempt %s: started", leased.job_id, leased.attempt)
+        try:
+            with _Attempt(self.api, leased) as attempt:
+                try:
+                    spec = self._prepare(leased, job_dir)
+                except (GridError, ValueError, OSError) as exc:
+                    child.kill()
+                    outcome = TrainingOutcome("failed", f"could not fetch the job's inputs: {exc}")
+                else:
+                    outcome = child.run(spec, attempt.on_event, attempt.should_stop)
+                lost = attempt.lease_lost.is_set()
+            if lost:
+                log.warning("job %s attempt %s: lease lost, result dropped", *_ids(leased))
+                return None
+            self._report(leased, outcome)
+            log.info("job %s attempt %s: %s", leased.job_id, leased.attempt, outcome.status)
+            return outcome
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _prepare(self, leased: LeasedJob, job_dir: Path) -> TrainingSpec:
+        base = f"/jobs/{leased.job_id}"
+        model = self.api.download(f"{base}/model", job_dir / "model.pt2")
+        weights = self.api.download(f"{base}/weights", job_dir / "weights.safetensors")
+        data = []
+        for dataset in leased.datasets:
+            if dataset.label is None:
+                raise ValueError(f"dataset {dataset.name!r} has no label column to train on")
+            cached = self.cache / f"{dataset.digest}.{dataset.format}"
+            if not cached.exists():
+                self.api.download(f"{base}/datasets/{dataset.name}", cached, dataset.digest)
+            data.append(DataFile(cached, dataset.format, dataset.label))
+        output = job_dir / "output"
+        output.mkdir(exist_ok=True)
+        limits = leased.limits
+        return TrainingSpec(
+            model_path=model,
+            weights_path=weights,
+            data=data,
+            plan=leased.plan,
+            limits=TrainingLimits(limits.cpu_seconds, limits.memory_mb, limits.wall_seconds),
+            output_dir=output,
+            device=self.options.device,
+        )
+
+    def _report(self, leased: LeasedJob, outcome: TrainingOutcome) -> None:
+        job_id, attempt = _ids(leased)
+        for tries in range(_DELIVERY_TRIES):
+            if tries:
+                time.sleep(min(2**tries, 30))  # the domain may be restarting: back off
+            try:
+                if outcome.status == "completed" and outcome.weights_path is not None:
+                    self.api.deliver_result(job_id, attempt, outcome.weights_path, outcome.metrics)
+                else:
+                    reason = outcome.reason or outcome.status
+                    self.api.report_failure(job_id, attempt, outcome.status, reason)
+                return
+            except GridError as exc:
+                if exc.status in (401, 409, 422):
+                    log.warning("job %s attempt %s: report refused: %s", job_id, attempt, exc)
+                    return
+                log.warning("job %s attempt %s: report failed, retrying: %s", job_id, attempt, exc)
+        log.error("job %s attempt %s: gave up reporting; the lease will run out", job_id, attempt)
+
+
+def _ids(leased: LeasedJob) -> tuple[int, int]:
+    return leased.job_id, leased.attempt
