@@ -79,7 +79,7 @@ class Job:
         return [
             e.data
             for e in events
-            if e.kind == "progress" and e.attempt == attempt and e.data.get("epoch_end")
+            if e.kind == "progress" and e.attempt == attempt and e.data.get("phase") == "epoch"
         ]
 
     @property
@@ -129,7 +129,7 @@ class Job:
                 self.refresh()
                 points = [e.data for e in self._fetch_events() if e.kind == "progress"]
                 latest = points[-1] if points else {}
-                done = sum(1 for p in points if p.get("epoch_end")) if points else 0
+                done = sum(1 for p in points if p.get("phase") == "epoch") if points else 0
                 bar.update(
                     task,
                     completed=min(done, epochs),

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -23,6 +24,9 @@ from domain import DomainConfig, create_app, migrate
 from domain.permissions import Role
 from domain.security import hash_password, issue_access_token
 from grid_common.db import make_engine
+
+if TYPE_CHECKING:
+    from registry.chain import LocalChain
 
 OWNER_EMAIL = "owner@example.org"
 OWNER_PASSWORD = "owner-password"
@@ -200,11 +204,20 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], deadline_s: float 
 
 
 @pytest.fixture
-def live_domain(database_url: str, tmp_path: Path) -> Iterator[str]:
+def live_domain_env() -> dict[str, str]:
+    """Extra environment of `live_domain`; a test module overrides it to tune the domain."""
+    return {}
+
+
+@pytest.fixture
+def live_domain(
+    database_url: str, tmp_path: Path, live_domain_env: dict[str, str]
+) -> Iterator[str]:
     """A real domain under gunicorn on a free loopback port; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
+        **live_domain_env,
         "GRID_DATA_DIR": str(tmp_path / "live"),
         "GRID_DATABASE_URL": database_url,
         "GRID_NODE_NAME": NODE_NAME,
@@ -231,4 +244,18 @@ def live_domain(database_url: str, tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChain]:
+    """One real anvil for the whole session, on a free port, with the registry deployed."""
+    from registry.chain import start_local_chain
+
+    log = (tmp_path_factory.mktemp("anvil") / "anvil.log").open("wb")
+    chain = start_local_chain(free_port(), log=log)
+    try:
+        yield chain
+    finally:
+        chain.stop()
         log.close()
