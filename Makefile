@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: test demo lint typecheck bench clean
+.PHONY: test demo lint typecheck bench contracts clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ('$(PYTHON)' not found); set PYTHON=/path/to/python3.11"; exit 1; }
@@ -19,17 +19,28 @@ $(VENV)/.project-installed: pyproject.toml $(VENV)/.torch-installed
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
-test: $(VENV)/.project-installed
+# The registry's tools, pinned exactly in package.json: solc compiles the contract, anvil runs
+# the local chain. Installed once; a changed package.json or lock file installs again.
+NODE_STAMP := node_modules/.grid-installed
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is required: the registry's compiler and local chain come from the npm registry"; exit 1; }
+	npm install --no-audit --no-fund
+	touch $@
+
+contracts: $(NODE_STAMP)
+	node registry/compile.mjs registry/contracts/GridRegistry.sol GridRegistry registry/GridRegistry.json
+
+test: $(VENV)/.project-installed $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain grid_common grid_cli
+	$(BIN)/mypy domain grid_common grid_cli registry network worker
 	$(BIN)/pytest
 
 demo: $(VENV)/.project-installed
 	$(BIN)/grid demo
 
 typecheck: $(VENV)/.project-installed
-	$(BIN)/mypy domain grid_common grid_cli
+	$(BIN)/mypy domain grid_common grid_cli registry network worker
 
 bench: $(VENV)/.project-installed
 	$(BIN)/python bench/domain_api.py

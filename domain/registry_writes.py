@@ -1,0 +1,274 @@
+"""The domain's registry writes: its outbox, the sending thread, self-registration, anchors.
+
+Job code calls the `enqueue_*` functions inside the transaction that changes the job; with no
+chain configured they do nothing and return None, and the domain works as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import is_address
+from flask import Flask, current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain import audit
+from domain.config import DomainConfig
+from domain.models import AuditHead, RegistryOutboxEntry, RegistrySenderLease
+from grid_common.db import Database
+from grid_common.hashes import ed25519_key_hash
+from grid_common.identity import load_or_create_identity
+from registry.client import RegistryClient, job_id_of, round_mask
+from registry.keys import load_or_create_account
+from registry.outbox import Outbox
+from registry.sender import OutboxSender
+
+log = logging.getLogger(__name__)
+EXTENSION = "registry"
+OFF_MESSAGE = (
+    "registry writes are off: set GRID_CHAIN_RPC_URL and GRID_REGISTRY_ADDRESS to record "
+    "this domain's jobs and audit anchors on chain"
+)
+
+
+@dataclass
+class DomainRegistry:
+    """The registry side of one domain app: its address, outbox and sender."""
+
+    address: str
+    registry_address: str
+    key_hash: str
+    outbox: Outbox
+    sender: OutboxSender
+    anchor_interval_s: float
+
+    def job_id(self, job_key: str) -> str:
+        """The on-chain id of a job this domain coordinates."""
+        return job_id_of(self.address, job_key)
+
+    def ensure_registered(self, session: Session) -> bool:
+        """Enqueue this node's registration unless one with the same key is already queued."""
+        last = self.outbox.last(session, "register")
+        if (
+            last is not None
+            and last.status != "failed"
+            and last.args.get("key_hash") == self.key_hash
+        ):
+            return False
+        self.outbox.register(session, "domain", self.key_hash)
+        return True
+
+    def anchor(self, session: Session, *, force: bool = False) -> RegistryOutboxEntry | None:
+        """Enqueue an anchor of the audit chain's head, unless that head is already anchored."""
+        head = session.get(AuditHead, 1)
+        if head is None or head.seq == 0:
+            return None
+        last = self.outbox.last(session, "anchor")
+        if not force and last is not None and int(last.args["seq"]) == head.seq:
+            return None
+        entry: RegistryOutboxEntry = self.outbox.anchor(session, head.seq, head.hash)
+        return entry
+
+    def anchor_if_due(self, session: Session) -> None:
+        """The sender's periodic hook: anchor a changed head once per interval."""
+        last = self.outbox.last(session, "anchor")
+        if last is not None and time.time() - last.created_at.timestamp() < self.anchor_interval_s:
+            return
+        self.anchor(session)
+
+    def start_sender(self) -> None:
+        """Start sending in this process; cheap to call on every request (once per process)."""
+        self.sender.start()
+
+
+def init_app(app: Flask, config: DomainConfig, database: Database) -> DomainRegistry | None:
+    """Turn registry writes on when a chain is configured; otherwise say clearly that they
+    are off. The node's Ethereum key is made in its data dir on first start."""
+    if not (config.chain_rpc_url and config.registry_address):
+        log.warning(OFF_MESSAGE)
+        app.extensions[EXTENSION] = None
+        return None
+    if not is_address(config.registry_address):
+        raise ValueError(
+            f"GRID_REGISTRY_ADDRESS must be a 0x-prefixed contract address, "
+            f"got {config.registry_address!r}"
+        )
+    account = load_or_create_account(config.data_dir)
+    identity = load_or_create_identity(config.data_dir)
+    client = RegistryClient(
+        config.chain_rpc_url, config.registry_address, account, transport_retries=False
+    )
+    sender = OutboxSender(database.sessionmaker, RegistryOutboxEntry, RegistrySenderLease, client)
+    node = DomainRegistry(
+        address=str(account.address),
+        registry_address=client.address,
+        key_hash="0x" + ed25519_key_hash(bytes(identity.signing_key.verify_key)),
+        outbox=Outbox(RegistryOutboxEntry, notify=sender.wake),
+        sender=sender,
+        anchor_interval_s=config.registry_anchor_interval_s,
+    )
+    sender.every_tick(node.anchor_if_due)
+    with database.sessionmaker() as session, session.begin():
+        node.ensure_registered(session)
+    app.extensions[EXTENSION] = node
+    # Started from a request, never at import: a pre-forking server's workers each get a
+    # thread of their own, and the outbox lease lets only one of them send at a time.
+    app.before_request(node.start_sender)
+    log.info("registry writes on: node address %s, registry %s", node.address, client.address)
+    return node
+
+
+def current_registry() -> DomainRegistry | None:
+    """This app's registry side, or None when registry writes are off."""
+    found: DomainRegistry | None = current_app.extensions.get(EXTENSION)
+    return found
+
+
+# --- what job code calls -------------------------------------------------------------------
+
+
+def job_key_for(job_id: int, spec_hash: str) -> str:
+    """The name a domain gives a job on chain: unique per job row and its spec, so a domain
+    whose database was reset does not collide with its own earlier jobs of the same id."""
+    return f"job/{job_id}/{spec_hash.removeprefix('0x')[:16]}"
+
+
+def registry_job_id(job_key: str) -> str | None:
+    """The on-chain id of this domain's job, to show the data scientist (None when off)."""
+    reg = current_registry()
+    return reg.job_id(job_key) if reg else None
+
+
+def enqueue_job_created(
+    session: Session,
+    job_key: str,
+    spec_hash: str,
+    *,
+    participants: list[str] | None = None,
+    stake_wei: int = 0,
+    bounty_wei: int = 0,
+    deadline: int | None = None,
+) -> str | None:
+    """Record a job's creation with this domain as coordinator (and, for a data-centric job,
+    as its only participant, the default). Returns the on-chain job id, or None when off."""
+    reg = current_registry()
+    if reg is None:
+        return None
+    reg.outbox.create_job(
+        session,
+        job_key,
+        spec_hash,
+        participants or [reg.address],
+        stake_wei=stake_wei,
+        bounty_wei=bounty_wei,
+        deadline=deadline,
+    )
+    return reg.job_id(job_key)
+
+
+def enqueue_round_logged(
+    session: Session,
+    job_key: str,
+    aggregate_hash: str,
+    samples: int | Mapping[str, int],
+    *,
+    participants: list[str] | None = None,
+) -> None:
+    """Log one round of a job this domain coordinates: the aggregate's hash and the samples
+    each participant reported (an int means this domain alone)."""
+    reg = current_registry()
+    if reg is None:
+        return
+    members = participants or [reg.address]
+    counts = {reg.address: samples} if isinstance(samples, int) else dict(samples)
+    counted, sample_list = round_mask(members, counts)
+    reg.outbox.log_round(session, reg.job_id(job_key), aggregate_hash, counted, sample_list)
+
+
+def enqueue_result_attested(
+    session: Session, job_id: str, model_hash: str, *, finalize: bool = False
+) -> None:
+    """Attest the final model's hash for a job this domain takes part in (`job_id` is the
+    on-chain id); `finalize=True` also settles it once every attestation is in."""
+    reg = current_registry()
+    if reg is None:
+        return
+    reg.outbox.attest(session, job_id, model_hash)
+    if finalize:
+        reg.outbox.finalize(session, job_id)
+
+
+def enqueue_data_centric_result(
+    session: Session, job_key: str, model_hash: str, samples: int
+) -> None:
+    """A finished data-centric job in one go: its single round (the model is the aggregate,
+    `samples` the rows trained on), this domain's attestation, and settlement."""
+    reg = current_registry()
+    if reg is None:
+        return
+    enqueue_round_logged(session, job_key, model_hash, samples)
+    enqueue_result_attested(session, reg.job_id(job_key), model_hash, finalize=True)
+
+
+def enqueue_job_cancelled(session: Session, job_key: str) -> None:
+    """Call off a job this domain coordinates (failed or cancelled before any attestation)."""
+    reg = current_registry()
+    if reg is None:
+        return
+    reg.outbox.cancel_job(session, reg.job_id(job_key))
+
+
+def registry_status(session: Session) -> dict[str, Any]:
+    """What the domain tells its operators about registry writes."""
+    reg = current_registry()
+    if reg is None:
+        return {"enabled": False, "message": OFF_MESSAGE}
+    counts = reg.outbox.counts(session)
+    last_anchor = reg.outbox.last(session, "anchor")
+    last_failed = session.scalars(
+        select(RegistryOutboxEntry)
+        .where(RegistryOutboxEntry.status == "failed")
+        .order_by(RegistryOutboxEntry.id.desc())
+        .limit(1)
+    ).first()
+    return {
+        "enabled": True,
+        "message": reg.sender.last_error or "registry writes on",
+        "node_address": reg.address,
+        "registry_address": reg.registry_address,
+        "outbox": counts,
+        "last_anchor": None
+        if last_anchor is None
+        else {
+            "seq": int(last_anchor.args["seq"]),
+            "head_hash": last_anchor.args["head_hash"],
+            "status": last_anchor.status,
+            "tx_hash": last_anchor.tx_hash,
+            "block_number": last_anchor.block_number,
+        },
+        "last_failure": None
+        if last_failed is None
+        else {"id": last_failed.id, "op": last_failed.op, "error": last_failed.last_error},
+    }
+
+
+def anchor_now(session: Session, *, actor: str, address: str) -> dict[str, Any]:
+    """Anchor the audit head on demand; the request is itself audited (and anchored)."""
+    reg = current_registry()
+    if reg is None:
+        raise RuntimeError(OFF_MESSAGE)
+    audit.append(session, actor=actor, action="registry.anchor", address=address)
+    session.flush()
+    entry = reg.anchor(session, force=True)
+    if entry is None:
+        raise RuntimeError("the audit log is empty")  # not reached: we just appended to it
+    return {
+        "seq": int(entry.args["seq"]),
+        "head_hash": entry.args["head_hash"],
+        "message": "anchor queued",
+    }

@@ -1,0 +1,311 @@
+"""`grid chain …` and `grid registry …`: local chain, deploy, verify; they register on `main`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from grid_cli.cli import json_option, main, open_client, url_option
+from grid_cli.output import print_json, print_table
+
+RPC_ENV = "GRID_CHAIN_RPC_URL"
+REGISTRY_ENV = "GRID_REGISTRY_ADDRESS"
+NODE_FILES = ("domain.db", "network.db", "eth_key", "node_identity.json")
+
+
+def _registry_errors() -> tuple[type[BaseException], ...]:
+    from registry.chain import ChainError
+    from registry.errors import RegistryError
+
+    return (RegistryError, ChainError, LookupError, ValueError, PermissionError)
+
+
+def _fund_targets(fund: tuple[str, ...], nodes_dir: Path, chain_dir: Path) -> list[tuple[str, str]]:
+    """(address, where it came from) for every --fund value, or every node under nodes_dir."""
+    from eth_utils import is_address, to_checksum_address
+
+    from registry.keys import load_or_create_account
+
+    if fund:
+        values = list(fund)
+    elif nodes_dir.is_dir():
+        values = [
+            str(path)
+            for path in sorted(nodes_dir.iterdir())
+            if path.is_dir()
+            and path.resolve() != chain_dir.resolve()
+            and any((path / name).exists() for name in NODE_FILES)
+        ]
+    else:
+        values = []
+    targets: list[tuple[str, str]] = []
+    for value in values:
+        if is_address(value):
+            targets.append((to_checksum_address(value), "address"))
+        else:
+            account = load_or_create_account(Path(value), env=False)
+            targets.append((str(account.address), value))
+    return targets
+
+
+# --- grid chain -----------------------------------------------------------------------
+
+
+@main.group()
+def chain() -> None:
+    """A local Ethereum chain for development (anvil, with the registry deployed)."""
+
+
+@chain.command("start")
+@click.option("--port", default=8545, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data-dir",
+    default=".grid/chain",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where chain.json (RPC URL, registry address) and anvil's log are written.",
+)
+@click.option(
+    "--fund",
+    multiple=True,
+    help="A node data dir (its key is made if missing) or an address to give ether to; "
+    "repeat for several. Default: every node data dir under --nodes-dir.",
+)
+@click.option(
+    "--nodes-dir",
+    default=".grid",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where local nodes keep their data dirs.",
+)
+@click.option("--ether", default=100, show_default=True, type=click.IntRange(1, 10**9))
+@json_option
+def chain_start(
+    port: int, data_dir: Path, fund: tuple[str, ...], nodes_dir: Path, ether: int, as_json: bool
+) -> None:
+    """Run anvil on 127.0.0.1, deploy the registry and fund local nodes, until Ctrl-C."""
+    from registry.chain import start_local_chain, write_chain_file
+
+    targets = _fund_targets(fund, nodes_dir, data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "anvil.log").open("ab")
+    try:
+        local = start_local_chain(
+            port, fund_addresses=[a for a, _ in targets], ether=ether, log=log
+        )
+    except _registry_errors() as exc:
+        log.close()
+        raise click.ClickException(str(exc)) from None
+    write_chain_file(data_dir / "chain.json", local)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    env = local.environment()
+    if as_json:
+        print_json({**env, "chain_id": local.chain_id, "funded": [a for a, _ in targets]})
+    else:
+        click.echo(f"Local chain at {local.rpc_url} (chain id {local.chain_id})")
+        click.echo(f"Registry deployed at {local.registry_address}")
+        for address, source in targets:
+            click.echo(f"Funded {address} with {ether} ETH ({source})")
+        click.echo("Point nodes at it:")
+        click.echo("  export " + " ".join(f"{k}={v}" for k, v in env.items()))
+        click.echo("Ctrl-C stops the chain (its state is not kept).")
+    sys.stdout.flush()
+    try:
+        local.process.wait()
+        raise click.ClickException(f"anvil exited with {local.process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        local.stop()
+        log.close()
+
+
+# --- grid registry --------------------------------------------------------------------
+
+
+@main.group()
+def registry() -> None:
+    """The on-chain registry: deploy it, check jobs against it, see a domain's writes."""
+
+
+def rpc_option(command: Any) -> Any:
+    return click.option(
+        "--rpc", envvar=RPC_ENV, required=True, help=f"The chain's JSON-RPC URL (or ${RPC_ENV})."
+    )(command)
+
+
+def registry_option(command: Any) -> Any:
+    return click.option(
+        "--registry",
+        "registry_address",
+        envvar=REGISTRY_ENV,
+        required=True,
+        help=f"The GridRegistry contract's address (or ${REGISTRY_ENV}).",
+    )(command)
+
+
+@registry.command("deploy")
+@rpc_option
+@click.option(
+    "--data-dir",
+    envvar="GRID_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sign with this node's key (default: $GRID_ETH_PRIVATE_KEY).",
+)
+@json_option
+def registry_deploy(rpc: str, data_dir: Path | None, as_json: bool) -> None:
+    """Deploy the committed GridRegistry artifact to a chain; prints its address."""
+    import os
+
+    from eth_account import Account
+
+    from registry.client import deploy_registry
+    from registry.keys import KEY_ENV, load_or_create_account
+
+    if data_dir is not None:
+        account = load_or_create_account(data_dir)
+    elif os.environ.get(KEY_ENV):
+        account = Account.from_key(os.environ[KEY_ENV].strip())
+    else:
+        raise click.ClickException(f"no key to deploy with: pass --data-dir or set {KEY_ENV}")
+    try:
+        address, receipt = deploy_registry(rpc, account)
+    except _registry_errors() as exc:
+        raise click.ClickException(f"deployment failed: {exc}") from None
+    tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+    if as_json:
+        print_json(
+            {
+                "registry_address": address,
+                "tx_hash": tx_hash,
+                "block_number": receipt["blockNumber"],
+                "deployer": account.address,
+            }
+        )
+    else:
+        click.echo(
+            f"GridRegistry deployed at {address} (tx {tx_hash}, block {receipt['blockNumber']})"
+        )
+        click.echo(f"  export {REGISTRY_ENV}={address}")
+
+
+@registry.command("verify")
+@click.argument("job_id")
+@rpc_option
+@registry_option
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The model weights file you received; its sha256 must be the attested hash.",
+)
+@click.option("--model-hash", help="The model's sha256, instead of --model.")
+@click.option("--spec-hash", help="The spec hash you recomputed (grid_common.hashes.spec_hash).")
+@click.option("--from-block", default=0, show_default=True, type=click.IntRange(0))
+@json_option
+def registry_verify(
+    job_id: str,
+    rpc: str,
+    registry_address: str,
+    model: Path | None,
+    model_hash: str | None,
+    spec_hash: str | None,
+    from_block: int,
+    as_json: bool,
+) -> None:
+    """Print the on-chain proof of a job (JOB_ID: its 0x id) and check your model against it;
+    exit status 1 when the chain does not back it."""
+    from registry.client import RegistryClient
+    from registry.verify import verify_job
+
+    if model is not None and model_hash is not None:
+        raise click.UsageError("pass --model or --model-hash, not both")
+    try:
+        client = RegistryClient(rpc, registry_address)
+        proof = verify_job(
+            client,
+            job_id,
+            model=model,
+            model_hash=model_hash,
+            spec_hash=spec_hash,
+            from_block=from_block,
+        )
+    except _registry_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json(proof.as_json())
+    else:
+        click.echo(proof.render())
+    if not proof.ok:
+        click.get_current_context().exit(1)
+
+
+@registry.command("address")
+@click.option(
+    "--data-dir",
+    envvar="GRID_DATA_DIR",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's data dir (its key is made there if missing).",
+)
+@json_option
+def registry_address_command(data_dir: Path, as_json: bool) -> None:
+    """Print the Ethereum address a node signs its registry writes with."""
+    from registry.keys import node_address
+
+    try:
+        address = node_address(data_dir)
+    except PermissionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json({"address": address, "data_dir": str(data_dir.resolve())})
+    else:
+        click.echo(address)
+
+
+@registry.command("status")
+@url_option
+@json_option
+def registry_status(url: str | None, as_json: bool) -> None:
+    """Show whether the signed-in domain records on chain, and how its outbox stands."""
+    status = open_client(url).registry_status()
+    if as_json:
+        print_json(status)
+        return
+    if not status.enabled:
+        click.echo(status.message)
+        return
+    rows: list[tuple[str, Any]] = [
+        ("node address", status.node_address),
+        ("registry", status.registry_address),
+        ("state", status.message),
+    ]
+    if status.outbox is not None:
+        rows += [(f"outbox {k}", v) for k, v in status.outbox.model_dump().items()]
+    if status.last_anchor is not None:
+        a = status.last_anchor
+        rows.append(("last anchor", f"entry {a.seq} {a.head_hash[:18]}… {a.status}"))
+    if status.last_failure is not None:
+        f = status.last_failure
+        rows.append(("last failure", f"{f.op}: {f.error}"))
+    print_table("Registry", ["field", "value"], rows)
+
+
+@registry.command("anchor")
+@url_option
+@json_option
+def registry_anchor(url: str | None, as_json: bool) -> None:
+    """Anchor the signed-in domain's audit-log head on chain now."""
+    queued = open_client(url).anchor_audit_log()
+    if as_json:
+        print_json(queued)
+    else:
+        click.echo(f"Anchor of audit entry {queued.seq} ({queued.head_hash[:18]}…) queued.")

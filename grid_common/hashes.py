@@ -1,0 +1,123 @@
+"""The hashes a job is known by on the registry: its spec, its model, its on-chain key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from grid_common.plan import TrainingPlan
+
+JobKind = Literal["data_centric", "model_centric"]
+SPEC_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path | str) -> str:
+    """The sha256 of a file's bytes, as 64 hex digits (what `sha256sum` prints)."""
+    with Path(path).open("rb") as handle:
+        return sha256_stream(handle)
+
+
+def sha256_stream(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte string per value: sorted keys, no spaces, UTF-8; what the hashes cover."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def spec_document(
+    *,
+    model_digest: str,
+    weights_digest: str,
+    plan: TrainingPlan | Mapping[str, Any],
+    datasets: Iterable[str],
+    kind: JobKind = "data_centric",
+    domains: Iterable[str] = (),
+) -> dict[str, Any]:
+    """What a job's spec hash covers: the submitted program and weights (by sha256), the
+    training plan with its defaults filled in, the dataset names and, for a federated job,
+    the domains taking part. A data scientist holding those files rebuilds the same document.
+    """
+    normalized = TrainingPlan.model_validate(plan).model_dump(mode="json")
+    document: dict[str, Any] = {
+        "grid.spec": SPEC_VERSION,
+        "kind": kind,
+        "model": _hex64(model_digest, "model_digest"),
+        "weights": _hex64(weights_digest, "weights_digest"),
+        "plan": normalized,
+        "datasets": sorted(set(datasets)),
+    }
+    if kind == "model_centric":
+        document["domains"] = sorted(set(domains))
+    return document
+
+
+def spec_hash(
+    *,
+    model_digest: str,
+    weights_digest: str,
+    plan: TrainingPlan | Mapping[str, Any],
+    datasets: Iterable[str],
+    kind: JobKind = "data_centric",
+    domains: Iterable[str] = (),
+) -> str:
+    """sha256 (64 hex digits) of the canonical JSON of `spec_document`."""
+    document = spec_document(
+        model_digest=model_digest,
+        weights_digest=weights_digest,
+        plan=plan,
+        datasets=datasets,
+        kind=kind,
+        domains=domains,
+    )
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def spec_hash_of_files(
+    model: Path | str,
+    weights: Path | str,
+    *,
+    plan: TrainingPlan | Mapping[str, Any],
+    datasets: Iterable[str],
+    kind: JobKind = "data_centric",
+    domains: Iterable[str] = (),
+) -> str:
+    """The spec hash recomputed from the program (.pt2) and weights files a user submitted."""
+    return spec_hash(
+        model_digest=sha256_file(model),
+        weights_digest=sha256_file(weights),
+        plan=plan,
+        datasets=datasets,
+        kind=kind,
+        domains=domains,
+    )
+
+
+def model_hash(weights: Path | str | bytes) -> str:
+    """A result's model hash: the sha256 of its released weights file (safetensors), so
+    `sha256sum model.safetensors` prints the same digits that the domains attested."""
+    if isinstance(weights, bytes):
+        return hashlib.sha256(weights).hexdigest()
+    return sha256_file(weights)
+
+
+def ed25519_key_hash(public_key: bytes) -> str:
+    """What a node registers on chain for its Ed25519 key: the sha256 of the raw 32 bytes."""
+    if len(public_key) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def _hex64(value: str, name: str) -> str:
+    lowered = value.lower().removeprefix("0x")
+    if len(lowered) != 64 or any(c not in "0123456789abcdef" for c in lowered):
+        raise ValueError(f"{name} must be a sha256 digest (64 hex digits), got {value!r}")
+    return lowered

@@ -1,0 +1,277 @@
+"""The outbox commits with the change it records; the sender lands every entry, in order, once."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from eth_account import Account
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import audit
+from domain.models import AuditHead, RegistryOutboxEntry, RegistrySenderLease
+from registry.chain import LocalChain, fund
+from registry.client import RegistryClient, job_id_of, round_mask
+from registry.errors import ChainUnavailable
+from registry.outbox import Outbox
+from registry.sender import OutboxSender
+from tests.conftest import free_port
+from tests.registry.conftest import chain_now
+from tests.registry.proxy import Forwarder
+
+OUTBOX = Outbox(RegistryOutboxEntry)
+
+
+def h() -> str:
+    return "0x" + secrets.token_hex(32)
+
+
+def node_client(anvil: LocalChain, url: str | None = None) -> RegistryClient:
+    account = Account.create()
+    fund(anvil.rpc_url, [account.address])
+    return RegistryClient(
+        url or anvil.rpc_url, anvil.registry_address, account, timeout=2, transport_retries=False
+    )
+
+
+def sender_for(sessions: sessionmaker[Session], client: RegistryClient, **kw: Any) -> OutboxSender:
+    return OutboxSender(sessions, RegistryOutboxEntry, RegistrySenderLease, client, **kw)
+
+
+def entries(sessions: sessionmaker[Session]) -> list[RegistryOutboxEntry]:
+    with sessions() as session:
+        return list(session.scalars(select(RegistryOutboxEntry).order_by(RegistryOutboxEntry.id)))
+
+
+def anchored_seqs(client: RegistryClient) -> list[int]:
+    return [e.args["seq"] for e in client.events("AuditAnchored", node=client.sender)]
+
+
+def test_entries_commit_and_roll_back_with_the_change_they_record(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session, session.begin():
+        audit.append(session, actor="a@example.org", action="x")
+        OUTBOX.anchor(session, 1, h())
+        session.rollback()
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(RegistryOutboxEntry)) == 0
+        assert session.get(AuditHead, 1).seq == 0  # type: ignore[union-attr]
+
+    with sessions() as session, session.begin():
+        entry = audit.append(session, actor="a@example.org", action="x")
+        OUTBOX.anchor(session, entry.seq, entry.hash)
+    (row,) = entries(sessions)
+    assert (row.op, row.status, row.args["seq"]) == ("anchor", "pending", 1)
+
+
+def test_commit_wakes_the_sender_and_a_rollback_does_not(sessions: sessionmaker[Session]) -> None:
+    woken: list[bool] = []
+    outbox = Outbox(RegistryOutboxEntry, notify=lambda: woken.append(True))
+    with sessions() as session, session.begin():
+        outbox.anchor(session, 1, h())
+        outbox.anchor(session, 2, h())
+        assert woken == []
+    assert woken == [True]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: OUTBOX.anchor(s, 1, "0x12"), "64 hex digits"),
+        (lambda s: OUTBOX.create_job(s, "k", h(), []), "at least one participant"),
+        (lambda s: OUTBOX.create_job(s, "k", h(), ["0xnope"]), "not an Ethereum address"),
+        (lambda s: OUTBOX.log_round(s, h(), h(), 0b11, [1]), "one count per bit"),
+        (lambda s: OUTBOX.fund_bounty(s, h(), -1), "negative"),
+    ],
+)
+def test_bad_entries_are_refused_before_they_are_written(
+    sessions: sessionmaker[Session], call: Any, message: str
+) -> None:
+    with sessions() as session, pytest.raises(ValueError, match=message):
+        call(session)
+
+
+def test_sender_lands_every_entry_in_order_with_consecutive_nonces(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+        for seq in range(1, 41):
+            OUTBOX.anchor(session, seq, h())
+
+    report = sender_for(sessions, client).run_until_idle()
+
+    assert report.leader and report.error is None
+    rows = entries(sessions)
+    assert {r.status for r in rows} == {"confirmed"}
+    assert [r.nonce for r in rows] == list(range(41))
+    assert anchored_seqs(client) == list(range(1, 41))
+    assert client.node(client.sender).role == "domain"
+
+
+def test_a_chain_outage_during_a_job_delays_writes_and_loses_none(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    proxy = Forwarder(int(anvil.rpc_url.rsplit(":", 1)[1]), free_port())
+    proxy.start()
+    client = node_client(anvil, proxy.url)
+    me = client.sender
+    job_id = job_id_of(me, "job/outage")
+    aggregates = [h() for _ in range(4)]
+    counted, samples = round_mask([me], {me: 100})
+    sender = sender_for(sessions, client)
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+        OUTBOX.create_job(session, "job/outage", h(), [me], deadline=chain_now(anvil) + 3600)
+        OUTBOX.log_round(session, job_id, aggregates[0], counted, samples)
+    sender.run_until_idle()
+
+    proxy.stop()  # the chain is gone in the middle of the job
+    with sessions() as session, session.begin():
+        for aggregate in aggregates[1:]:
+            OUTBOX.log_round(session, job_id, aggregate, counted, samples)
+        OUTBOX.attest(session, job_id, aggregates[-1])
+        OUTBOX.finalize(session, job_id)
+        for seq in range(1, 6):
+            OUTBOX.anchor(session, seq, h())
+    for _ in range(3):
+        report = sender.tick()
+        assert report.error is not None and "unreachable" in report.error
+    with sessions() as session:
+        assert OUTBOX.counts(session)["pending"] == 10
+
+    proxy.start()  # and back, on the same address
+    try:
+        report = sender.run_until_idle()
+    finally:
+        proxy.stop()
+
+    assert report.error is None
+    rows = entries(sessions)
+    assert {r.status for r in rows} == {"confirmed"}
+    assert [r.nonce for r in rows] == list(range(len(rows)))
+    direct = RegistryClient(anvil.rpc_url, anvil.registry_address, client.account)
+    assert [r.aggregate_hash for r in direct.rounds(job_id)] == aggregates
+    job = direct.job(job_id)
+    assert (job.status, job.rounds, job.model_hash) == ("finalized", 4, aggregates[-1])
+    assert anchored_seqs(direct) == list(range(1, 6))
+    blocks = [r.block_number for r in rows]
+    assert blocks == sorted(blocks)
+
+
+def test_a_transaction_signed_before_a_crash_is_resent_not_signed_again(
+    anvil: LocalChain, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = node_client(anvil)
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+        OUTBOX.anchor(session, 7, h())
+    crashing = sender_for(sessions, client)
+
+    def down(raw: str) -> None:
+        raise ChainUnavailable("chain unreachable (ConnectionError)")
+
+    monkeypatch.setattr(client, "broadcast", down)
+    assert crashing.tick().error is not None
+    (signed, pending) = entries(sessions)
+    assert (signed.status, pending.status) == ("signed", "pending")
+    first_hash = signed.tx_hash
+    monkeypatch.undo()
+
+    # A new process of the same node (the crashed one's lease has run out).
+    successor = sender_for(sessions, client, lease_s=30)
+    crashing.release()
+    successor.run_until_idle()
+
+    rows = entries(sessions)
+    assert [r.status for r in rows] == ["confirmed", "confirmed"]
+    assert rows[0].tx_hash == first_hash and rows[0].attempts >= 2
+    assert anchored_seqs(client) == [7]
+
+
+def test_a_refused_entry_fails_with_its_reason_and_the_queue_goes_on(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+    sender = sender_for(sessions, client)
+    sender.run_until_idle()
+    with sessions() as session, session.begin():
+        OUTBOX.attest(session, h(), h())  # no such job
+        OUTBOX.anchor(session, 3, h())
+
+    sender.run_until_idle()
+
+    _, refused, anchored = entries(sessions)
+    assert refused.status == "failed" and "UnknownJob" in (refused.last_error or "")
+    assert anchored.status == "confirmed"
+
+
+def test_a_whole_job_in_one_transaction_lands_and_settles(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    me = client.sender
+    counted, samples = round_mask([me], {me: 250})
+    model = h()
+    job_id = job_id_of(me, "job/1")
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+        OUTBOX.create_job(session, "job/1", h(), [me], deadline=chain_now(anvil) + 3600)
+        OUTBOX.log_round(session, job_id, model, counted, samples)
+        OUTBOX.attest(session, job_id, model)
+        OUTBOX.finalize(session, job_id)
+
+    sender_for(sessions, client).run_until_idle()
+
+    assert {r.status for r in entries(sessions)} == {"confirmed"}
+    job = client.job(job_id)
+    assert (job.status, job.model_hash, job.rounds) == ("finalized", model, 1)
+
+
+def test_only_one_process_sends_at_a_time(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    first, second = sender_for(sessions, client), sender_for(sessions, client)
+    assert first.tick().leader
+    assert not second.tick().leader
+    first.release()
+    assert second.tick().leader
+    assert not first.tick().leader
+
+
+def test_no_contract_at_the_address_stops_sending_with_a_clear_error(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    account = Account.create()
+    fund(anvil.rpc_url, [account.address])
+    client = RegistryClient(anvil.rpc_url, account.address, account)  # an account, no code
+    with sessions() as session, session.begin():
+        OUTBOX.anchor(session, 1, h())
+    report = sender_for(sessions, client).tick()
+    assert report.error is not None and "GRID_REGISTRY_ADDRESS" in report.error
+    assert [r.status for r in entries(sessions)] == ["pending"]
+
+
+def test_an_unfunded_key_says_so_and_sends_once_funded(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    account = Account.create()
+    client = RegistryClient(anvil.rpc_url, anvil.registry_address, account)
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+    sender = sender_for(sessions, client)
+    report = sender.tick()
+    assert report.error is not None and f"{account.address} cannot pay for gas" in report.error
+    assert [r.status for r in entries(sessions)] != ["confirmed"]
+
+    fund(anvil.rpc_url, [account.address])
+    sender.run_until_idle()
+    assert [r.status for r in entries(sessions)] == ["confirmed"]
+    assert client.node(account.address).role == "domain"

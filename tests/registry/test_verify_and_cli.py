@@ -1,0 +1,214 @@
+"""Verifying a job against the chain, from Python and from `grid registry` / `grid chain`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from eth_account import Account
+
+from grid_cli.cli import main
+from grid_common.hashes import model_hash, spec_hash
+from registry.chain import LocalChain, fund, rpc
+from registry.client import RegistryClient, job_id_of, round_mask
+from registry.keys import KEY_ENV, key_path
+from registry.verify import verify_job
+from tests.conftest import free_port
+from tests.registry.conftest import ETHER, HOUR, ClientFactory, chain_now
+
+PLAN = {"loss": "cross_entropy", "epochs": 1}
+
+
+@pytest.fixture
+def finished_job(
+    anvil: LocalChain, new_client: ClientFactory, tmp_path: Path
+) -> tuple[RegistryClient, str, Path, str]:
+    """A data-centric job run to the end: the domain coordinates, trains, attests, settles."""
+    domain = new_client("domain")
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(os.urandom(2048))
+    spec = spec_hash(
+        model_digest="aa" * 32, weights_digest="bb" * 32, plan=PLAN, datasets=["digits"]
+    )
+    key = secrets.token_hex(6)
+    domain.create_job(key, spec, [domain.sender], deadline=chain_now(anvil) + HOUR, bounty=ETHER)
+    job_id = job_id_of(domain.sender, key)
+    counted, samples = round_mask([domain.sender], {domain.sender: 1797})
+    domain.log_round(job_id, model_hash(model), counted, samples)
+    domain.attest(job_id, model_hash(model))
+    domain.finalize(job_id)
+    return domain, job_id, model, spec
+
+
+def test_the_held_model_and_spec_verify_with_a_readable_proof(
+    finished_job: tuple[RegistryClient, str, Path, str],
+) -> None:
+    domain, job_id, model, spec = finished_job
+    reader = RegistryClient(domain.rpc_url, domain.address)  # anyone, no key
+    proof = verify_job(reader, job_id, model=model, spec_hash=spec)
+    assert proof.ok, proof.problems
+    text = proof.render()
+    assert "VERIFIED" in text and domain.sender in text
+    assert proof.created is not None and proof.created.tx_hash in text
+    assert proof.finalized is not None and proof.finalized.tx_hash in text
+    assert "1797 samples" in text and "reward 1 ETH" in text
+    assert [a.participant for a in proof.attestations] == [domain.sender]
+
+
+def test_a_model_changed_by_one_byte_fails_verification(
+    finished_job: tuple[RegistryClient, str, Path, str],
+) -> None:
+    domain, job_id, model, _ = finished_job
+    data = bytearray(model.read_bytes())
+    data[100] ^= 0x80
+    model.write_bytes(data)
+    proof = verify_job(RegistryClient(domain.rpc_url, domain.address), job_id, model=model)
+    assert not proof.ok
+    (problem,) = proof.problems
+    assert "your model does not match" in problem and "one changed byte" in problem
+    assert "NOT VERIFIED" in proof.render()
+
+
+def test_a_different_spec_fails_verification(
+    finished_job: tuple[RegistryClient, str, Path, str],
+) -> None:
+    domain, job_id, model, _ = finished_job
+    other = spec_hash(
+        model_digest="aa" * 32, weights_digest="bb" * 32, plan=PLAN, datasets=["other"]
+    )
+    proof = verify_job(domain, job_id, model=model, spec_hash=other)
+    assert not proof.ok and "the spec you hold" in proof.problems[0]
+
+
+def test_an_unsettled_job_does_not_verify(anvil: LocalChain, new_client: ClientFactory) -> None:
+    domain = new_client("domain")
+    domain.create_job("open", "0x" + "11" * 32, [domain.sender], deadline=chain_now(anvil) + HOUR)
+    proof = verify_job(domain, job_id_of(domain.sender, "open"), model_hash="22" * 32)
+    assert (
+        not proof.ok
+        and "not finalized (1 participant(s) have not attested yet)" in proof.problems[0]
+    )
+
+
+def test_an_unknown_job_is_named(anvil: LocalChain) -> None:
+    reader = RegistryClient(anvil.rpc_url, anvil.registry_address)
+    with pytest.raises(LookupError, match="is not on the registry"):
+        verify_job(reader, "0x" + "33" * 32)
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def test_grid_registry_verify_prints_the_proof_and_fails_for_an_altered_model(
+    finished_job: tuple[RegistryClient, str, Path, str],
+) -> None:
+    domain, job_id, model, spec = finished_job
+    env = {"GRID_CHAIN_RPC_URL": domain.rpc_url, "GRID_REGISTRY_ADDRESS": domain.address}
+    runner = CliRunner()
+    ok = runner.invoke(
+        main, ["registry", "verify", job_id, "--model", str(model), "--spec-hash", spec], env=env
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "VERIFIED" in ok.output and job_id in ok.output
+
+    as_json = runner.invoke(main, ["registry", "verify", job_id, "--json"], env=env)
+    assert json.loads(as_json.output)["ok"] is True
+
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    bad = runner.invoke(main, ["registry", "verify", job_id, "--model", str(model)], env=env)
+    assert bad.exit_code == 1
+    assert "NOT VERIFIED" in bad.output and "your model does not match" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0x" + "44" * 32], "is not on the registry"),
+        (["not-a-job-id"], "not a hex string"),
+        (["0x" + "44" * 32, "--model-hash", "12"], "expected 32 bytes"),
+    ],
+)
+def test_grid_registry_verify_names_bad_input_in_one_line(
+    anvil: LocalChain, args: list[str], message: str
+) -> None:
+    env = {"GRID_CHAIN_RPC_URL": anvil.rpc_url, "GRID_REGISTRY_ADDRESS": anvil.registry_address}
+    result = CliRunner().invoke(main, ["registry", "verify", *args], env=env)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_grid_registry_verify_says_when_the_chain_is_unreachable() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(
+        main,
+        ["registry", "verify", "0x" + "44" * 32, "--rpc", dead, "--registry", "0x" + "55" * 20],
+    )
+    assert result.exit_code == 1 and "chain unreachable" in result.output
+
+
+def test_grid_registry_deploy_puts_the_contract_on_a_chain(anvil: LocalChain) -> None:
+    account = Account.create()
+    fund(anvil.rpc_url, [account.address])
+    result = CliRunner().invoke(
+        main,
+        ["registry", "deploy", "--rpc", anvil.rpc_url, "--json"],
+        env={KEY_ENV: account.key.hex()},
+    )
+    assert result.exit_code == 0, result.output
+    address = json.loads(result.output)["registry_address"]
+    assert RegistryClient(anvil.rpc_url, address).has_code()
+
+
+def test_grid_registry_address_prints_the_nodes_key_address(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["registry", "address", "--data-dir", str(tmp_path)], env={KEY_ENV: ""}
+    )
+    assert result.exit_code == 0
+    assert result.output.strip() == str(
+        Account.from_key(key_path(tmp_path).read_text().strip()).address
+    )
+
+
+def test_grid_chain_start_runs_anvil_deploys_and_funds_until_stopped(tmp_path: Path) -> None:
+    node = tmp_path / "nodes" / "hospital-a"
+    node.mkdir(parents=True)
+    (node / "domain.db").touch()
+    port = free_port()
+    command = [
+        sys.executable, "-m", "grid_cli", "chain", "start", "--port", str(port),
+        "--data-dir", str(tmp_path / "chain"), "--nodes-dir", str(tmp_path / "nodes"),
+    ]  # fmt: skip
+    env = {**os.environ, KEY_ENV: ""}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, f"grid chain start exited early: {lines}"
+            lines.append(line)
+            if "export" in line:
+                break
+        output = "".join(lines)
+        address = str(Account.from_key(key_path(node).read_text().strip()).address)
+        assert f"Funded {address}" in output
+        url = f"http://127.0.0.1:{port}"
+        assert f"GRID_CHAIN_RPC_URL={url}" in output
+        chain_file = json.loads((tmp_path / "chain" / "chain.json").read_text())
+        assert RegistryClient(url, chain_file["registry_address"]).has_code()
+        assert int(rpc(url, "eth_getBalance", [address, "latest"]), 16) == 100 * ETHER
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=2)
