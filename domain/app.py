@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from domain import migrate
+from domain import migrate, registry_writes
 from domain.api import (
     apikeys,
     audit_log,
@@ -16,7 +16,9 @@ from domain.api import (
     datasets,
     health,
     jobs,
+    networks,
     privacy,
+    registry_status,
     requests,
     settings,
     setup,
@@ -27,9 +29,12 @@ from domain.api import (
 from domain.api.setup import create_first_owner
 from domain.auth import authorize_request
 from domain.config import DomainConfig
+from domain.networks import sync_networks
+from grid_common.background import Background
 from grid_common.blobstore import BlobStore
 from grid_common.db import Database
 from grid_common.errors import register_error_handlers
+from grid_common.identity import load_or_create_identity
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ BLUEPRINTS = (
     workers.bp,
     worker_api.bp,
     audit_log.bp,
+    registry_status.bp,
+    networks.bp,
 )
 
 
@@ -68,12 +75,17 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
     migrate.upgrade(database.engine)
     database.init_app(app)
     app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
+    app.extensions["identity"] = load_or_create_identity(config.data_dir)
+    background = Background(app)
+    background.add("networks", config.network_sync_s, sync_networks)
+    app.extensions["background"] = background
 
     register_error_handlers(app, max_upload_hint=" Raise it with GRID_MAX_UPLOAD_BYTES.")
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.before_request(authorize_request)
     _create_owner_from_env(database, config)
+    registry_writes.init_app(app, config, database)
     # A pre-forking server copies this process: no pooled connection may cross that fork.
     database.engine.dispose()
     return app

@@ -17,6 +17,7 @@ from domain.security import (
     decode_access_token,
     token_digest,
 )
+from grid_common.accounts import bearer_token
 from grid_common.api import AUTHENTICATED, PUBLIC, route_spec
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -88,13 +89,7 @@ def is_set_up(app: Flask) -> bool:
 
 
 def _bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise Unauthorized("Sign in first: send 'Authorization: Bearer <access token or API key>'.")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Malformed Authorization header; expected 'Bearer <token>'.")
-    return token.strip()
+    return bearer_token("access token or API key")
 
 
 def _user_from_api_key(key: str) -> Principal:

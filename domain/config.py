@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+from grid_common.config import env_bool, env_float
+from grid_common.config import env_int as _env_int
+from grid_common.security import read_or_create_secret
 
 
 @dataclass
@@ -37,6 +30,13 @@ class DomainConfig:
     max_login_failures_per_address: int = 20
     mock_rows: int = 100
     job_lease_seconds: int = 30
+    public_url: str = ""
+    network_sync_s: float = 10.0
+    network_push_interval_s: float = 600.0
+    background: bool = True
+    chain_rpc_url: str = ""
+    registry_address: str = ""
+    registry_anchor_interval_s: int = 3600
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -55,6 +55,13 @@ class DomainConfig:
             "owner_email": env.get("GRID_OWNER_EMAIL", ""),
             "owner_password": env.get("GRID_OWNER_PASSWORD", ""),
             "job_lease_seconds": _env_int("GRID_JOB_LEASE_SECONDS", 30),
+            "public_url": env.get("GRID_PUBLIC_URL", ""),
+            "network_sync_s": env_float("GRID_NETWORK_SYNC_S", 10.0),
+            "network_push_interval_s": env_float("GRID_NETWORK_PUSH_INTERVAL_S", 600.0),
+            "background": env_bool("GRID_BACKGROUND", True),
+            "chain_rpc_url": env.get("GRID_CHAIN_RPC_URL", ""),
+            "registry_address": env.get("GRID_REGISTRY_ADDRESS", ""),
+            "registry_anchor_interval_s": _env_int("GRID_REGISTRY_ANCHOR_INTERVAL_S", 3600),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})
@@ -64,10 +71,4 @@ class DomainConfig:
         """The token-signing key: from the environment, else made once and kept 0600 on disk."""
         if self.secret_key:
             return self.secret_key
-        path = self.data_dir / "secret_key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        return path.read_text().strip()
+        return read_or_create_secret(self.data_dir / "secret_key")

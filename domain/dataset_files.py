@@ -12,6 +12,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from grid_common.datafiles import DatasetFileError, load_arrays, read_table
 from grid_common.schemas import ColumnSchema, DatasetFormat, DatasetSchema, MockSample
 
 EXTENSIONS: dict[str, DatasetFormat] = {
@@ -31,10 +32,6 @@ ARRAY_METHOD = (
     "independent per-array normal (mean, std over all elements, clipped to min/max; ints rounded), "
     "bools Bernoulli(p), strings as placeholder tokens, label drawn from its class values"
 )
-
-
-class DatasetFileError(ValueError):
-    """A problem with an uploaded file; the message names the row, column or array and the fix."""
 
 
 def detect_format(filename: str) -> DatasetFormat:
@@ -91,51 +88,6 @@ def _check_csv_rows(path: Path) -> None:
         raise DatasetFileError("the CSV file has a header but no rows")
 
 
-def _read_table(path: Path, fmt: DatasetFormat) -> pd.DataFrame:
-    try:
-        if fmt == "csv":
-            return pd.read_csv(path)
-        df = pd.read_parquet(path)
-    except Exception as e:  # any parser failure is the uploader's file, not our bug
-        raise DatasetFileError(f"not a valid {fmt} file: {e}") from e
-    df.columns = [str(c) for c in df.columns]
-    return df
-
-
-def _as_npz(loaded: Any) -> np.lib.npyio.NpzFile:
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DatasetFileError("not a valid npz file: it is a single .npy array; use numpy.savez")
-    return loaded
-
-
-def _load_arrays(path: Path, fmt: DatasetFormat) -> dict[str, np.ndarray]:
-    try:
-        if fmt == "safetensors":
-            from safetensors.numpy import load_file
-
-            arrays = dict(load_file(str(path)))
-        else:
-            # Our own handle: np.load leaks its handle when the zip is corrupt. allow_pickle=False
-            # because object arrays would run arbitrary code while being unpickled.
-            with path.open("rb") as fh, _as_npz(np.load(fh, allow_pickle=False)) as npz:
-                arrays = {}
-                for key in npz.files:
-                    try:
-                        arrays[key] = npz[key]
-                    except ValueError as e:
-                        raise DatasetFileError(
-                            f"array {key!r} holds pickled Python objects, which are refused: "
-                            "save it with a numeric or string dtype"
-                        ) from e
-    except DatasetFileError:
-        raise
-    except Exception as e:  # corrupt zip, wrong magic, a bare .npy, a bad header...
-        raise DatasetFileError(f"not a valid {fmt} file: {e}") from e
-    if not arrays:
-        raise DatasetFileError(f"the {fmt} file holds no arrays")
-    return arrays
-
-
 def _array_columns(arrays: dict[str, np.ndarray]) -> tuple[list[ColumnSchema], int]:
     for key, arr in arrays.items():
         if arr.ndim == 0:
@@ -159,11 +111,11 @@ def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> Datase
     if fmt in ("csv", "parquet"):
         if fmt == "csv":
             _check_csv_rows(path)
-        df = _read_table(path, fmt)
+        df = read_table(path, fmt)
         columns = [ColumnSchema(name=c, dtype=_dtype_name(df[c].dtype)) for c in df.columns]
         row_count = len(df)
     else:
-        columns, row_count = _array_columns(_load_arrays(path, fmt))
+        columns, row_count = _array_columns(load_arrays(path, fmt))
     if row_count == 0:
         raise DatasetFileError(f"the {fmt} file has no rows")
     names = [c.name for c in columns]
@@ -208,7 +160,7 @@ def synthesize_mock(
         raise ValueError("a mock needs at least one row")
     rng = np.random.default_rng(seed)
     if schema.format in ("csv", "parquet"):
-        df = _read_table(path, schema.format)
+        df = read_table(path, schema.format)
         out: dict[str, Any] = {}
         for col in df.columns:
             s = df[col]
@@ -232,7 +184,7 @@ def synthesize_mock(
                 values = np.where(rng.random(rows) < missing, None, values.astype(object))
             out[col] = values
         return pd.DataFrame(out).to_csv(index=False).encode(), "csv", TABLE_METHOD
-    arrays = _load_arrays(path, schema.format)
+    arrays = load_arrays(path, schema.format)
     mock: dict[str, np.ndarray] = {}
     for key, arr in arrays.items():
         size = (rows, *arr.shape[1:])
@@ -264,14 +216,14 @@ def _json_array(arr: np.ndarray) -> Any:
 def read_mock(path: Path, fmt: DatasetFormat, synthetic: bool, max_rows: int = 1000) -> MockSample:
     """The first `max_rows` rows of a mock file as JSON-ready values."""
     if fmt in ("csv", "parquet"):
-        df = _read_table(path, fmt).head(max_rows)
+        df = read_table(path, fmt).head(max_rows)
         return MockSample(
             kind="table",
             synthetic=synthetic,
             columns={c: [_json_value(v) for v in df[c].tolist()] for c in df.columns},
             dtypes={c: _dtype_name(df[c].dtype) for c in df.columns},
         )
-    arrays = _load_arrays(path, fmt)
+    arrays = load_arrays(path, fmt)
     return MockSample(
         kind="arrays",
         synthetic=synthetic,

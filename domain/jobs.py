@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from domain import audit
+from domain import audit, registry_writes
 from domain.models import AccessRequest, Job, JobEvent
 from grid_common.errors import Conflict
+from grid_common.hashes import spec_hash
 from grid_common.schemas import JobLimits
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -26,7 +27,14 @@ class Approval:
 
 
 def create_job(session: Session, request: AccessRequest, approval: Approval) -> Job:
-    """Queue an approved job request; the job shares the request's id."""
+    """Queue an approved job request (the job shares its id) and record it on the registry."""
+    assert request.model_digest and request.weights_digest and request.plan
+    spec = spec_hash(
+        model_digest=request.model_digest,
+        weights_digest=request.weights_digest,
+        plan=request.plan,
+        datasets=[d.dataset_name for d in request.datasets],
+    )
     job = Job(
         id=request.id,
         status="queued",
@@ -35,10 +43,16 @@ def create_job(session: Session, request: AccessRequest, approval: Approval) -> 
         wall_seconds=approval.limits.wall_seconds,
         release_on_completion=approval.release_on_completion,
         queued_at=datetime.now(UTC),
+        spec_hash=spec,
     )
     session.add(job)
     session.flush()
+    job.registry_job_id = registry_writes.enqueue_job_created(session, _registry_key(job), spec)
     return job
+
+
+def _registry_key(job: Job) -> str:
+    return registry_writes.job_key_for(job.id, job.spec_hash)
 
 
 def add_event(session: Session, job: Job, kind: str, data: dict[str, Any]) -> None:
@@ -48,6 +62,8 @@ def add_event(session: Session, job: Job, kind: str, data: dict[str, Any]) -> No
 def _finish(session: Session, job: Job, status: str, reason: str | None, actor: str) -> None:
     job.status, job.failure_reason = status, reason
     job.finished_at, job.lease_expires_at = datetime.now(UTC), None
+    if status != "completed" and job.registry_job_id is not None:
+        registry_writes.enqueue_job_cancelled(session, _registry_key(job))
     add_event(session, job, "log", {"level": "info", "message": f"job {status}: {reason or ''}"})
     details = {"attempt": job.attempt, "reason": reason}
     audit.append(
@@ -123,6 +139,10 @@ def complete(session: Session, job: Job, digest: str, metrics: dict[str, Any], a
     if job.release_on_completion:
         job.released_at = datetime.now(UTC)
     _finish(session, job, "completed", None, actor)
+    if job.registry_job_id is not None:
+        # The attested model hash is the sha256 of the weights file: the blob's own digest.
+        samples = int(metrics.get("samples", 0))
+        registry_writes.enqueue_data_centric_result(session, _registry_key(job), digest, samples)
 
 
 def fail(session: Session, job: Job, status: str, reason: str, actor: str) -> None:

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from grid_common import migrations
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Any fixed number: replicas starting at once take this lock, so one migrates and the
-# others find the schema current. SQLite needs none: BEGIN IMMEDIATE already serializes.
+# Any fixed number, different from other node kinds' (see grid_common.migrations.upgrade).
 _MIGRATION_LOCK_ID = 0x6772_6964
 
 
 def alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return config
+    return migrations.alembic_config(MIGRATIONS)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
-            )
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    migrations.upgrade(engine, MIGRATIONS, lock_id=_MIGRATION_LOCK_ID, revision=revision)

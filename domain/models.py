@@ -9,6 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from grid_common.db import UtcDateTime, utcnow
+from registry.outbox import OutboxEntryMixin, SenderLeaseMixin
 
 
 class Base(DeclarativeBase):
@@ -214,6 +215,8 @@ class Job(Base):
     result_status: Mapped[str] = mapped_column(String(16), default="none")
     released_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     released_at: Mapped[datetime | None]
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    registry_job_id: Mapped[str | None] = mapped_column(String(66))
 
 
 class JobEvent(Base):
@@ -255,3 +258,36 @@ class PrivacySpend(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     epsilon: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegistryOutboxEntry(OutboxEntryMixin, Base):
+    """A registry write, committed with the change it records and sent later in order."""
+
+    __tablename__ = "registry_outbox"
+
+
+class RegistrySenderLease(SenderLeaseMixin, Base):
+    """Which of the domain's processes sends the outbox right now."""
+
+    __tablename__ = "registry_sender_lease"
+
+
+class NetworkMembership(Base):
+    """A network this domain asked to join: the network's id and public keys, and sync state."""
+
+    __tablename__ = "network_memberships"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    network_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(2000))
+    signing_key: Mapped[str] = mapped_column(String(64))
+    encryption_key: Mapped[str] = mapped_column(String(64))
+    domain_url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    association_id: Mapped[int | None]
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_sync_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    last_push_at: Mapped[datetime | None]
+    last_push_digest: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 from urllib.parse import quote
 
 import jwt
@@ -17,7 +17,9 @@ from requests import Response
 from grid_cli.http import DEFAULT_TIMEOUT, GridError, HttpSession
 from grid_cli.jobs import Job, JobCollection
 from grid_cli.upload import multipart_body, show_progress
+from grid_common.network_schemas import MembershipList, MembershipOut
 from grid_common.plan import TrainingPlan
+from grid_common.registry_schemas import AnchorQueued, RegistryStatus
 from grid_common.schemas import (
     ApiKeyOut,
     AuditEntryOut,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from grid_cli.mocks import MockData
+    from grid_cli.network import NetworkClient
 
 API = "/api/v1"
 # Uploads wait longer for the answer: the node inspects the file and builds a mock first.
@@ -309,8 +312,8 @@ def _request_id(request: int | Request) -> int:
     return request.id if isinstance(request, Request) else int(request)
 
 
-class DomainClient:
-    """A signed-in connection to one domain node."""
+class NodeClient:
+    """A connection to one Grid node and its sign-in session (tokens or an API key)."""
 
     def __init__(
         self,
@@ -412,7 +415,7 @@ class DomainClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> DomainClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -424,14 +427,18 @@ class DomainClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"DomainClient({self.url!r})"
-
-    # --- accounts --------------------------------------------------------------
+        return f"{type(self).__name__}({self.url!r})"
 
     @property
     def me(self) -> UserOut:
         """The signed-in account."""
         return self._get("/auth/me", UserOut)
+
+
+class DomainClient(NodeClient):
+    """A signed-in connection to one domain node."""
+
+    # --- accounts --------------------------------------------------------------
 
     @property
     def users(self) -> list[UserOut]:
@@ -589,9 +596,9 @@ class DomainClient:
         it and the plan's loss, so a shape mismatch fails here, not on the domain. Then it is
         exported in train mode (`torch.export`, no pickle) with its weights as safetensors.
         """
-        from grid_common.training_data import TrainingDataError, training_arrays
-
         from grid_cli.export import ModelCheckError, dry_run, export_model
+        from grid_common.hashes import spec_hash_of_files
+        from grid_common.training_data import TrainingDataError, training_arrays
 
         names = [dataset] if isinstance(dataset, str) else list(dataset)
         if not names:
@@ -607,6 +614,7 @@ class DomainClient:
         dry_run(model, features, labels, plan)
         exported = export_model(model, features)
         with exported.folder:
+            spec = spec_hash_of_files(exported.program, exported.weights, plan=plan, datasets=names)
             fields = [("reason", reason), ("plan", plan.model_dump_json())]
             fields += [("datasets", name) for name in names]
             files = [("model", exported.program), ("weights", exported.weights)]
@@ -625,7 +633,7 @@ class DomainClient:
 
             response = self._authorized(send)
         filed = RequestOut.model_validate(response.json())
-        return Job(self.job_info(filed.id), self, model)
+        return Job(self.job_info(filed.id), self, model, spec)
 
     def job_info(self, job_id: int) -> JobOut:
         return self._get(f"/jobs/{int(job_id)}", JobOut)
@@ -699,6 +707,32 @@ class DomainClient:
         )
         return PrivacyBudgetOut.model_validate(response.json())
 
+    # --- networks --------------------------------------------------------------
+
+    def join_network(self, url: str, *, domain_url: str | None = None) -> MembershipOut:
+        """Ask the network at `url` to take this domain in (the owner only).
+
+        It stays pending until the network's operator decides; then the domain publishes
+        its datasets' public metadata there by itself. `domain_url` is how the network
+        reaches this domain (default: the domain's GRID_PUBLIC_URL, else this client's URL).
+        """
+        body: dict[str, Any] = {"url": url}
+        if domain_url is not None:
+            body["domain_url"] = domain_url
+        return self._post("/networks", body, MembershipOut)
+
+    @property
+    def networks(self) -> list[MembershipOut]:
+        """Networks this domain belongs to or asked to join, with their status."""
+        return self._get("/networks", MembershipList).items
+
+    def leave_network(self, network_id: str) -> MembershipOut | None:
+        """Leave a network; returns the membership while the network cannot be told yet."""
+        response = self._call("DELETE", f"/networks/{quote(network_id, safe='')}")
+        if response.status_code == 204:
+            return None
+        return MembershipOut.model_validate(response.json())
+
     # --- audit -----------------------------------------------------------------
 
     def audit_log(
@@ -721,12 +755,64 @@ class DomainClient:
         """Recompute the audit log's hash chain on the node; names the first broken entry."""
         return self._get("/audit/verify", AuditVerification)
 
+    def registry_status(self) -> RegistryStatus:
+        """Whether the domain records on chain, its Ethereum address and its outbox."""
+        return self._get("/registry", RegistryStatus)
+
+    def anchor_audit_log(self) -> AnchorQueued:
+        """Have the domain anchor its audit log's head hash on chain (queued, sent shortly)."""
+        return self._post("/registry/anchor", {}, AnchorQueued)
+
 
 def login(url: str, email: str, password: str, **options: Any) -> DomainClient:
     """Sign in to a domain with email and password; the client refreshes its token itself."""
     client = DomainClient(url, **options)
     client.sign_in(email, password)
     return client
+
+
+@overload
+def connect(
+    url: str,
+    api_key: str,
+    *,
+    access_token: str | None = None,
+    refresh_token: str | None = None,
+    **options: Any,
+) -> DomainClient: ...
+
+
+@overload
+def connect(
+    url: str,
+    api_key: None = None,
+    *,
+    access_token: str,
+    refresh_token: str | None = None,
+    **options: Any,
+) -> DomainClient: ...
+
+
+@overload
+def connect(
+    url: str,
+    api_key: None = None,
+    *,
+    access_token: None = None,
+    refresh_token: str,
+    **options: Any,
+) -> DomainClient: ...
+
+
+@overload
+def connect(
+    url: str,
+    api_key: None = None,
+    *,
+    access_token: None = None,
+    refresh_token: None = None,
+    **options: Any,
+) -> NetworkClient: ...
 
 
 def connect(
@@ -736,11 +822,18 @@ def connect(
     access_token: str | None = None,
     refresh_token: str | None = None,
     **options: Any,
-) -> DomainClient:
-    """Connect with an API key (or saved tokens); checks them against the node at once."""
+) -> DomainClient | NetworkClient:
+    """Connect to a domain with an API key (or saved tokens), checked against it at once;
+    or, with no credentials, to a network, which anyone may search."""
     if not (api_key or access_token or refresh_token):
+        from grid_cli.network import NetworkClient
+
+        network = NetworkClient(url, **options)
+        if network.health().kind == "network":
+            return network
+        network.close()
         raise ValueError(
-            "connect() needs api_key= (or access_token=/refresh_token=); "
+            f"{url} is a domain: connect() needs api_key= (or access_token=/refresh_token=); "
             "use grid.login(url, email, password) to sign in with a password"
         )
     client = DomainClient(

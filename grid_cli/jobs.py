@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from grid_cli.client import DomainClient
+    from registry.verify import Proof
 
 FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled", "denied"})
 
@@ -31,8 +33,16 @@ class JobFailed(GridError):
 class Job:
     """A job on a domain; attributes read the last state fetched, `refresh()` fetches anew."""
 
-    def __init__(self, info: JobOut, client: DomainClient, model: nn.Module | None = None):
+    def __init__(
+        self,
+        info: JobOut,
+        client: DomainClient,
+        model: nn.Module | None = None,
+        spec_hash: str | None = None,
+    ) -> None:
         self._info, self._client, self._model = info, client, model
+        # The hash of what this session submitted, so `verify` checks the domain's word too.
+        self._spec_hash = spec_hash
         self._events: list[JobEventOut] = []
 
     # --- state -----------------------------------------------------------------
@@ -174,6 +184,31 @@ class Job:
         trained = copy.deepcopy(base)
         trained.load_state_dict(state)
         return trained.eval()
+
+    def verify(self, rpc_url: str | None = None, model_file: str | Path | None = None) -> Proof:
+        """Check this job on the registry and return a readable proof (`print(proof.render())`).
+
+        Recomputes the spec hash (of what this session submitted, else the domain's) and the
+        hash of the model you hold (`model_file`, else the released weights, downloaded), and
+        reads the chain at `rpc_url` (default `$GRID_CHAIN_RPC_URL`). `proof.ok` says whether
+        every check passed; `proof.problems` says what did not.
+        """
+        from registry.verify import verify_on_chain
+
+        info = self.refresh().info
+        if info.registry_job_id is None or info.registry_address is None:
+            raise ValueError(f"job {self.id} is not on a registry: the domain's writes are off")
+        url = rpc_url or os.environ.get("GRID_CHAIN_RPC_URL")
+        if not url:
+            raise ValueError("pass rpc_url= or set GRID_CHAIN_RPC_URL: the chain holding the proof")
+        spec = self._spec_hash or info.spec_hash
+        with tempfile.TemporaryDirectory(prefix="grid-verify-") as folder:
+            held = Path(model_file) if model_file else None
+            if held is None:
+                held = self.download_result(Path(folder) / "weights.safetensors")
+            return verify_on_chain(
+                url, info.registry_address, info.registry_job_id, model=held, spec_hash=spec
+            )
 
     def plot(self, path: str | Path | None = None) -> Any:
         """Training curves (loss; accuracy when measured) per epoch, saved to `path` if given."""

@@ -61,7 +61,7 @@ class TokenPair(BaseModel):
 class UserOut(BaseModel):
     id: int
     email: str
-    role: RoleName
+    role: RoleName | Literal["operator"] = Field(description="On a network: operator.")
     is_active: bool
     created_at: datetime
     permissions: list[str]
@@ -341,6 +341,10 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     released_at: datetime | None
+    spec_hash: str | None = Field(description="sha256 of model, weights, plan and datasets.")
+    result_hash: str | None = Field(description="sha256 of the trained weights, once released.")
+    registry_job_id: str | None = Field(description="The job's id on the registry, if on.")
+    registry_address: str | None = Field(description="The registry contract, if on.")
 
 
 class JobList(BaseModel):

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from flask import Blueprint, current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 
 from domain import audit
 from domain.api.common import config, get_or_404
 from domain.api.users import user_out
 from domain.auth import client_address, current_user
 from domain.models import LoginFailure, RefreshToken, User
-from domain.security import (
-    issue_access_token,
-    new_secret_token,
-    token_digest,
-    verify_password,
-)
+from domain.security import verify_password
+from grid_common import accounts
 from grid_common.api import AUTHENTICATED, PUBLIC, route
 from grid_common.db import db_session
-from grid_common.errors import TooManyRequests, Unauthorized
+from grid_common.errors import Unauthorized
 from grid_common.schemas import LoginIn, RefreshIn, TokenPair, UserOut
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -28,39 +22,28 @@ bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 
 def _issue_tokens(user: User) -> TokenPair:
     cfg = config()
-    refresh = new_secret_token()
-    db_session().add(
-        RefreshToken(
-            user_id=user.id,
-            token_hash=token_digest(refresh),
-            expires_at=datetime.now(UTC) + timedelta(seconds=cfg.refresh_token_ttl_s),
-        )
-    )
-    access = issue_access_token(
-        current_app.config["SECRET_KEY"],
-        user_id=user.id,
-        role=user.role,
-        ttl_s=cfg.access_token_ttl_s,
+    settings = accounts.TokenSettings(
+        secret=current_app.config["SECRET_KEY"],
         issuer=cfg.name,
+        access_ttl_s=cfg.access_token_ttl_s,
+        refresh_ttl_s=cfg.refresh_token_ttl_s,
     )
-    return TokenPair(access_token=access, refresh_token=refresh, expires_in=cfg.access_token_ttl_s)
+    return accounts.issue_tokens(
+        db_session(), RefreshToken, user_id=user.id, role=user.role, settings=settings
+    )
 
 
 def _check_rate_limit(email: str, address: str) -> None:
     cfg = config()
-    since = datetime.now(UTC) - timedelta(seconds=cfg.login_failure_window_s)
-    session = db_session()
-    count = select(func.count()).select_from(LoginFailure).where(LoginFailure.at > since)
-    by_account = session.scalar(count.where(LoginFailure.email == email)) or 0
-    by_address = session.scalar(count.where(LoginFailure.address == address)) or 0
-    if (
-        by_account >= cfg.max_login_failures_per_account
-        or by_address >= cfg.max_login_failures_per_address
-    ):
-        raise TooManyRequests(
-            "Too many failed sign-ins; wait a few minutes and try again.",
-            headers={"Retry-After": str(cfg.login_failure_window_s)},
-        )
+    accounts.check_login_rate(
+        db_session(),
+        LoginFailure,
+        email=email,
+        address=address,
+        window_s=cfg.login_failure_window_s,
+        per_account=cfg.max_login_failures_per_account,
+        per_address=cfg.max_login_failures_per_address,
+    )
 
 
 @route(
@@ -102,27 +85,10 @@ def login(body: LoginIn) -> TokenPair:
 )
 def refresh(body: RefreshIn) -> TokenPair:
     session = db_session()
-    token = session.scalar(
-        select(RefreshToken).where(RefreshToken.token_hash == token_digest(body.refresh_token))
-    )
-    now = datetime.now(UTC)
-    if token is None:
-        raise Unauthorized("Refresh token is invalid; sign in again.")
-    if token.revoked_at is not None:
-        # A rotated token coming back means it was copied: end every session of that user.
-        session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == token.user_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        session.commit()
-        raise Unauthorized("Refresh token was already used; sign in again.")
-    if token.expires_at <= now:
-        raise Unauthorized("Refresh token expired; sign in again.")
-    user = session.get(User, token.user_id)
+    user_id = accounts.redeem_refresh_token(session, RefreshToken, body.refresh_token)
+    user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("This account is deactivated.")
-    token.revoked_at = now
     tokens = _issue_tokens(user)
     session.commit()
     return tokens
@@ -139,14 +105,8 @@ def refresh(body: RefreshIn) -> TokenPair:
 )
 def logout(body: RefreshIn) -> None:
     session = db_session()
-    session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.token_hash == token_digest(body.refresh_token),
-            RefreshToken.user_id == current_user().id,
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(revoked_at=datetime.now(UTC))
+    accounts.revoke_refresh_token(
+        session, RefreshToken, user_id=current_user().id, token=body.refresh_token
     )
     session.commit()
 

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, send_file
 from sqlalchemy import ColumnElement, select
 
-from domain import jobs
+from domain import jobs, registry_writes
 from domain.api.common import blobs, record
 from domain.auth import Principal, current_user
 from domain.models import AccessRequest, Job, JobEvent, RequestDataset, User, Worker
@@ -68,6 +68,8 @@ def _status(row: Any) -> JobStatus:
 def load_jobs(*where: ColumnElement[bool]) -> list[JobOut]:
     """Jobs as the API shows them (a job request not yet approved shows as pending_approval)."""
     shown: dict[int, JobOut] = {}
+    registry = registry_writes.current_registry()
+    registry_address = registry.registry_address if registry else None
     for row in db_session().connection().execute(_JOBS_SHOWN.where(*where)):
         if row.id not in shown:
             has_job = row.status is not None
@@ -97,6 +99,10 @@ def load_jobs(*where: ColumnElement[bool]) -> list[JobOut]:
                 started_at=row.started_at,
                 finished_at=row.finished_at,
                 released_at=row.released_at,
+                spec_hash=row.spec_hash,
+                result_hash=row.result_digest if row.result_status == "released" else None,
+                registry_job_id=row.registry_job_id,
+                registry_address=registry_address if row.registry_job_id else None,
             )
         if row.dataset_name is not None:
             shown[row.id].datasets.append(row.dataset_name)

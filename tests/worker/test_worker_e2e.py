@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -21,16 +16,7 @@ import grid_cli as grid
 from grid_cli.export import export_model
 from grid_cli.upload import multipart_body
 from grid_common.schemas import AutoApprovalRule, JobLimits, Settings
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, PASSWORD
-
-DS_EMAIL = "ds@example.org"
-LEASE_SECONDS = 3
-StartWorker = Callable[..., subprocess.Popen[bytes]]
-
-
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+from tests.worker.live import PLAN, StartWorker, mlp, wait_until
 
 
 class NaNModel(nn.Module):
@@ -54,89 +40,6 @@ class Greedy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scratch = torch.ones(1 << 16, 1 << 16, dtype=torch.float32)
         return self.linear(x) + scratch[0, :10].sum() * 0
-
-
-@pytest.fixture
-def live_domain_env() -> dict[str, str]:
-    return {"GRID_JOB_LEASE_SECONDS": str(LEASE_SECONDS)}
-
-
-@pytest.fixture
-def digits_csv(tmp_path: Path) -> Path:
-    digits = load_digits()
-    frame = pd.DataFrame(digits.data[:600], columns=[f"p{i}" for i in range(64)])
-    frame["target"] = digits.target[:600]
-    path = tmp_path / "digits.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
-@pytest.fixture
-def owner(live_domain: str, digits_csv: Path) -> Iterator[grid.DomainClient]:
-    client = grid.login(live_domain, OWNER_EMAIL, OWNER_PASSWORD)
-    client.upload_dataset("digits-a", digits_csv, label="target", progress=False)
-    client.create_user(DS_EMAIL, PASSWORD)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def scientist(live_domain: str, owner: grid.DomainClient) -> Iterator[grid.DomainClient]:
-    client = grid.login(live_domain, DS_EMAIL, PASSWORD)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def start_worker(
-    live_domain: str, owner: grid.DomainClient, tmp_path: Path
-) -> Iterator[StartWorker]:
-    """Start `grid worker start` processes against the live domain; all are stopped after."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        token = owner.add_worker(name).token
-        assert token is not None
-        env = {**os.environ, "GRID_WORKER_TOKEN": token}
-        log = (tmp_path / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "grid_cli", "worker", "start"),
-                *("--domain", live_domain, "--work-dir", str(tmp_path / name)),
-                *("--poll-interval", "0.2"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 120) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"not {what} within {deadline_s}s")
-
-
-PLAN = grid.TrainingPlan(
-    loss="cross_entropy",
-    optimizer="adam",
-    lr=0.01,
-    epochs=8,
-    batch_size=64,
-    metrics=["loss", "accuracy"],
-)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -220,7 +123,8 @@ def test_failing_jobs_say_why_and_the_worker_takes_the_next_one(
     owner.approve(good.id)
 
     good.wait(timeout=180, progress=False)
-    for job, needle in ((nan, "loss became nan"), (timeout, "timed out"), (greedy, "out of memory")):
+    expected = [(nan, "loss became nan"), (timeout, "timed out"), (greedy, "out of memory")]
+    for job, needle in expected:
         job.refresh()
         assert job.info.status == "failed", (job, job.info.failure_reason)
         assert needle in (job.info.failure_reason or "").lower(), job.info.failure_reason

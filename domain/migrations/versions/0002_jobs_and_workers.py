@@ -58,6 +58,8 @@ def upgrade() -> None:
         sa.Column("result_status", sa.String(length=16), nullable=False),
         sa.Column("released_by", sa.Integer(), nullable=True),
         sa.Column("released_at", domain.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("spec_hash", sa.String(length=64), nullable=False),
+        sa.Column("registry_job_id", sa.String(length=66), nullable=True),
         sa.ForeignKeyConstraint(["id"], ["requests.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["released_by"], ["users.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["worker_id"], ["workers.id"], ondelete="SET NULL"),

@@ -1,0 +1,260 @@
+"""The domain's side of network membership: signed calls to networks and the sync loop.
+
+Every `GRID_NETWORK_SYNC_S` the loop asks pending networks for their decision, pushes the
+public metadata of every dataset to networks that approved the domain when it changed (and
+every `GRID_NETWORK_PUSH_INTERVAL_S` regardless), and retries leaving where that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from domain.config import DomainConfig
+from domain.models import Dataset, NetworkMembership
+from grid_common.db import db_session
+from grid_common.errors import ApiError, Conflict, TooManyRequests
+from grid_common.identity import NodeIdentity, node_id_for, verify_key_from_text
+from grid_common.network_schemas import AssociationOut, NodeInfo, PublishedDataset
+from grid_common.signing import NodeAuth, signed_session
+
+log = logging.getLogger(__name__)
+TIMEOUT: tuple[float, float] = (5.0, 30.0)
+# What a membership becomes when its network reports an association status.
+_STATUS_FROM_NETWORK = {
+    "pending": "pending",
+    "approved": "approved",
+    "rejected": "rejected",
+    "removed": "removed",
+    "left": "removed",
+}
+
+
+class NetworkUnavailable(ApiError):
+    status, code = 502, "network_unavailable"
+
+
+class NetworkRefused(ApiError):
+    status, code = 502, "network_refused"
+
+
+def node_identity() -> NodeIdentity:
+    identity: NodeIdentity = current_app.extensions["identity"]
+    return identity
+
+
+def _config() -> DomainConfig:
+    cfg: DomainConfig = current_app.config["GRID"]
+    return cfg
+
+
+def _error_message(response: requests.Response) -> tuple[str, str]:
+    try:
+        error = response.json()["error"]
+        return str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return "http_error", f"HTTP {response.status_code} from the network"
+
+
+def _call(
+    method: str, url: str, recipient: str, path: str, *, json_body: Any = None
+) -> requests.Response:
+    """One signed call to a network; a failure to get any answer is NetworkUnavailable."""
+    with signed_session() as session:
+        try:
+            return session.request(
+                method,
+                f"{url}{path}",
+                json=json_body,
+                auth=NodeAuth(node_identity(), recipient),
+                timeout=TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            raise NetworkUnavailable(
+                f"Cannot reach the network at {url} ({type(exc).__name__})."
+            ) from None
+
+
+def _raise_for(response: requests.Response) -> None:
+    if response.status_code < 400:
+        return
+    code, message = _error_message(response)
+    if response.status_code == 409:
+        raise Conflict(f"The network says: {message}", code=code)
+    if response.status_code == 429:
+        raise TooManyRequests(f"The network says: {message}", code=code)
+    raise NetworkRefused(f"The network refused ({response.status_code} {code}): {message}")
+
+
+def fetch_network_info(url: str) -> NodeInfo:
+    """Who answers at `url`; refuses anything but a network whose id matches its key."""
+    try:
+        response = requests.get(f"{url}/api/v1/node", timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise NetworkUnavailable(f"Cannot reach {url} ({type(exc).__name__}).") from None
+    try:
+        info = NodeInfo.model_validate(response.json()) if response.ok else None
+    except ValueError:
+        info = None
+    if info is None or info.kind != "network":
+        raise NetworkRefused(f"{url} is not a Grid network (GET /api/v1/node did not say so).")
+    try:
+        valid = node_id_for(bytes(verify_key_from_text(info.signing_key))) == info.id
+    except ValueError:
+        valid = False
+    if not valid:
+        raise NetworkRefused(f"{url} claims an id that its signing key does not match.")
+    return info
+
+
+def request_join(session: Session, network_url: str, domain_url: str) -> NetworkMembership:
+    """Ask a network to take this domain in; the membership is pending until it decides."""
+    info = fetch_network_info(network_url)
+    membership = session.scalar(
+        select(NetworkMembership).where(NetworkMembership.network_id == info.id)
+    )
+    if membership is not None and membership.status == "approved":
+        raise Conflict(f"This domain is already a member of {info.name}.", code="already_member")
+    body = {
+        "name": _config().name,
+        "url": domain_url,
+        "encryption_key": node_identity().encryption_public_key,
+    }
+    response = _call("POST", network_url, info.id, "/api/v1/associations", json_body=body)
+    if response.status_code == 409 and _error_message(response)[0] == "already_associated":
+        # The network knows this domain as a member though this domain forgot: take it back.
+        response = _call("GET", network_url, info.id, "/api/v1/associations/self")
+    _raise_for(response)
+    association = AssociationOut.model_validate(response.json())
+    if membership is None:
+        membership = NetworkMembership(network_id=info.id)
+        session.add(membership)
+    membership.name, membership.url, membership.domain_url = info.name, network_url, domain_url
+    membership.signing_key, membership.encryption_key = info.signing_key, info.encryption_key
+    membership.status = _STATUS_FROM_NETWORK[association.status]
+    membership.association_id = association.id
+    membership.requested_at = datetime.now(UTC)
+    membership.last_push_digest = membership.last_push_at = membership.last_error = None
+    membership.next_sync_at = datetime.now(UTC)
+    session.commit()
+    return membership
+
+
+def try_leave(session: Session, membership: NetworkMembership) -> bool:
+    """Tell the network this domain leaves; forget it once told. False: try again later."""
+    try:
+        response = _call(
+            "DELETE", membership.url, membership.network_id, "/api/v1/associations/self"
+        )
+        error = None if response.status_code in (204, 404) else _error_message(response)[1]
+    except NetworkUnavailable as exc:
+        error = exc.message
+    if error is None:
+        session.delete(membership)
+        session.commit()
+        return True
+    membership.status, membership.last_error = "leaving", error
+    membership.next_sync_at = datetime.now(UTC) + timedelta(seconds=_config().network_sync_s)
+    session.commit()
+    return False
+
+
+def published_datasets(session: Session) -> list[dict[str, Any]]:
+    """What networks may know of each dataset: name, description, tags, schema, has a mock."""
+    rows = session.execute(
+        select(
+            Dataset.name, Dataset.description, Dataset.tags, Dataset.schema, Dataset.mock_digest
+        ).order_by(Dataset.name)
+    )
+    return [
+        PublishedDataset(
+            name=row.name,
+            description=row.description,
+            tags=row.tags,
+            schema=row.schema,
+            has_mock=row.mock_digest is not None,
+        ).model_dump(mode="json")
+        for row in rows
+    ]
+
+
+def _refresh_status(session: Session, membership: NetworkMembership) -> None:
+    response = _call("GET", membership.url, membership.network_id, "/api/v1/associations/self")
+    if response.status_code == 404:
+        membership.status = "removed"
+        return
+    _raise_for(response)
+    association = AssociationOut.model_validate(response.json())
+    membership.status = _STATUS_FROM_NETWORK[association.status]
+    membership.association_id = association.id
+
+
+def _push(session: Session, membership: NetworkMembership) -> None:
+    datasets = published_datasets(session)
+    canonical = json.dumps(datasets, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    now = datetime.now(UTC)
+    interval = timedelta(seconds=_config().network_push_interval_s)
+    recent = membership.last_push_at is not None and now - membership.last_push_at < interval
+    if digest == membership.last_push_digest and recent:
+        return
+    path = f"/api/v1/index/{node_identity().node_id}/datasets"
+    response = _call(
+        "PUT", membership.url, membership.network_id, path, json_body={"datasets": datasets}
+    )
+    if response.status_code == 403:
+        _refresh_status(session, membership)  # removed or not yet approved: learn which
+        return
+    _raise_for(response)
+    membership.last_push_at, membership.last_push_digest = now, digest
+
+
+def sync_membership(session: Session, membership: NetworkMembership) -> None:
+    """Bring one membership up to date with its network; errors end up in `last_error`."""
+    if membership.status == "leaving":
+        try_leave(session, membership)
+        return
+    try:
+        if membership.status == "pending":
+            _refresh_status(session, membership)
+        if membership.status == "approved":
+            _push(session, membership)
+        membership.last_error = None
+    except ApiError as exc:
+        membership.last_error = exc.message
+        log.info("sync with network %s: %s", membership.network_id, exc.message)
+    session.commit()
+
+
+def sync_networks() -> int:
+    """The background task: sync every membership that is due; returns how many were."""
+    session = db_session()
+    now = datetime.now(UTC)
+    table = NetworkMembership.__table__.c
+    due = (
+        session.execute(
+            update(NetworkMembership)
+            .where(
+                table.next_sync_at <= now,
+                table.status.in_(("pending", "approved", "leaving")),
+            )
+            .values(next_sync_at=now + timedelta(seconds=_config().network_sync_s))
+            .returning(table.id)
+        )
+        .scalars()
+        .all()
+    )
+    session.commit()
+    for membership_id in due:
+        membership = session.get(NetworkMembership, membership_id)
+        if membership is not None:
+            sync_membership(session, membership)
+    return len(due)
