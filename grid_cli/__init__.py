@@ -11,17 +11,24 @@ from grid_cli.client import (
 )
 from grid_cli.http import GridError
 from grid_cli.jobs import Job, JobCollection, JobFailed
+from grid_cli.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
 from grid_common.plan import DifferentialPrivacy, TrainingPlan
+from grid_common.schemas import JobLimits
 
 __all__ = [
     "Dataset",
     "DatasetCollection",
+    "DatasetInfo",
+    "DatasetRef",
     "DifferentialPrivacy",
     "DomainClient",
     "GridError",
     "Job",
     "JobCollection",
     "JobFailed",
+    "JobLimits",
+    "NetworkClient",
+    "NetworkDomain",
     "Request",
     "RequestCollection",
     "TrainingPlan",

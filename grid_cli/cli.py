@@ -488,5 +488,5 @@ def demo() -> None:
     run_demo()
 
 
-# The job, worker and budget commands live in their own module and register on `main`.
-from grid_cli import job_commands  # noqa: E402, F401
+# Command groups kept in their own modules (jobs, networks, registry) register on `main`.
+from grid_cli import job_commands, network_commands, registry_commands  # noqa: E402, F401

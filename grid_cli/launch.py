@@ -1,7 +1,8 @@
-"""Start a domain node: gunicorn in production, Flask's development server with `--dev`."""
+"""Start a node: gunicorn in production, Flask's development server with `--dev`."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Mapping
@@ -11,13 +12,15 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DomainLaunch:
-    """Where and how a domain node runs."""
+    """Where and how a node runs; `node` names its package: "domain" or "network"."""
 
     name: str
     port: int
     data_dir: Path
     host: str = "127.0.0.1"
     workers: int = 2
+    node: str = "domain"
+    threads: int = 1
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The node's environment: the caller's (GRID_DATABASE_URL included) plus name and dir."""
@@ -28,28 +31,22 @@ class DomainLaunch:
 
     def gunicorn_command(self) -> list[str]:
         # --preload migrates the database once in the master instead of racing in each worker.
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--preload",
-            "--workers",
-            str(self.workers),
-            "--bind",
-            f"{self.host}:{self.port}",
-            "domain.wsgi:app",
-        ]
+        command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", str(self.workers)]
+        if self.threads > 1:
+            command += ["--threads", str(self.threads)]  # gunicorn's threaded worker (gthread)
+        return [*command, "--bind", f"{self.host}:{self.port}", f"{self.node}.wsgi:app"]
 
 
 def exec_gunicorn(launch: DomainLaunch) -> None:
-    """Replace this process with gunicorn serving the domain; returns only on failure."""
+    """Replace this process with gunicorn serving the node; returns only on failure."""
     command = launch.gunicorn_command()
     os.execvpe(command[0], command, launch.environment())
 
 
 def run_dev_server(launch: DomainLaunch) -> None:
-    """Serve the domain with Flask's single-process development server (no debugger)."""
+    """Serve the node with Flask's single-process development server (no debugger)."""
     os.environ.update(launch.environment())
-    from domain import create_app
-
-    create_app().run(host=launch.host, port=launch.port, debug=False, use_reloader=False)
+    app = importlib.import_module(launch.node).create_app()
+    if app.config["GRID"].background:
+        app.extensions["background"].start()
+    app.run(host=launch.host, port=launch.port, debug=False, use_reloader=False)

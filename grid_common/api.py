@@ -19,6 +19,8 @@ PUBLIC = "public"
 """Access marker: anyone may call the route, signed in or not."""
 AUTHENTICATED = "authenticated"
 """Access marker: any signed-in account may call the route."""
+SIGNED = "signed_node"
+"""Access marker: another node, by a valid request signature (grid_common.signing), no account."""
 JSON_BODY_LIMIT = 1 << 20
 
 BodyKind = Literal["json", "multipart", "binary"]
@@ -58,9 +60,21 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
         raise Unprocessable(f"Invalid {where}: {describe_validation_error(exc)}") from None
 
 
+def small_body() -> bytes:
+    """The request body, read once (at most JSON_BODY_LIMIT + 1 bytes) and kept for the request.
+
+    Signature checks and JSON parsing both read it, so it cannot come from the stream twice.
+    """
+    raw: bytes | None = request.environ.get("grid.small_body")
+    if raw is None:
+        raw = request.stream.read(JSON_BODY_LIMIT + 1)
+        request.environ["grid.small_body"] = raw
+    return raw
+
+
 def _json_body() -> Any:
     # JSON is parsed in memory, so it gets its own small limit, not the upload limit.
-    raw = request.stream.read(JSON_BODY_LIMIT + 1)
+    raw = small_body()
     if len(raw) > JSON_BODY_LIMIT:
         raise PayloadTooLarge(f"JSON bodies are limited to {JSON_BODY_LIMIT} bytes.")
     if not raw:
@@ -73,15 +87,20 @@ def _json_body() -> Any:
         raise BadRequest("Request body is not valid JSON.") from None
 
 
-def _multipart_fields(model: type[BaseModel]) -> dict[str, Any]:
-    if request.mimetype != "multipart/form-data":
-        raise BadRequest("Send the body as multipart/form-data.")
+def _fields(model: type[BaseModel], lists: Iterable[tuple[str, list[str]]]) -> dict[str, Any]:
+    """Form or query values: a list for list-typed fields, else the single value."""
     data: dict[str, Any] = {}
-    for name, values in request.form.lists():
+    for name, values in lists:
         annotation = model.model_fields[name].annotation if name in model.model_fields else None
         is_list = annotation is not None and getattr(annotation, "__origin__", None) is list
         data[name] = values if is_list or len(values) > 1 else values[0]
     return data
+
+
+def _multipart_fields(model: type[BaseModel]) -> dict[str, Any]:
+    if request.mimetype != "multipart/form-data":
+        raise BadRequest("Send the body as multipart/form-data.")
+    return _fields(model, request.form.lists())
 
 
 def _to_response(result: Any, spec: RouteSpec) -> Any:
@@ -130,7 +149,8 @@ def route(
         @functools.wraps(fn)
         def view(**kwargs: Any) -> Any:
             if spec.query is not None:
-                kwargs["query"] = _validate(spec.query, request.args.to_dict(), "query")
+                args = _fields(spec.query, request.args.lists())
+                kwargs["query"] = _validate(spec.query, args, "query")
             if spec.body is not None:
                 if spec.body_kind == "multipart":
                     data = _multipart_fields(spec.body)
@@ -176,7 +196,9 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/"
     for path, method, spec in specs:
         operation: dict[str, Any] = {"summary": spec.summary, "tags": list(spec.tags)}
         operation["x-permission"] = spec.permission
-        if spec.permission != PUBLIC:
+        if spec.permission == SIGNED:
+            operation["security"] = [{"nodeSignature": []}]
+        elif spec.permission != PUBLIC:
             operation["security"] = [{"bearer": []}]
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -184,13 +206,18 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/"
         ]
         if spec.query is not None:
             for name, info in spec.query.model_fields.items():
+                is_list = getattr(info.annotation, "__origin__", None) is list
                 parameters.append(
                     {
                         "name": name,
                         "in": "query",
                         "required": info.is_required(),
                         "description": info.description or "",
-                        "schema": {"type": "string"},
+                        "schema": (
+                            {"type": "array", "items": {"type": "string"}}
+                            if is_list
+                            else {"type": "string"}
+                        ),
                     }
                 )
         if parameters:
@@ -245,6 +272,14 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/"
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "nodeSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Grid-Signature",
+                    "description": "Ed25519 signature of a node; see docs/network.md.",
+                },
+            },
         },
     }

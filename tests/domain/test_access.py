@@ -70,6 +70,12 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/worker/jobs/<int:job_id>/attempts/<int:attempt>/failure"): WORKERS,
     ("GET", "/api/v1/audit"): REVIEWERS,
     ("GET", "/api/v1/audit/verify"): REVIEWERS,
+    ("GET", "/api/v1/registry"): SIGNED_IN,
+    ("POST", "/api/v1/registry/anchor"): REVIEWERS,
+    ("GET", "/api/v1/node"): ALL,
+    ("GET", "/api/v1/networks"): SIGNED_IN,
+    ("POST", "/api/v1/networks"): {"owner"},
+    ("DELETE", "/api/v1/networks/<network_id>"): {"owner"},
 }
 
 # Path values that exist nowhere, so an authorized call ends in 404/422, never in a change.
@@ -80,6 +86,7 @@ PATH_VALUES = {
     "<int:job_id>": "999",
     "<int:worker_id>": "999",
     "<int:attempt>": "1",
+    "<network_id>": "no-such-network",
     "<name>": "no-such-dataset",
 }
 

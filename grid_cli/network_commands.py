@@ -1,0 +1,343 @@
+"""`grid network …`, `grid associations …` and `grid domain info`; they register on `main`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast, get_args
+
+import click
+
+from grid_cli.cli import domain, json_option, main, open_client, url_option
+from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
+from grid_cli.network import NetworkClient
+from grid_cli.output import print_json, print_table
+from grid_common.identity import IdentityError, load_identity
+from grid_common.network_schemas import AssociationOut, AssociationStatus
+
+STATUSES = list(get_args(AssociationStatus))
+
+
+def node_info_fields(data_dir: Path) -> dict[str, str]:
+    """What `grid domain info` / `grid network info` print, field by field."""
+    try:
+        identity = load_identity(data_dir)
+    except IdentityError as exc:
+        raise click.ClickException(str(exc)) from None
+    from registry.keys import KEY_ENV, key_path, node_address
+
+    has_eth_key = bool(os.environ.get(KEY_ENV)) or key_path(data_dir).exists()
+    return {
+        "data_dir": str(data_dir.resolve()),
+        **identity.public_fields(),
+        # Made on the first start with a chain configured, or by `grid registry address`.
+        "eth_address": node_address(data_dir) if has_eth_key else "none yet",
+    }
+
+
+def print_fields(title: str, fields: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print_json(fields)
+    else:
+        print_table(title, ["field", "value"], fields.items())
+
+
+def data_dir_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--data-dir",
+        envvar="GRID_DATA_DIR",
+        default=default,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The node's data dir (where its keys are).",
+    )
+
+
+def open_network(url: str | None) -> NetworkClient:
+    """An operator's client for a network signed in with `grid login`."""
+    stored = open_client(url)
+    stored.close()
+    return NetworkClient(
+        stored.url,
+        access_token=stored.access_token,
+        refresh_token=stored.refresh_token,
+        on_tokens=stored.on_tokens,
+    )
+
+
+@domain.command("info")
+@data_dir_option(".grid/domain")
+@json_option
+def domain_info(data_dir: Path, as_json: bool) -> None:
+    """Print the domain's node id and public keys (read from its data dir)."""
+    print_fields("Domain", node_info_fields(data_dir), as_json)
+
+
+# --- grid network -------------------------------------------------------------
+
+
+@main.group()
+def network() -> None:
+    """Run a network node, or (as a domain owner) join and leave networks."""
+
+
+@network.command("start")
+@click.option("--name", required=True, help="The network's name (its tokens' issuer).")
+@click.option("--port", required=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Database (SQLite by default), keys and the token secret live here.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Threads per worker: each routed transfer holds one while it streams.",
+)
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+def network_start(
+    name: str, port: int, data_dir: Path, host: str, workers: int, threads: int, dev: bool
+) -> None:
+    """Serve a network (GRID_DATABASE_URL, GRID_OPERATOR_EMAIL/PASSWORD from the environment)."""
+    launch = DomainLaunch(
+        name=name,
+        port=port,
+        data_dir=data_dir,
+        host=host,
+        workers=workers,
+        threads=threads,
+        node="network",
+    )
+    try:
+        if dev:
+            run_dev_server(launch)
+        else:
+            exec_gunicorn(launch)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot start the network on {host}:{port}: {exc}; pick another --port or --host"
+        ) from None
+
+
+@network.command("info")
+@data_dir_option(".grid/network")
+@json_option
+def network_info(data_dir: Path, as_json: bool) -> None:
+    """Print the network's node id and public keys (read from its data dir)."""
+    print_fields("Network", node_info_fields(data_dir), as_json)
+
+
+@network.command("join")
+@click.argument("network_url")
+@click.option(
+    "--domain-url",
+    help="How the network reaches this domain (default: GRID_PUBLIC_URL of the domain, else "
+    "the URL you signed in to).",
+)
+@url_option
+@json_option
+def network_join(network_url: str, domain_url: str | None, url: str | None, as_json: bool) -> None:
+    """Ask a network to take your domain in (run as the domain's owner)."""
+    membership = open_client(url).join_network(network_url, domain_url=domain_url)
+    if as_json:
+        print_json(membership)
+    else:
+        click.echo(
+            f"Asked {membership.name} ({membership.url}) to take this domain in: "
+            f"{membership.status}. Network id {membership.network_id}."
+        )
+
+
+@network.command("leave")
+@click.argument("network_id")
+@url_option
+@json_option
+def network_leave(network_id: str, url: str | None, as_json: bool) -> None:
+    """Leave a network (run as the domain's owner)."""
+    pending = open_client(url).leave_network(network_id)
+    if as_json:
+        print_json(pending or {"network_id": network_id, "left": True})
+    elif pending is None:
+        click.echo(f"Left network {network_id}.")
+    else:
+        click.echo(
+            f"The network cannot be told yet ({pending.last_error}); the domain keeps trying."
+        )
+
+
+@network.command("memberships")
+@url_option
+@json_option
+def network_memberships(url: str | None, as_json: bool) -> None:
+    """Networks your domain belongs to or asked to join."""
+    memberships = open_client(url).networks
+    if as_json:
+        print_json(memberships)
+        return
+    print_table(
+        "Networks",
+        ["network id", "name", "url", "status", "last push", "problem"],
+        (
+            [
+                m.network_id,
+                m.name,
+                m.url,
+                m.status,
+                f"{m.last_push_at:%Y-%m-%d %H:%M:%S}" if m.last_push_at else "",
+                m.last_error or "",
+            ]
+            for m in memberships
+        ),
+    )
+
+
+@network.command("domains")
+@click.argument("network_url")
+@json_option
+def network_domains(network_url: str, as_json: bool) -> None:
+    """The domains of a network (no sign-in needed)."""
+    domains = NetworkClient(network_url).domains
+    if as_json:
+        print_json([dataclasses.asdict(d) for d in domains])
+        return
+    print_table(
+        "Domains",
+        ["id", "name", "url", "online", "datasets"],
+        ([d.id, d.name, d.url, d.online, d.dataset_count] for d in domains),
+    )
+
+
+@network.command("search")
+@click.argument("network_url")
+@click.argument("query", default="")
+@click.option("--tag", "tags", multiple=True, help="Only datasets with this tag; repeatable.")
+@click.option("--column", "columns", multiple=True, help="Only schemas with this column.")
+@click.option("--domain", help="Only this domain (id or name).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
+@json_option
+def network_search(
+    network_url: str,
+    query: str,
+    tags: tuple[str, ...],
+    columns: tuple[str, ...],
+    domain: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Search a network's datasets: words, "phrases", OR, -word (no sign-in needed)."""
+    hits = NetworkClient(network_url).search(
+        query, tags=tags, columns=columns, domain=domain, limit=limit
+    )
+    if as_json:
+        print_json(
+            [
+                {
+                    "domain": {"id": h.domain.id, "name": h.domain.name, "url": h.domain.url},
+                    "dataset": h.dataset.name,
+                    "score": h.score,
+                    "tags": h.dataset.tags,
+                    "rows": h.dataset.row_count,
+                }
+                for h in hits
+            ]
+        )
+        return
+    print_table(
+        "Datasets",
+        ["score", "domain", "dataset", "rows", "tags", "description"],
+        (
+            [
+                f"{h.score:.3g}",
+                h.domain.name,
+                h.dataset.name,
+                h.dataset.row_count,
+                ", ".join(h.dataset.tags),
+                h.dataset.description[:60],
+            ]
+            for h in hits
+        ),
+    )
+
+
+# --- grid associations --------------------------------------------------------
+
+
+@main.group()
+def associations() -> None:
+    """Domains asking to join your network, and those that did (operators)."""
+
+
+def _print_association(item: AssociationOut, as_json: bool) -> None:
+    if as_json:
+        print_json(item)
+    else:
+        why = f": {item.decision_reason}" if item.decision_reason else "."
+        click.echo(f"Association {item.id} ({item.name}) {item.status}{why}")
+
+
+@associations.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+@url_option
+@json_option
+def associations_list(status: str | None, url: str | None, as_json: bool) -> None:
+    """List association requests and associated domains."""
+    items = open_network(url).associations(cast(AssociationStatus | None, status))
+    if as_json:
+        print_json(items)
+        return
+    print_table(
+        "Associations",
+        ["id", "domain", "status", "online", "datasets", "requested", "url"],
+        (
+            [
+                a.id,
+                a.name,
+                a.status,
+                a.online,
+                a.dataset_count,
+                f"{a.requested_at:%Y-%m-%d %H:%M}",
+                a.url,
+            ]
+            for a in items
+        ),
+    )
+
+
+@associations.command("approve")
+@click.argument("association_id", type=int)
+@click.option("--reason", default="", help="Why (the domain sees it).")
+@url_option
+@json_option
+def associations_approve(association_id: int, reason: str, url: str | None, as_json: bool) -> None:
+    """Approve a domain's request to join."""
+    _print_association(open_network(url).approve(association_id, reason=reason), as_json)
+
+
+@associations.command("reject")
+@click.argument("association_id", type=int)
+@click.option("--reason", required=True, help="Why (the domain sees it).")
+@url_option
+@json_option
+def associations_reject(association_id: int, reason: str, url: str | None, as_json: bool) -> None:
+    """Reject a domain's request to join."""
+    _print_association(open_network(url).reject(association_id, reason=reason), as_json)
+
+
+@associations.command("remove")
+@click.argument("association_id", type=int)
+@url_option
+@json_option
+def associations_remove(association_id: int, url: str | None, as_json: bool) -> None:
+    """Remove an associated domain: no more routing to it, its datasets leave the index."""
+    open_network(url).remove_domain(association_id)
+    if as_json:
+        print_json({"removed": association_id})
+    else:
+        click.echo(f"Removed association {association_id}.")

@@ -1,0 +1,729 @@
+"""torch.export model archives (.pt2): checked without torch, loaded without ever unpickling."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import pickletools
+import re
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch.export import ExportedProgram
+
+MAX_CONFIG_BYTES = 16 << 20
+MAX_GRAPH_BYTES = 64 << 20
+MAX_SAMPLE_INPUTS_BYTES = 64 << 20
+MAX_SYM_EXPR_CHARS = 2000
+ALLOWED_OP_NAMESPACES = frozenset({"aten", "prims"})
+# aten operators that touch the filesystem: a model has no business reading or writing files.
+DENIED_OPS = frozenset({"aten.from_file", "aten.save"})
+# Python builtins the exporter emits for shape arithmetic. Nothing like operator.attrgetter or
+# operator.call, which would let a graph of constants reach arbitrary Python.
+ALLOWED_BUILTIN_TARGETS = frozenset(
+    {f"_operator.{name}" for name in ("getitem", "add", "sub", "mul", "truediv", "floordiv")}
+    | {f"_operator.{name}" for name in ("mod", "pow", "neg", "pos", "eq", "ne", "lt", "le")}
+    | {f"_operator.{name}" for name in ("gt", "ge", "and_", "or_", "lshift", "rshift")}
+    | {"math.trunc", "torch.sym_int", "torch.sym_float", "torch.sym_max", "torch.sym_min"}
+    | {"torch.sym_ite", "torch.sym_not", "torch._sym_sqrt"}
+)
+MODEL_NAME = "model"
+# Members that only carry the writer's bookkeeping; the loader needs none of them to be trusted.
+_PLAIN_MEMBERS = frozenset(
+    {"archive_format", "archive_version", ".data/version", ".data/serialization_id", "byteorder"}
+)
+_MEMBER = re.compile(
+    r"^(?:models/(?P<model>[A-Za-z0-9_]+)\.json"
+    r"|data/weights/(?P<wcfg>[A-Za-z0-9_]+)_weights_config\.json"
+    r"|data/weights/weight_[0-9]+"
+    r"|data/constants/(?P<ccfg>[A-Za-z0-9_]+)_constants_config\.json"
+    r"|data/constants/tensor_[0-9]+"
+    r"|data/sample_inputs/(?P<sample>[A-Za-z0-9_]+)\.pt)$"
+)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FQN = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")
+_SYMBOL = re.compile(r"^[a-z]+[0-9]+$")
+_SYM_FUNCTIONS = frozenset(
+    {"Symbol", "Integer", "Float", "Rational", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt"}
+    | {"Ge", "And", "Or", "Not", "floor", "ceiling", "oo", "zoo", "true", "false", "nan"}
+    | {"FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv", "CeilToInt"}
+    | {"FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv"}
+    | {"IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt"}
+    | {"RoundToInt", "RoundDecimal", "ToFloat", "Identity"}
+)
+_SYM_KEYWORDS = frozenset(
+    {"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite"}
+)
+_SYM_NODES = (
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Call,
+    ast.keyword,
+    ast.Name,
+    ast.Constant,
+    ast.Load,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.And,
+    ast.Or,
+)
+# Argument kinds and signature entries that smuggle objects, code or subgraphs into a program.
+_DENIED_KEYS = frozenset({"as_graph", "as_custom_obj", "as_operator"})
+_INPUT_KINDS = frozenset({"user_input", "parameter", "buffer", "tensor_constant"})
+_OUTPUT_KINDS = frozenset({"user_output", "buffer_mutation"})
+_TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict"})
+# torch.save of plain tensors needs nothing but these to be rebuilt.
+_SAMPLE_GLOBALS = frozenset(
+    {"torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"}
+    | {"collections.OrderedDict", "torch.Size"}
+)
+_STORAGE_GLOBAL = re.compile(r"^torch\.[A-Za-z0-9]+Storage$")
+_DTYPES = {
+    1: ("uint8", 1),
+    2: ("int8", 1),
+    3: ("int16", 2),
+    4: ("int32", 4),
+    5: ("int64", 8),
+    6: ("float16", 2),
+    7: ("float32", 4),
+    8: ("float64", 8),
+    9: ("complex32", 4),
+    10: ("complex64", 8),
+    11: ("complex128", 16),
+    12: ("bool", 1),
+    13: ("bfloat16", 2),
+    28: ("uint16", 2),
+    29: ("float8_e4m3fn", 1),
+    30: ("float8_e5m2", 1),
+    31: ("float8_e4m3fnuz", 1),
+    32: ("float8_e5m2fnuz", 1),
+    33: ("float8_e8m0fnu", 1),
+    34: ("uint32", 4),
+    35: ("uint64", 8),
+}
+_NOT_EXPORT = "not a torch.export archive (.pt2): "
+_PICKLED = "holds pickled data, which Grid never loads: "
+_SAVE_HINT = "save the model with torch.export.save (Grid's client does this for you)"
+
+
+class ModelArchiveError(ValueError):
+    """A model archive Grid refuses to load; the message says why in a data scientist's terms."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A named tensor of the program: its shape (None for a dimension that varies) and dtype."""
+
+    name: str
+    shape: list[int | None]
+    dtype: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": self.shape, "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What a checked archive holds, summarized for a reviewer: operators, weights and shapes."""
+
+    root: str
+    operators: dict[str, int]
+    parameters: list[TensorInfo]
+    buffers: list[TensorInfo]
+    constants: list[TensorInfo]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    parameter_count: int
+    dialect: list[str] = field(default_factory=list)
+    torch_version: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description for review screens and audit entries."""
+        return {
+            "operators": self.operators,
+            "parameter_count": self.parameter_count,
+            "parameters": [t.to_json() for t in self.parameters],
+            "buffers": [t.to_json() for t in self.buffers],
+            "constants": [t.to_json() for t in self.constants],
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "dialect": self.dialect,
+            "torch_version": self.torch_version,
+        }
+
+
+@dataclass
+class _Archive:
+    root: str
+    members: dict[str, zipfile.ZipInfo]
+    graph: dict[str, Any]
+    weights_config: dict[str, Any]
+    constants_config: dict[str, Any]
+
+
+def inspect_archive(path: Path) -> ArchiveInfo:
+    """Check that `path` is a torch.export archive Grid can load safely, and summarize it.
+
+    Reads the zip directory and the JSON members only; imports no torch and unpickles nothing.
+    """
+    with _open_zip(path) as zf:
+        archive = _check(zf)
+    return _summarize(archive)
+
+
+def load_exported_program(path: Path, workdir: Path) -> ExportedProgram:
+    """Load a checked archive with torch.export.load, from a copy that holds nothing pickled.
+
+    The copy is rebuilt in `workdir` from the checked members only: sample inputs (a pickle)
+    are emptied and per-node debug metadata dropped. The loaded graph is then checked again,
+    operator by operator, before anyone runs it.
+    """
+    import torch
+
+    with _open_zip(path) as zf:
+        archive = _check(zf)
+        fd, name = tempfile.mkstemp(prefix="sanitized-", suffix=".pt2", dir=workdir)
+        os.close(fd)
+        clean = Path(name)
+        try:
+            _write_sanitized(zf, archive, clean)
+        except BaseException:
+            clean.unlink(missing_ok=True)
+            raise
+    try:
+        ep = torch.export.load(clean)
+    except MemoryError:
+        raise
+    except Exception as e:  # the deserializer's own checks: a broken graph or mismatched weights
+        if "can't allocate memory" in str(e):
+            raise MemoryError(str(e)) from e
+        raise ModelArchiveError(f"the model archive could not be loaded: {_first_line(e)}") from e
+    finally:
+        clean.unlink(missing_ok=True)
+    check_program(ep)
+    return ep
+
+
+def check_program(ep: ExportedProgram) -> None:
+    """Refuse a loaded program that calls anything but allowed operators."""
+    allowed = _allowed_callables()
+    for node in ep.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_function":
+            raise ModelArchiveError(f"the model's graph has a {node.op!r} node, which Grid refuses")
+        _check_callable(node.target, allowed)
+    module = ep.module()
+    for node in module.graph.nodes:
+        if node.op == "call_function":
+            _check_callable(node.target, allowed)
+        elif node.op == "call_module" and node.target != "_guards_fn":
+            raise ModelArchiveError(f"the model calls a submodule {node.target!r}")
+
+
+def export_for_training(module: torch.nn.Module, example: torch.Tensor) -> ExportedProgram:
+    """Export `module` in train mode with a dynamic batch dimension, as Grid's workers need.
+
+    `example` is a batch of at least two rows (a batch of one would fix the batch size).
+    """
+    import torch
+    from torch.export import Dim
+
+    training = module.training
+    module.train()
+    try:
+        batch = Dim("batch", min=1)
+        return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    finally:
+        module.train(training)
+
+
+def save_for_training(module: torch.nn.Module, example: torch.Tensor, path: Path) -> ArchiveInfo:
+    """Export `module` for training and save it as a .pt2 archive; returns what Grid will see."""
+    import torch
+
+    torch.export.save(export_for_training(module, example), str(path))
+    return inspect_archive(path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:500]
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(2)
+    except OSError as e:
+        raise ModelArchiveError(f"cannot read the model archive: {e.strerror}") from e
+    if head[:1] == b"\x80":
+        raise ModelArchiveError(_PICKLED + f"the file is a Python pickle; {_SAVE_HINT}")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ModelArchiveError(_NOT_EXPORT + f"it is not a zip file ({e}); {_SAVE_HINT}") from e
+
+
+def _check(zf: zipfile.ZipFile) -> _Archive:
+    infos = zf.infolist()
+    if not infos:
+        raise ModelArchiveError(_NOT_EXPORT + "the zip file is empty")
+    roots = {info.filename.split("/", 1)[0] for info in infos}
+    names = [info.filename for info in infos]
+    if any(n.endswith(".pkl") for n in names):
+        pkl = next(n for n in names if n.endswith(".pkl"))
+        raise ModelArchiveError(
+            _PICKLED + f"it has {pkl!r}, so it is a torch.save file, not an export; {_SAVE_HINT}"
+        )
+    if len(roots) != 1 or any("/" not in n for n in names):
+        raise ModelArchiveError(_NOT_EXPORT + "its files are not all inside one top-level folder")
+    root = roots.pop()
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        rel = info.filename.split("/", 1)[1]
+        if rel in members:
+            raise ModelArchiveError(_NOT_EXPORT + f"the zip lists {info.filename!r} twice")
+        members[rel] = info
+    if "archive_format" not in members:
+        raise ModelArchiveError(_NOT_EXPORT + f"it has no archive_format entry; {_SAVE_HINT}")
+    if _read(zf, members, "archive_format", 64).strip() != b"pt2":
+        raise ModelArchiveError(_NOT_EXPORT + "its archive_format is not pt2")
+    if "archive_version" in members and _read(zf, members, "archive_version", 64).strip() != b"0":
+        raise ModelArchiveError(_NOT_EXPORT + "its archive version is not one this torch reads")
+    for rel, info in members.items():
+        if info.flag_bits & 0x1:
+            raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} is encrypted")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ModelArchiveError(
+                _NOT_EXPORT + f"{rel!r} is compressed, which torch.export.save never does"
+            )
+        if rel in _PLAIN_MEMBERS:
+            continue
+        match = _MEMBER.match(rel)
+        if match is None:
+            if rel.endswith(".pt") or rel.startswith(("data/constants/", "data/weights/")):
+                raise ModelArchiveError(_PICKLED + f"{rel!r} is not a raw tensor file")
+            raise ModelArchiveError(
+                f"the model archive holds {rel!r}, which Grid does not accept: only a graph, "
+                "weights and constants (no extra files, compiled code or custom objects)"
+            )
+        named = next((g for g in match.groups() if g is not None), MODEL_NAME)
+        if named != MODEL_NAME:
+            raise ModelArchiveError(
+                f"the model archive holds a program named {named!r}; Grid needs exactly one, "
+                f"named {MODEL_NAME!r}, as torch.export.save writes"
+            )
+    for required in (
+        f"models/{MODEL_NAME}.json",
+        f"data/weights/{MODEL_NAME}_weights_config.json",
+        f"data/constants/{MODEL_NAME}_constants_config.json",
+    ):
+        if required not in members:
+            raise ModelArchiveError(_NOT_EXPORT + f"it has no {required!r}; {_SAVE_HINT}")
+    sample = f"data/sample_inputs/{MODEL_NAME}.pt"
+    if sample in members:
+        _check_sample_inputs(_read(zf, members, sample, MAX_SAMPLE_INPUTS_BYTES), sample)
+    archive = _Archive(
+        root=root,
+        members=members,
+        graph=_json(zf, members, f"models/{MODEL_NAME}.json", MAX_GRAPH_BYTES),
+        weights_config=_payload_config(zf, members, "weights"),
+        constants_config=_payload_config(zf, members, "constants"),
+    )
+    _check_graph(archive.graph)
+    _check_payloads(archive)
+    return archive
+
+
+def _read(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], rel: str, limit: int) -> bytes:
+    info = members[rel]
+    if info.file_size > limit:
+        raise ModelArchiveError(f"the model archive's {rel!r} is larger than {limit:,} bytes")
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} cannot be read: {e}") from e
+
+
+def _json(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], rel: str, limit: int) -> Any:
+    try:
+        value = json.loads(_read(zf, members, rel, limit))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} is not a JSON object")
+    return value
+
+
+def _payload_config(
+    zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], kind: str
+) -> dict[str, Any]:
+    rel = f"data/{kind}/{MODEL_NAME}_{kind}_config.json"
+    config = _json(zf, members, rel, MAX_CONFIG_BYTES).get("config")
+    if not isinstance(config, dict):
+        raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} has no config")
+    return config
+
+
+def _check_payloads(archive: _Archive) -> None:
+    for kind, config, folder, prefix in (
+        ("weight", archive.weights_config, "data/weights/", "weight_"),
+        ("constant", archive.constants_config, "data/constants/", "tensor_"),
+    ):
+        for fqn, meta in config.items():
+            if not isinstance(meta, dict):
+                raise ModelArchiveError(_NOT_EXPORT + f"{kind} {fqn!r} has no description")
+            if meta.get("use_pickle") is not False:
+                raise ModelArchiveError(
+                    _PICKLED + f"{kind} {fqn!r} is stored as a pickle, not as raw tensor bytes"
+                )
+            path_name = meta.get("path_name")
+            if not (
+                isinstance(path_name, str)
+                and re.fullmatch(prefix + "[0-9]+", path_name)
+                and folder + path_name in archive.members
+            ):
+                raise ModelArchiveError(
+                    f"the model archive's {kind} {fqn!r} is stored as {path_name!r}, which is not "
+                    "a raw tensor file of the archive (custom objects are refused)"
+                )
+            if not _FQN.match(fqn):
+                raise ModelArchiveError(f"the model archive names a {kind} {fqn!r}: bad name")
+            if not isinstance(meta.get("tensor_meta"), dict):
+                raise ModelArchiveError(_NOT_EXPORT + f"{kind} {fqn!r} has no tensor description")
+
+
+def _walk(value: Any) -> Iterator[tuple[str | None, Any]]:
+    stack: list[tuple[str | None, Any]] = [(None, value)]
+    while stack:
+        key, item = stack.pop()
+        yield key, item
+        if isinstance(item, dict):
+            stack.extend(item.items())
+        elif isinstance(item, list):
+            stack.extend((key, v) for v in item)
+
+
+def _check_graph(program: dict[str, Any]) -> None:
+    if program.get("guards_code"):
+        raise ModelArchiveError(
+            "the model archive carries guard code (Python source), which Grid never runs"
+        )
+    gm = program.get("graph_module")
+    graph = gm.get("graph") if isinstance(gm, dict) else None
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        raise ModelArchiveError(_NOT_EXPORT + "its program has no graph")
+    assert isinstance(gm, dict)
+    for key, item in _walk(program):
+        if key in _DENIED_KEYS:
+            raise ModelArchiveError(
+                f"the model passes a {key[3:].replace('_', ' ')} to an operator; Grid accepts "
+                "graphs of tensor operators only (no custom objects, operators or subgraphs)"
+            )
+        if key == "expr_str":
+            _check_sym_expr(item)
+        if key == "name" and not (isinstance(item, str) and _IDENTIFIER.match(item)):
+            raise ModelArchiveError(f"the model's graph has a value named {item!r}: bad name")
+    if graph.get("custom_obj_values"):
+        raise ModelArchiveError("the model's graph holds custom objects, which Grid refuses")
+    for name in program.get("range_constraints") or {}:
+        if not _SYMBOL.match(name):
+            raise ModelArchiveError(f"the model's graph has a shape symbol {name!r}: bad name")
+    for node in graph["nodes"]:
+        target = node.get("target") if isinstance(node, dict) else None
+        if not isinstance(target, str):
+            raise ModelArchiveError(_NOT_EXPORT + "a node of its graph has no target")
+        _check_target_name(target)
+    signature = gm.get("signature") or {}
+    user_inputs = 0
+    for spec in signature.get("input_specs") or []:
+        kind = _only_key(spec)
+        if kind not in _INPUT_KINDS:
+            raise ModelArchiveError(f"the model takes a {kind} input, which Grid refuses")
+        user_inputs += kind == "user_input"
+        for k in ("parameter_name", "buffer_name", "tensor_constant_name"):
+            fqn = spec[kind].get(k)
+            if fqn is not None and not (isinstance(fqn, str) and _FQN.match(fqn)):
+                raise ModelArchiveError(f"the model names a weight {fqn!r}: bad name")
+    user_outputs = 0
+    for spec in signature.get("output_specs") or []:
+        kind = _only_key(spec)
+        if kind not in _OUTPUT_KINDS:
+            raise ModelArchiveError(f"the model produces a {kind} output, which Grid refuses")
+        user_outputs += kind == "user_output"
+        fqn = spec[kind].get("buffer_name")
+        if fqn is not None and not (isinstance(fqn, str) and _FQN.match(fqn)):
+            raise ModelArchiveError(f"the model names a buffer {fqn!r}: bad name")
+    if user_inputs != 1 or user_outputs != 1:
+        raise ModelArchiveError(
+            f"the model takes {user_inputs} tensors and returns {user_outputs}; Grid trains "
+            "models that take one tensor (a batch of features) and return one tensor"
+        )
+    for entry in gm.get("module_call_graph") or []:
+        fqn = entry.get("fqn") if isinstance(entry, dict) else None
+        if not isinstance(fqn, str) or (fqn and not _FQN.match(fqn)):
+            raise ModelArchiveError(f"the model has a submodule named {fqn!r}: bad name")
+        sig = entry.get("signature") or {}
+        for spec_key in ("in_spec", "out_spec"):
+            if spec_key in sig:
+                _check_treespec(sig[spec_key])
+        for arg in sig.get("forward_arg_names") or []:
+            if not (isinstance(arg, str) and _IDENTIFIER.match(arg)):
+                raise ModelArchiveError(f"the model's forward has an argument {arg!r}: bad name")
+
+
+def _only_key(spec: Any) -> str:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ModelArchiveError(_NOT_EXPORT + "its signature is malformed")
+    kind = next(iter(spec))
+    if not isinstance(spec[kind], dict):
+        raise ModelArchiveError(_NOT_EXPORT + "its signature is malformed")
+    return str(kind)
+
+
+def _check_treespec(text: Any) -> None:
+    try:
+        spec = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ModelArchiveError(_NOT_EXPORT + "its input/output structure is malformed") from e
+    for key, item in _walk(spec):
+        if key == "type" and item not in _TREESPEC_TYPES:
+            raise ModelArchiveError(
+                f"the model's inputs or outputs use a {item!r}; Grid accepts tensors, tuples, "
+                "lists and dicts"
+            )
+
+
+def _check_target_name(target: str) -> None:
+    parts = target.split(".")
+    if target.startswith("torch.ops.") and len(parts) == 5:
+        namespace = parts[2]
+        if namespace in ALLOWED_OP_NAMESPACES and f"{namespace}.{parts[3]}" not in DENIED_OPS:
+            return
+    elif target in ALLOWED_BUILTIN_TARGETS:
+        return
+    raise ModelArchiveError(
+        f"the model uses {target!r}, which Grid does not run: only standard tensor operators "
+        f"({', '.join(sorted(ALLOWED_OP_NAMESPACES))}) and shape arithmetic are allowed"
+    )
+
+
+def _check_sym_expr(expr: Any) -> None:
+    # torch's deserializer hands these strings to sympy.sympify, which evaluates Python, so only
+    # plain arithmetic on shape symbols may pass.
+    if not isinstance(expr, str) or len(expr) > MAX_SYM_EXPR_CHARS:
+        raise ModelArchiveError("the model's graph has a malformed shape expression")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ModelArchiveError(f"the model's graph has a bad shape expression {expr!r}") from e
+    for node in ast.walk(tree):
+        ok = isinstance(node, _SYM_NODES)
+        if isinstance(node, ast.Name):
+            ok = node.id in _SYM_FUNCTIONS or bool(_SYMBOL.match(node.id))
+        elif isinstance(node, ast.Call):
+            ok = isinstance(node.func, ast.Name) and node.func.id in _SYM_FUNCTIONS
+        elif isinstance(node, ast.keyword):
+            ok = node.arg in _SYM_KEYWORDS
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            ok = isinstance(value, bool | int | float) or (
+                isinstance(value, str) and bool(_SYMBOL.match(value))
+            )
+        if not ok:
+            raise ModelArchiveError(f"the model's graph has a shape expression {expr!r}: refused")
+
+
+def _check_sample_inputs(data: bytes, rel: str) -> None:
+    # Never loaded (the loader gets an empty member instead), but an archive whose example inputs
+    # reach for anything but plain tensors was crafted, so say so at submission.
+    if not data:
+        return
+    pickles: list[tuple[str, bytes]] = []
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                for info in inner.infolist():
+                    if info.filename.endswith(".pkl"):
+                        if info.file_size > MAX_SAMPLE_INPUTS_BYTES:
+                            raise ModelArchiveError(_PICKLED + f"{rel!r} is too large")
+                        pickles.append((info.filename, inner.read(info)))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise ModelArchiveError(_NOT_EXPORT + f"{rel!r} is a broken zip: {e}") from e
+    else:
+        pickles.append((rel, data))
+    for name, payload in pickles:
+        for ref in _pickle_globals(payload, name):
+            if ref not in _SAMPLE_GLOBALS and not _STORAGE_GLOBAL.match(ref):
+                raise ModelArchiveError(
+                    _PICKLED + f"{rel!r} refers to {ref!r}, not just to tensors; it was not "
+                    "written by torch.export.save"
+                )
+
+
+def _pickle_globals(data: bytes, name: str) -> set[str]:
+    """Every global a pickle would import, found by reading its opcodes (nothing is executed).
+
+    torch.save (protocol 2) imports through GLOBAL only; the other import opcodes take their
+    names from the stack, which a crafted pickle can arrange, so they are refused outright.
+    """
+    found: set[str] = set()
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                found.add(f"{module}.{attr}")
+            elif op.name in ("STACK_GLOBAL", "INST") or op.name.startswith("EXT"):
+                raise ModelArchiveError(
+                    _PICKLED + f"{name!r} imports code in a way torch.export.save never writes"
+                )
+    except ModelArchiveError:
+        raise
+    except Exception as e:  # truncated or malformed opcodes
+        raise ModelArchiveError(_PICKLED + f"{name!r} is a malformed pickle: {e}") from e
+    return found
+
+
+def _write_sanitized(zf: zipfile.ZipFile, archive: _Archive, target: Path) -> None:
+    program = json.loads(json.dumps(archive.graph))
+    gm = program["graph_module"]
+    # Debug metadata (stack traces, module paths) is free text that reaches generated code.
+    gm["metadata"] = {}
+    for node in gm["graph"]["nodes"]:
+        node["metadata"] = {}
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
+        for rel, info in archive.members.items():
+            if rel.startswith("data/sample_inputs/"):
+                continue
+            data = json.dumps(program).encode() if rel.startswith("models/") else zf.read(info)
+            out.writestr(f"archive/{rel}", data)
+        out.writestr(f"archive/data/sample_inputs/{MODEL_NAME}.pt", b"")
+
+
+def _allowed_callables() -> set[Any]:
+    import math
+    import operator
+
+    import torch
+
+    allowed: set[Any] = set()
+    for name in ALLOWED_BUILTIN_TARGETS:
+        module, _, attr = name.partition(".")
+        source = {"_operator": operator, "math": math, "torch": torch}[module]
+        allowed.add(getattr(source, attr))
+    return allowed
+
+
+def _check_callable(target: Any, allowed: set[Any]) -> None:
+    import torch
+
+    if isinstance(target, torch._ops.OpOverload):
+        namespace, _, op = target.name().partition("::")  # "aten::add.Tensor"
+        packet = op.split(".")[0]
+        if namespace in ALLOWED_OP_NAMESPACES and f"{namespace}.{packet}" not in DENIED_OPS:
+            return
+    elif not isinstance(target, torch._ops.HigherOrderOperator) and _hashable_in(target, allowed):
+        return
+    raise ModelArchiveError(f"the model calls {target!r}, which Grid does not run")
+
+
+def _hashable_in(target: Any, allowed: set[Any]) -> bool:
+    try:
+        return target in allowed
+    except TypeError:
+        return False
+
+
+def _shape(meta: dict[str, Any]) -> list[int | None]:
+    shape: list[int | None] = []
+    for size in meta.get("sizes") or []:
+        value = size.get("as_int") if isinstance(size, dict) else None
+        shape.append(value if isinstance(value, int) else None)
+    return shape
+
+
+def _dtype(meta: dict[str, Any]) -> str:
+    return _DTYPES.get(meta.get("dtype", 0), ("unknown", 0))[0]
+
+
+def _summarize(archive: _Archive) -> ArchiveInfo:
+    program = archive.graph
+    gm = program["graph_module"]
+    graph = gm["graph"]
+    values = graph.get("tensor_values") or {}
+
+    def info(label: str, arg_name: str) -> TensorInfo:
+        meta = values.get(arg_name) or {}
+        return TensorInfo(name=label, shape=_shape(meta), dtype=_dtype(meta))
+
+    operators = Counter(
+        node["target"].removeprefix("torch.ops.").replace("_operator.", "operator.")
+        for node in graph["nodes"]
+    )
+    parameters: list[TensorInfo] = []
+    buffers: list[TensorInfo] = []
+    constants: list[TensorInfo] = []
+    inputs: list[TensorInfo] = []
+    for spec in gm["signature"].get("input_specs") or []:
+        kind = next(iter(spec))
+        body = spec[kind]
+        arg = body.get("arg") or {}
+        arg_name = (arg.get("as_tensor") or arg).get("name", "")
+        if kind == "parameter":
+            parameters.append(info(body["parameter_name"], arg_name))
+        elif kind == "buffer":
+            buffers.append(info(body["buffer_name"], arg_name))
+        elif kind == "tensor_constant":
+            constants.append(info(body["tensor_constant_name"], arg_name))
+        else:
+            inputs.append(info(arg_name, arg_name))
+    outputs = []
+    for spec in gm["signature"].get("output_specs") or []:
+        if "user_output" in spec:
+            arg = spec["user_output"].get("arg") or {}
+            name = (arg.get("as_tensor") or {}).get("name", "")
+            outputs.append(info(name, name))
+    count = 0
+    for p in parameters:
+        n = 1
+        for d in p.shape:
+            n *= d or 0
+        count += n
+    return ArchiveInfo(
+        root=archive.root,
+        operators=dict(sorted(operators.items())),
+        parameters=parameters,
+        buffers=buffers,
+        constants=constants,
+        inputs=inputs,
+        outputs=outputs,
+        parameter_count=count,
+        dialect=[str(v) for v in program.get("verifiers") or []],
+        torch_version=program.get("torch_version"),
+    )

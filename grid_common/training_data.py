@@ -1,0 +1,129 @@
+"""Turn a dataset (a table or named arrays) into the feature and label arrays a model trains on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from grid_common.plan import Loss
+
+
+class TrainingDataError(ValueError):
+    """The data cannot feed the model as asked; the message names the column or array."""
+
+
+def training_arrays(
+    data: pd.DataFrame | Mapping[str, np.ndarray], label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features as float32 [N, ...], labels [N, ...]) from a table or from named arrays.
+
+    A table's features are its other columns, in the file's order, each numeric or bool.
+    Arrays: the one other array as it is, or several flattened per row and concatenated in
+    name order.
+    """
+    if isinstance(data, pd.DataFrame):
+        return _from_table(data, label)
+    return _from_arrays(data, label)
+
+
+def targets_for_loss(labels: np.ndarray, loss: Loss) -> np.ndarray:
+    """Labels in the form `loss` expects: int64 class indices for cross_entropy, else float32."""
+    if loss != "cross_entropy":
+        targets = labels.astype(np.float32)
+        if loss == "bce_with_logits" and targets.size and (targets.min() < 0 or targets.max() > 1):
+            raise TrainingDataError(
+                "bce_with_logits needs labels between 0 and 1; the labels range from "
+                f"{targets.min():g} to {targets.max():g}"
+            )
+        return targets
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise TrainingDataError(
+            f"cross_entropy needs one class index per row; the labels have shape "
+            f"{list(labels.shape[1:])} per row"
+        )
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise TrainingDataError(
+            "cross_entropy needs whole-number class labels; the labels have fractions "
+            "(use mse for a regression target)"
+        )
+    if labels.size and labels.min() < 0:
+        raise TrainingDataError(
+            f"cross_entropy needs class labels from 0 up; the labels go down to {labels.min():g}"
+        )
+    return labels.astype(np.int64)
+
+
+def _numeric(values: np.ndarray, what: str) -> np.ndarray:
+    if values.dtype.kind not in "biuf":
+        raise TrainingDataError(
+            f"{what} has dtype {values.dtype}: Grid trains on numbers and bools only, so "
+            "encode or drop it"
+        )
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        count = int(np.isnan(values).sum())
+        raise TrainingDataError(
+            f"{what} has {count} missing value(s): Grid does not fill them in, so the data "
+            "owner must publish a dataset without them"
+        )
+    return values
+
+
+def _from_table(df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
+    columns = [str(c) for c in df.columns]
+    if label not in columns:
+        raise TrainingDataError(
+            f"label {label!r} is not a column of the data; its columns: {', '.join(columns)}"
+        )
+    features = [c for c in columns if c != label]
+    if not features:
+        raise TrainingDataError(f"the data has no column besides the label {label!r}")
+    if len(df) == 0:
+        raise TrainingDataError("the data has no rows")
+    parts = [_column(df[c], f"column {c!r}") for c in features]
+    x = np.stack(parts, axis=1).astype(np.float32)
+    y = _column(df[label], f"label column {label!r}")
+    return x, y
+
+
+def _column(series: pd.Series, what: str) -> np.ndarray:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        if series.isna().any():
+            raise TrainingDataError(f"{what} has missing values: Grid does not fill them in")
+        return series.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        # Nullable integer columns hold pd.NA; read them as floats so a gap shows as NaN.
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        if pd.api.types.is_integer_dtype(dtype) and not series.isna().any():
+            values = series.to_numpy(dtype="int64")
+        return _numeric(values, what)
+    raise TrainingDataError(
+        f"{what} holds {dtype} values: Grid trains on numbers and bools only, so encode or drop it"
+    )
+
+
+def _from_arrays(arrays: Mapping[str, np.ndarray], label: str) -> tuple[np.ndarray, np.ndarray]:
+    if label not in arrays:
+        raise TrainingDataError(
+            f"label {label!r} is not an array of the data; its arrays: {', '.join(arrays)}"
+        )
+    names = sorted(k for k in arrays if k != label)
+    if not names:
+        raise TrainingDataError(f"the data has no array besides the label {label!r}")
+    rows = {k: np.asarray(arrays[k]).shape[0] if np.asarray(arrays[k]).ndim else 0 for k in arrays}
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"{k!r} has {n}" for k, n in rows.items())
+        raise TrainingDataError(f"the arrays must have the same number of rows: {listed}")
+    if rows[label] == 0:
+        raise TrainingDataError("the data has no rows")
+    parts = [_numeric(np.asarray(arrays[k]), f"array {k!r}") for k in names]
+    if len(parts) == 1:
+        x = parts[0].astype(np.float32)
+    else:
+        x = np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1).astype(np.float32)
+    y = _numeric(np.asarray(arrays[label]), f"label array {label!r}")
+    return x, y

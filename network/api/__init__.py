@@ -1,0 +1,1 @@
+"""The network's HTTP API, one blueprint per feature."""

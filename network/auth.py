@@ -1,0 +1,101 @@
+"""Who is calling the network: an operator's bearer token, a node's signature, or anyone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import jwt
+from flask import Flask, current_app, g, request
+from sqlalchemy import exists, select
+
+from grid_common.accounts import bearer_token
+from grid_common.api import AUTHENTICATED, PUBLIC, SIGNED, route_spec
+from grid_common.db import db_session
+from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
+from grid_common.security import decode_access_token
+from grid_common.signing import SignedCaller, verify_flask_request
+from network.models import Operator
+
+OPERATOR = "operator"
+SETUP_HINT = (
+    "This network has no operator yet. Set GRID_OPERATOR_EMAIL and GRID_OPERATOR_PASSWORD "
+    "before the first start, or POST {email, password} to /api/v1/setup once."
+)
+
+
+class Permission(StrEnum):
+    MANAGE_ASSOCIATIONS = "manage_associations"
+    MANAGE_OPERATORS = "manage_operators"
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {OPERATOR: frozenset(Permission)}
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    email: str
+    role: str
+
+
+def current_operator() -> Principal:
+    operator: Principal = g.operator
+    return operator
+
+
+def current_node() -> SignedCaller:
+    node: SignedCaller = g.node
+    return node
+
+
+def client_address() -> str:
+    return request.remote_addr or ""
+
+
+def is_set_up(app: Flask) -> bool:
+    if app.extensions.get("grid_set_up"):
+        return True
+    done = db_session().scalar(select(exists().where(Operator.is_active.is_(True))))
+    if done:
+        app.extensions["grid_set_up"] = True
+    return bool(done)
+
+
+def authenticate() -> Principal:
+    secret, issuer = current_app.config["SECRET_KEY"], current_app.config["GRID"].name
+    try:
+        claims = decode_access_token(secret, bearer_token(), issuer=issuer)
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized(
+            "Access token expired; refresh it at /api/v1/auth/refresh.", code="token_expired"
+        ) from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("Access token is invalid for this network.") from None
+    operator = db_session().get(Operator, int(claims["sub"]))
+    if operator is None or not operator.is_active:
+        raise Unauthorized("This operator account is unknown or deactivated.")
+    return Principal(operator.id, operator.email, operator.role)
+
+
+def authorize_request() -> None:
+    """Runs before every view: the route's declared access decides who gets through."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if request.endpoint is None:
+        return  # Flask answers 404/405 next
+    spec = route_spec(app, request.endpoint)
+    if spec is None:
+        raise Forbidden(f"Endpoint {request.endpoint!r} declares no permission; access refused.")
+    if spec.permission == PUBLIC:
+        return
+    if spec.permission == SIGNED:
+        g.node = verify_flask_request()
+        return
+    if not is_set_up(app):
+        raise ServiceUnavailable(SETUP_HINT, code="setup_required")
+    g.operator = authenticate()
+    if spec.permission == AUTHENTICATED:
+        return
+    permission = Permission(spec.permission)
+    if permission not in ROLE_PERMISSIONS.get(g.operator.role, frozenset()):
+        raise Forbidden(f"Your role ({g.operator.role}) lacks the '{permission}' permission.")

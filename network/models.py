@@ -1,0 +1,147 @@
+"""The network's database tables as typed SQLAlchemy 2 models.
+
+Full-text search lives beside them, made by the migration for each backend: an FTS5 table
+kept in step by triggers on SQLite, a generated `search_vector` column on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from grid_common.db import UtcDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Operator(Base):
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(32), default="operator")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_email_at", "email", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Association(Base):
+    """A domain that asked to join, and where it stands: one row per domain, kept on leaving."""
+
+    __tablename__ = "associations"
+    __table_args__ = (Index("ix_associations_health", "status", "next_check_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    signing_key: Mapped[str] = mapped_column(String(64))
+    encryption_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    requested_from: Mapped[str] = mapped_column(String(64), default="")
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    online: Mapped[bool] = mapped_column(default=False)
+    last_seen: Mapped[datetime | None]
+    last_checked: Mapped[datetime | None]
+    check_error: Mapped[str | None] = mapped_column(Text)
+    next_check_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JoinAttempt(Base):
+    """Join requests as they arrive, for rate limiting by address and by domain."""
+
+    __tablename__ = "join_attempts"
+    __table_args__ = (
+        Index("ix_join_attempts_address_at", "address", "at"),
+        Index("ix_join_attempts_domain_at", "domain_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IndexedDataset(Base):
+    """The public description of one dataset, as its domain last pushed it."""
+
+    __tablename__ = "indexed_datasets"
+    __table_args__ = (UniqueConstraint("association_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    association_id: Mapped[int] = mapped_column(
+        ForeignKey("associations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    # Tags as words for the full-text index (the JSON list above is what clients get).
+    tags_text: Mapped[str] = mapped_column(Text, default="")
+    schema: Mapped[dict[str, Any]]
+    row_count: Mapped[int]
+    has_mock: Mapped[bool]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IndexedTag(Base):
+    """One tag of an indexed dataset, lowercased, for exact tag filters."""
+
+    __tablename__ = "indexed_tags"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("indexed_datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+
+
+class IndexedColumn(Base):
+    """One schema column of an indexed dataset, lowercased, for column filters."""
+
+    __tablename__ = "indexed_columns"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("indexed_datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    column: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class SeenNonce(Base):
+    """Nonces of signed calls already received, until their signatures expire."""
+
+    __tablename__ = "seen_nonces"
+
+    node_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
