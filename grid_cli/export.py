@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from grid_common.training_data import targets_for_loss
 
 from grid_common.losses import loss_function
+from grid_common.model_archive import ModelArchiveError, save_for_training
 from grid_common.plan import TrainingPlan
+from grid_common.training_data import targets_for_loss
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,19 +62,22 @@ def dry_run(model: nn.Module, features: np.ndarray, labels: np.ndarray, plan: Tr
 
 
 def export_model(model: nn.Module, features: np.ndarray) -> ExportedModel:
-    """Export in train mode with a dynamic batch size, and save the weights beside it."""
+    """Export in train mode with a dynamic batch size, and save the weights beside it.
+
+    The archive is inspected as the domain will, so what it refuses fails here first.
+    """
     import torch
     from safetensors.torch import save_file
 
     example = torch.from_numpy(np.ascontiguousarray(features[: max(2, min(len(features), 4))]))
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(
-        copy.deepcopy(model).train(), (example,), dynamic_shapes=({0: batch},)
-    )
     folder = tempfile.TemporaryDirectory(prefix="grid-export-")
     program_path = Path(folder.name) / "model.pt2"
     weights_path = Path(folder.name) / "weights.safetensors"
-    torch.export.save(program, str(program_path))
+    try:
+        save_for_training(copy.deepcopy(model), example, program_path)
+    except ModelArchiveError as exc:
+        folder.cleanup()
+        raise ModelCheckError(f"Grid cannot accept this model: {exc}") from None
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(weights_path))
     return ExportedModel(folder, program_path, weights_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grid_cli.http import GridError
 from grid_common.schemas import LeasedJob
-from worker.child import WarmChild
+from worker.child import ChildError, WarmChild
 from worker.domain_api import DomainWorkerApi
 from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome, TrainingSpec
 
@@ -144,7 +144,15 @@ class Worker:
                     child.kill()
                     outcome = TrainingOutcome("failed", f"could not fetch the job's inputs: {exc}")
                 else:
-                    outcome = child.run(spec, attempt.on_event, attempt.should_stop)
+                    try:
+                        outcome = child.run(spec, attempt.on_event, attempt.should_stop)
+                    except ChildError as exc:
+                        # The worker's own fault, not the job's: let the lease run out, so
+                        # the job goes back to the queue for another attempt.
+                        log.error(
+                            "job %s: training process failed to start: %s", *_ids(leased)[:1], exc
+                        )
+                        return None
                 lost = attempt.lease_lost.is_set()
             if lost:
                 log.warning("job %s attempt %s: lease lost, result dropped", *_ids(leased))

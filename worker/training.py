@@ -21,6 +21,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.utils.data import DataLoader, TensorDataset
 
 from grid_common.datafiles import DatasetFileError, load_arrays, read_table
+from grid_common.losses import loss_function
 from grid_common.model_archive import (
     ModelArchiveError,
     load_exported_program,
@@ -273,11 +274,7 @@ class _Run:
         return yb
 
     def _loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.plan.loss == "cross_entropy":
-            return F.cross_entropy(out, target)
-        if self.plan.loss == "mse":
-            return F.mse_loss(out, target)
-        return F.binary_cross_entropy_with_logits(out, target)
+        return loss_function(self.plan.loss)(out, target)
 
     def _correct(self, out: torch.Tensor, target: torch.Tensor) -> float:
         if self.plan.loss == "cross_entropy":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.model_archive import ModelArchiveError, inspect_archive
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     AccessRequestIn,
@@ -197,11 +197,11 @@ def file_access_request(body: AccessRequestIn) -> RequestOut:
 
 
 def _check_model_archive(path: Path) -> None:
-    # A torch.export archive (.pt2) is a zip; anything else is refused before it is stored.
-    if not zipfile.is_zipfile(path):
-        raise Unprocessable(
-            "The 'model' part is not a torch.export archive (.pt2).", code="invalid_model"
-        )
+    # Read as zip directory and JSON only: nothing in it is unpickled or run here.
+    try:
+        inspect_archive(path)
+    except ModelArchiveError as exc:
+        raise Unprocessable(f"The 'model' part is refused: {exc}", code="invalid_model") from None
 
 
 def _check_weights(path: Path) -> None:
