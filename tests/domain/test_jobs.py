@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -397,3 +399,32 @@ def test_a_result_that_is_not_safetensors_leaves_nothing_behind(
     assert (
         client.get(f"/api/v1/jobs/{job_id}", headers=headers["owner"]).json["status"] == "running"
     )
+
+
+class _Payload:
+    """Pickles to a call that creates `marker`: proof of code execution if it ever runs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("packing", ["pickle", "torch.save"])
+def test_a_pickle_renamed_to_pt2_is_refused_and_never_runs(
+    app: Flask, client: FlaskClient, headers, datasets, model_files, tmp_path, packing
+) -> None:
+    marker = tmp_path / "payload-ran"
+    if packing == "pickle":
+        archive = pickle.dumps(_Payload(str(marker)))
+    else:
+        buffer = io.BytesIO()
+        torch.save(_Payload(str(marker)), buffer)
+        archive = buffer.getvalue()
+    before = stored_blobs(app)
+    response = file_job(client, headers["data_scientist"], (archive, model_files[1]), PLAN)
+    assert response.status_code == 422 and response.json["error"]["code"] == "invalid_model"
+    assert not marker.exists()
+    assert stored_blobs(app) == before
+    assert client.get("/api/v1/requests", headers=headers["owner"]).json["items"] == []
