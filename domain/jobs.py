@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit, registry_writes
-from domain.models import AccessRequest, Job, JobEvent
+from domain.models import AccessRequest, Dataset, Job, JobEvent
 from grid_common.errors import Conflict
 from grid_common.hashes import spec_hash
 from grid_common.schemas import JobLimits
@@ -24,6 +24,13 @@ class Approval:
 
     limits: JobLimits
     release_on_completion: bool = False
+
+
+def request_datasets(session: Session, request: AccessRequest) -> list[Dataset] | None:
+    """The datasets a request names, or None once any of them has been deleted."""
+    found = [session.get(Dataset, n.dataset_id) for n in request.datasets if n.dataset_id]
+    datasets = [d for d in found if d is not None]
+    return datasets if len(datasets) == len(request.datasets) else None
 
 
 def create_job(session: Session, request: AccessRequest, approval: Approval) -> Job:

@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, request
-from safetensors import SafetensorError, safe_open
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from domain import jobs, privacy
-from domain.api.common import blobs, record
+from domain.api.common import blobs, check_safetensors, record
 from domain.api.settings import load_settings
 from domain.auth import Principal, current_user
 from domain.models import AccessRequest, Dataset, RequestDataset, User
@@ -117,8 +116,8 @@ def _rule_matches(
 def _start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
     """Queue an approved job request, charging its epsilon; refused if a budget ran out since."""
     plan = TrainingPlan.model_validate(item.plan)
-    datasets = [d for d in (session.get(Dataset, n.dataset_id) for n in item.datasets) if d]
-    if len(datasets) != len(item.datasets):
+    datasets = jobs.request_datasets(session, item)
+    if datasets is None:
         raise Conflict(
             f"A dataset of request {item.id} was deleted; it cannot run.", code="dataset_deleted"
         )
@@ -204,17 +203,6 @@ def _check_model_archive(path: Path) -> None:
         raise Unprocessable(f"The 'model' part is refused: {exc}", code="invalid_model") from None
 
 
-def _check_weights(path: Path) -> None:
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            if not list(handle.keys()):
-                raise Unprocessable("The 'weights' file holds no tensors.", code="invalid_weights")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise Unprocessable(
-            f"The 'weights' part is not a safetensors file: {exc}", code="invalid_weights"
-        ) from None
-
-
 @route(
     bp,
     "/jobs",
@@ -246,7 +234,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
             staged[field] = stack.enter_context(blobs().staging())
             file.save(staged[field])
         _check_model_archive(staged["model"])
-        _check_weights(staged["weights"])
+        check_safetensors(staged["weights"], "weights")
         model_digest, _, _ = blobs().commit(staged["model"])
         weights_digest, _, _ = blobs().commit(staged["weights"])
     item = _file_request(

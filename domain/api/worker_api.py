@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 
 from flask import Blueprint, Response, request, send_file
-from safetensors import SafetensorError, safe_open
 
 from domain import jobs
-from domain.api.common import blobs, config
+from domain.api.common import blobs, check_safetensors, config
 from domain.api.jobs import job_out
 from domain.auth import WORKER, current_worker
 from domain.models import AccessRequest, Dataset, Job, Worker
@@ -80,8 +78,8 @@ def lease(body: WorkerHello) -> LeasedJob | None:
         return None
     item = session.get(AccessRequest, job.id)
     assert item is not None  # a job's row is its request's id
-    datasets = [session.get(Dataset, n.dataset_id) for n in item.datasets if n.dataset_id]
-    if len(datasets) != len(item.datasets) or None in datasets:
+    datasets = jobs.request_datasets(session, item)
+    if datasets is None:
         jobs.fail(session, job, "failed", "a dataset of this job was deleted", _actor())
         session.commit()
         return None
@@ -98,7 +96,6 @@ def lease(body: WorkerHello) -> LeasedJob | None:
                 name=d.name, format=d.schema["format"], label=d.label, digest=d.data_digest
             )
             for d in datasets
-            if d is not None
         ],
     )
     session.commit()
@@ -196,15 +193,6 @@ def job_dataset(job_id: int, name: str) -> Response:
     return _send_blob(dataset.data_digest, f"{name}.{dataset.schema['format']}")
 
 
-def _check_weights(path: Path) -> None:
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            if not list(handle.keys()):
-                raise Unprocessable("The result holds no tensors.", code="invalid_weights")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise Unprocessable(f"The result is not a safetensors file: {exc}") from None
-
-
 @route(
     bp,
     "/jobs/<int:job_id>/attempts/<int:attempt>/result",
@@ -233,7 +221,7 @@ def deliver_result(job_id: int, attempt: int, body: ResultForm) -> JobOut:
     with ExitStack() as stack:
         staged = stack.enter_context(blobs().staging())
         file.save(staged)
-        _check_weights(staged)
+        check_safetensors(staged, "weights")
         digest, _, _ = blobs().commit(staged)
     jobs.complete(session, job, digest, body.metrics, _actor())
     session.commit()
