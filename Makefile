@@ -30,7 +30,15 @@ $(NODE_STAMP): package.json package-lock.json
 contracts: $(NODE_STAMP)
 	node registry/compile.mjs registry/contracts/GridRegistry.sol GridRegistry registry/GridRegistry.json
 
-test: $(VENV)/.project-installed $(NODE_STAMP)
+# The console tests drive Debian's Chromium through Playwright's Python package; Playwright
+# never downloads a browser of its own. Installed once (as root, as on CI).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null 2>&1 || { echo "The console tests need Chromium at $(CHROMIUM): install Debian's chromium package"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy domain grid_common grid_cli registry network worker

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from domain import migrate, registry_writes
+from domain import console, migrate, registry_writes
 from domain.api import (
     apikeys,
     audit_log,
@@ -35,6 +35,7 @@ from grid_common.blobstore import BlobStore
 from grid_common.db import Database
 from grid_common.errors import register_error_handlers
 from grid_common.identity import load_or_create_identity
+from grid_common.observability import init_app as init_observability
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["background"] = background
 
     register_error_handlers(app, max_upload_hint=" Raise it with GRID_MAX_UPLOAD_BYTES.")
+    init_observability(app, health.domain_gauges)  # its hooks run before authorization
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    console.init_app(app)
     app.before_request(authorize_request)
     _create_owner_from_env(database, config)
     registry_writes.init_app(app, config, database)

@@ -9,7 +9,7 @@ import jwt
 from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, exists, select, update
 
-from domain.models import ApiKey, User, Worker
+from domain.models import ApiKey, RefreshToken, User, Worker
 from domain.permissions import Permission, Role, has_permission
 from domain.security import (
     API_KEY_PREFIX,
@@ -19,6 +19,7 @@ from domain.security import (
 )
 from grid_common.accounts import bearer_token
 from grid_common.api import AUTHENTICATED, PUBLIC, route_spec
+from grid_common.console import SignInRequired, is_page, session_user_id
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
 
@@ -149,6 +150,15 @@ def authenticate() -> Principal:
     return user
 
 
+def console_user() -> Principal:
+    """The account signed in to the console with this request's session cookie."""
+    user_id = session_user_id(db_session(), RefreshToken)
+    row = db_session().connection().execute(_PRINCIPAL_BY_ID, {"user_id": user_id}).first()
+    if row is None or not row.is_active:
+        raise SignInRequired("This account is deactivated.")
+    return Principal(row.id, row.email, row.role, row.is_active)
+
+
 def authorize_request() -> None:
     """Runs before every view: setup gate, then authentication, then the route's permission."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -164,7 +174,8 @@ def authorize_request() -> None:
     if spec.permission == WORKER:
         g.worker = authenticate_worker()
         return
-    g.user = authenticate()
+    # A console page trusts only its session cookie, an API route only its bearer token.
+    g.user = console_user() if is_page(spec) else authenticate()
     if spec.permission == AUTHENTICATED:
         return
     permission = Permission(spec.permission)

@@ -113,7 +113,9 @@ class AccessRequest(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # A local data scientist; none for a federated job a network filed on its submitter's behalf.
+    requester_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    requester_label: Mapped[str | None] = mapped_column(String(400))
     reason: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     decision_reason: Mapped[str | None] = mapped_column(Text)
@@ -255,7 +257,7 @@ class PrivacySpend(Base):
     dataset_id: Mapped[int] = mapped_column(
         ForeignKey("datasets.id", ondelete="CASCADE"), index=True
     )
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     epsilon: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -291,3 +293,21 @@ class NetworkMembership(Base):
     last_push_at: Mapped[datetime | None]
     last_push_digest: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class FederatedParticipation(Base):
+    """This domain's part in a network's federated job: the signed invitation and what was sent."""
+
+    __tablename__ = "federated_participations"
+    __table_args__ = (UniqueConstraint("network_id", "network_job_id"),)
+
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    network_id: Mapped[str] = mapped_column(String(32))
+    network_job_id: Mapped[int]
+    invitation: Mapped[dict[str, Any]]
+    decision_reported: Mapped[bool] = mapped_column(default=False)
+    attested_hash: Mapped[str | None] = mapped_column(String(64))
+    attestation_reported: Mapped[bool] = mapped_column(default=False)
+    result_uploaded: Mapped[bool] = mapped_column(default=False)

@@ -23,6 +23,7 @@ from domain.models import Dataset, NetworkMembership
 from grid_common.db import db_session
 from grid_common.errors import ApiError, Conflict, TooManyRequests
 from grid_common.identity import NodeIdentity, node_id_for, verify_key_from_text
+from grid_common.logs import request_id_headers
 from grid_common.network_schemas import AssociationOut, NodeInfo, PublishedDataset
 from grid_common.signing import NodeAuth, signed_session
 
@@ -64,16 +65,32 @@ def _error_message(response: requests.Response) -> tuple[str, str]:
         return "http_error", f"HTTP {response.status_code} from the network"
 
 
-def _call(
-    method: str, url: str, recipient: str, path: str, *, json_body: Any = None
+def call_network(
+    method: str,
+    url: str,
+    recipient: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    data: Any = None,
+    params: dict[str, Any] | None = None,
+    stream: bool = False,
 ) -> requests.Response:
-    """One signed call to a network; a failure to get any answer is NetworkUnavailable."""
+    """One signed call to a network; a failure to get any answer is NetworkUnavailable.
+
+    `data` may be a file opened for reading: it is hashed for the signature, then streamed.
+    """
+    headers = {"Content-Type": "application/octet-stream"} if data is not None else None
     with signed_session() as session:
         try:
             return session.request(
                 method,
                 f"{url}{path}",
                 json=json_body,
+                data=data,
+                params=params,
+                headers=headers,
+                stream=stream,
                 auth=NodeAuth(node_identity(), recipient),
                 timeout=TIMEOUT,
             )
@@ -83,7 +100,7 @@ def _call(
             ) from None
 
 
-def _raise_for(response: requests.Response) -> None:
+def raise_for(response: requests.Response) -> None:
     if response.status_code < 400:
         return
     code, message = _error_message(response)
@@ -97,7 +114,7 @@ def _raise_for(response: requests.Response) -> None:
 def fetch_network_info(url: str) -> NodeInfo:
     """Who answers at `url`; refuses anything but a network whose id matches its key."""
     try:
-        response = requests.get(f"{url}/api/v1/node", timeout=TIMEOUT)
+        response = requests.get(f"{url}/api/v1/node", headers=request_id_headers(), timeout=TIMEOUT)
     except requests.RequestException as exc:
         raise NetworkUnavailable(f"Cannot reach {url} ({type(exc).__name__}).") from None
     try:
@@ -128,11 +145,11 @@ def request_join(session: Session, network_url: str, domain_url: str) -> Network
         "url": domain_url,
         "encryption_key": node_identity().encryption_public_key,
     }
-    response = _call("POST", network_url, info.id, "/api/v1/associations", json_body=body)
+    response = call_network("POST", network_url, info.id, "/api/v1/associations", json_body=body)
     if response.status_code == 409 and _error_message(response)[0] == "already_associated":
         # The network knows this domain as a member though this domain forgot: take it back.
-        response = _call("GET", network_url, info.id, "/api/v1/associations/self")
-    _raise_for(response)
+        response = call_network("GET", network_url, info.id, "/api/v1/associations/self")
+    raise_for(response)
     association = AssociationOut.model_validate(response.json())
     if membership is None:
         membership = NetworkMembership(network_id=info.id)
@@ -151,7 +168,7 @@ def request_join(session: Session, network_url: str, domain_url: str) -> Network
 def try_leave(session: Session, membership: NetworkMembership) -> bool:
     """Tell the network this domain leaves; forget it once told. False: try again later."""
     try:
-        response = _call(
+        response = call_network(
             "DELETE", membership.url, membership.network_id, "/api/v1/associations/self"
         )
         error = None if response.status_code in (204, 404) else _error_message(response)[1]
@@ -171,7 +188,12 @@ def published_datasets(session: Session) -> list[dict[str, Any]]:
     """What networks may know of each dataset: name, description, tags, schema, has a mock."""
     rows = session.execute(
         select(
-            Dataset.name, Dataset.description, Dataset.tags, Dataset.schema, Dataset.mock_digest
+            Dataset.name,
+            Dataset.description,
+            Dataset.tags,
+            Dataset.schema,
+            Dataset.label,
+            Dataset.mock_digest,
         ).order_by(Dataset.name)
     )
     return [
@@ -180,6 +202,7 @@ def published_datasets(session: Session) -> list[dict[str, Any]]:
             description=row.description,
             tags=row.tags,
             schema=row.schema,
+            label=row.label,
             has_mock=row.mock_digest is not None,
         ).model_dump(mode="json")
         for row in rows
@@ -187,11 +210,13 @@ def published_datasets(session: Session) -> list[dict[str, Any]]:
 
 
 def _refresh_status(session: Session, membership: NetworkMembership) -> None:
-    response = _call("GET", membership.url, membership.network_id, "/api/v1/associations/self")
+    response = call_network(
+        "GET", membership.url, membership.network_id, "/api/v1/associations/self"
+    )
     if response.status_code == 404:
         membership.status = "removed"
         return
-    _raise_for(response)
+    raise_for(response)
     association = AssociationOut.model_validate(response.json())
     membership.status = _STATUS_FROM_NETWORK[association.status]
     membership.association_id = association.id
@@ -207,13 +232,13 @@ def _push(session: Session, membership: NetworkMembership) -> None:
     if digest == membership.last_push_digest and recent:
         return
     path = f"/api/v1/index/{node_identity().node_id}/datasets"
-    response = _call(
+    response = call_network(
         "PUT", membership.url, membership.network_id, path, json_body={"datasets": datasets}
     )
     if response.status_code == 403:
         _refresh_status(session, membership)  # removed or not yet approved: learn which
         return
-    _raise_for(response)
+    raise_for(response)
     membership.last_push_at, membership.last_push_digest = now, digest
 
 
@@ -227,6 +252,11 @@ def sync_membership(session: Session, membership: NetworkMembership) -> None:
             _refresh_status(session, membership)
         if membership.status == "approved":
             _push(session, membership)
+            session.commit()
+            # Imported here: the federated module builds on this one's signed calls.
+            from domain import federated
+
+            federated.sync(session, membership)
         membership.last_error = None
     except ApiError as exc:
         membership.last_error = exc.message

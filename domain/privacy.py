@@ -68,11 +68,13 @@ def budget_lines(
 
 
 def check_budget(
-    session: Session, datasets: list[Dataset], user_id: int, plan: TrainingPlan
+    session: Session, datasets: list[Dataset], user_id: int | None, plan: TrainingPlan
 ) -> None:
     """Refuse a plan that a budget on one of its datasets cannot pay for, saying what is left."""
     for dataset in datasets:
         lines = budget_lines(session, dataset, user_id, lock=True)
+        if user_id is None:  # a network's requester: only the dataset-wide budget binds it
+            lines = [line for line in lines if line.user_id is None]
         if not lines:
             continue
         if plan.dp is None:
@@ -90,7 +92,7 @@ def check_budget(
 
 
 def charge(
-    session: Session, job_id: int, datasets: list[Dataset], user_id: int, plan: TrainingPlan
+    session: Session, job_id: int, datasets: list[Dataset], user_id: int | None, plan: TrainingPlan
 ) -> None:
     """Record the epsilon an approved DP job spends on each of its datasets."""
     if plan.dp is None:

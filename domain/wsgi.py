@@ -3,7 +3,9 @@
 import gc
 
 from domain.app import create_app
+from grid_common.logs import configure_logging
 
+configure_logging()
 app = create_app()
 if app.config["GRID"].background:
     app.extensions["background"].start_in_forked_workers()

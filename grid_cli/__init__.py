@@ -8,7 +8,9 @@ from grid_cli.client import (
     RequestCollection,
     connect,
     login,
+    login_network,
 )
+from grid_cli.federated import FederatedJob, FederatedJobFailed
 from grid_cli.http import GridError
 from grid_cli.jobs import Job, JobCollection, JobFailed
 from grid_cli.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
@@ -22,6 +24,8 @@ __all__ = [
     "DatasetRef",
     "DifferentialPrivacy",
     "DomainClient",
+    "FederatedJob",
+    "FederatedJobFailed",
     "GridError",
     "Job",
     "JobCollection",
@@ -34,4 +38,5 @@ __all__ = [
     "TrainingPlan",
     "connect",
     "login",
+    "login_network",
 ]

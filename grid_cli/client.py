@@ -771,6 +771,18 @@ def login(url: str, email: str, password: str, **options: Any) -> DomainClient:
     return client
 
 
+def login_network(url: str, email: str, password: str, **options: Any) -> NetworkClient:
+    """Sign in to a network (an operator, or a data scientist who runs federated jobs)."""
+    from grid_cli.network import NetworkClient
+
+    client = NetworkClient(url, **options)
+    if client.health().kind != "network":
+        client.close()
+        raise ValueError(f"{url} is a domain: use grid.login(url, email, password)")
+    client.sign_in(email, password)
+    return client
+
+
 @overload
 def connect(
     url: str,

@@ -61,6 +61,21 @@ def dry_run(model: nn.Module, features: np.ndarray, labels: np.ndarray, plan: Tr
         ) from None
 
 
+def check_forward(model: nn.Module, features: np.ndarray) -> None:
+    """Run a batch through the model, as a federated job's domains will (labels unseen)."""
+    import torch
+
+    probe = copy.deepcopy(model).train()
+    inputs = torch.from_numpy(np.ascontiguousarray(features[: max(2, min(len(features), 4))]))
+    try:
+        with torch.no_grad():
+            probe(inputs)
+    except Exception as exc:
+        raise ModelCheckError(
+            f"the model cannot take the dataset's rows (input shape {tuple(inputs.shape)}): {exc}"
+        ) from None
+
+
 def export_model(model: nn.Module, features: np.ndarray) -> ExportedModel:
     """Export in train mode with a dynamic batch size, and save the weights beside it.
 

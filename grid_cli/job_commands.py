@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -15,6 +14,7 @@ import click
 from grid_cli.cli import json_option, main, open_client, url_option
 from grid_cli.jobs import FINISHED
 from grid_cli.output import print_json, print_table
+from grid_common.logs import configure_logging
 from grid_common.schemas import JobStatus
 
 JOB_STATUSES = list(get_args(JobStatus))
@@ -106,7 +106,7 @@ def worker_start(
     from worker.domain_api import DomainWorkerApi
     from worker.runner import Worker, WorkerOptions, WorkerRevoked
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

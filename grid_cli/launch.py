@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from grid_common.logs import configure_logging
+
 
 @dataclass(frozen=True)
 class DomainLaunch:
@@ -32,6 +34,8 @@ class DomainLaunch:
     def gunicorn_command(self) -> list[str]:
         # --preload migrates the database once in the master instead of racing in each worker.
         command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", str(self.workers)]
+        # JSON logs for gunicorn's own lines, and request metrics summed across its workers.
+        command += ["--config", "python:grid_common.gunicorn_conf"]
         if self.threads > 1:
             command += ["--threads", str(self.threads)]  # gunicorn's threaded worker (gthread)
         return [*command, "--bind", f"{self.host}:{self.port}", f"{self.node}.wsgi:app"]
@@ -46,6 +50,7 @@ def exec_gunicorn(launch: DomainLaunch) -> None:
 def run_dev_server(launch: DomainLaunch) -> None:
     """Serve the node with Flask's single-process development server (no debugger)."""
     os.environ.update(launch.environment())
+    configure_logging()
     app = importlib.import_module(launch.node).create_app()
     if app.config["GRID"].background:
         app.extensions["background"].start()

@@ -5,13 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import requests
 
 from grid_cli.client import API, DomainClient, NodeClient
+from grid_cli.federated import FederatedJob
 from grid_cli.http import GridError
+from grid_cli.upload import show_progress
+from grid_common.federated_schemas import (
+    CkksParamsIn,
+    DatasetTarget,
+    FederatedJobList,
+    FederatedJobOut,
+    FederatedSpec,
+    Strategy,
+)
+from grid_common.he import SecureAggregation
 from grid_common.network_schemas import (
     AssociationList,
     AssociationOut,
@@ -19,10 +31,15 @@ from grid_common.network_schemas import (
     DomainList,
     DomainOut,
     IndexedDatasetOut,
+    NetworkRole,
     NodeInfo,
     SearchResults,
 )
-from grid_common.schemas import DatasetSchema
+from grid_common.plan import TrainingPlan
+from grid_common.schemas import DatasetSchema, UserList, UserOut
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # A domain that does not answer this quickly is reached through the network instead.
 DIRECT_PROBE_TIMEOUT: tuple[float, float] = (2.0, 3.0)
@@ -59,6 +76,7 @@ class DatasetInfo:
     row_count: int
     has_mock: bool
     updated_at: datetime
+    label: str | None = None
 
     @classmethod
     def from_wire(cls, info: IndexedDatasetOut) -> DatasetInfo:
@@ -70,6 +88,7 @@ class DatasetInfo:
             info.row_count,
             info.has_mock,
             info.updated_at,
+            info.label,
         )
 
     @property
@@ -206,6 +225,132 @@ class NetworkClient(NodeClient):
         path = f"/associations/{int(association_id)}/reject"
         return self._post(path, {"reason": reason}, AssociationOut)
 
+    def create_account(
+        self, email: str, password: str, role: NetworkRole = "data_scientist"
+    ) -> UserOut:
+        """Add an account: a data scientist (who may run federated jobs) or an operator."""
+        return self._post(
+            "/accounts", {"email": email, "password": password, "role": role}, UserOut
+        )
+
+    def accounts(self) -> list[UserOut]:
+        return self._get("/accounts", UserList).items
+
     def remove_domain(self, association_id: int) -> None:
         """Remove an associated domain: no more routing to it, its datasets leave the index."""
         self._call("DELETE", f"/associations/{int(association_id)}")
+
+    # --- federated training (data scientists with a network account) --------------------------
+
+    def federated_training(
+        self,
+        model: nn.Module,
+        datasets: Iterable[DatasetRef | tuple[str, str]],
+        plan: TrainingPlan | dict[str, Any],
+        *,
+        rounds: int = 10,
+        min_domains: int | None = None,
+        secure_aggregation: SecureAggregation = "ckks",
+        strategy: Strategy = "fedavg",
+        mu: float = 0.0,
+        round_timeout: float = 300.0,
+        ckks: dict[str, Any] | None = None,
+        reason: str = "",
+        example_input: Any = None,
+        progress: bool | None = None,
+    ) -> FederatedJob:
+        """Train `model` across the domains of `datasets` (search hits or (domain, dataset)).
+
+        Every round each domain trains `plan.epochs` local epochs from the global model and
+        sends its update encrypted (CKKS) through its domain; the network sums them without a
+        key. The model is checked on a zero batch shaped like the first dataset's rows (or on
+        `example_input`) and exported in train mode before anything is sent.
+        """
+        import numpy as np
+
+        from grid_cli.export import ModelCheckError, check_forward, export_model
+        from grid_cli.upload import multipart_body
+        from grid_common.training_data import TrainingDataError, example_features
+
+        targets = list(datasets)
+        if not targets:
+            raise ValueError("name at least one dataset to train on")
+        plan = plan if isinstance(plan, TrainingPlan) else TrainingPlan.model_validate(plan)
+        if example_input is None:
+            first = targets[0]
+            if not isinstance(first, DatasetRef):
+                raise ValueError(
+                    "pass example_input= (a batch of rows) with (domain, dataset) pairs"
+                )
+            if first.dataset.label is None:
+                raise ModelCheckError(f"dataset {first.dataset.name!r} publishes no label column")
+            try:
+                example_input = example_features(first.dataset.schema, first.dataset.label)
+            except TrainingDataError as exc:
+                raise ModelCheckError(f"dataset {first.dataset.name!r}: {exc}") from None
+        features = np.asarray(example_input, dtype=np.float32)
+        check_forward(model, features)
+        spec = FederatedSpec(
+            plan=plan,
+            datasets=[
+                DatasetTarget(domain=t.domain.id, dataset=t.dataset.name)
+                if isinstance(t, DatasetRef)
+                else DatasetTarget(domain=t[0], dataset=t[1])
+                for t in targets
+            ],
+            rounds=rounds,
+            strategy=strategy,
+            mu=mu,
+            min_domains=min_domains,
+            round_timeout=round_timeout,
+            secure_aggregation=secure_aggregation,
+            ckks=CkksParamsIn.model_validate(ckks or {}),
+            reason=reason,
+        )
+        exported = export_model(model, features)
+        with exported.folder:
+            files = [("model", exported.program), ("weights", exported.weights)]
+
+            def send() -> requests.Response:
+                with multipart_body(
+                    [("spec", spec.model_dump_json())],
+                    files,
+                    progress=show_progress(progress),
+                    description="Sending model",
+                ) as body:
+                    return self.http.request(
+                        "POST",
+                        f"{API}/fl/jobs",
+                        data=body,
+                        headers={"Content-Type": body.content_type},
+                        timeout=self.upload_timeout,
+                    )
+
+            response = self._authorized(send)
+        return FederatedJob(FederatedJobOut.model_validate(response.json()), self, model)
+
+    def federated_job_info(self, job_id: int) -> FederatedJobOut:
+        return self._get(f"/fl/jobs/{int(job_id)}", FederatedJobOut)
+
+    def federated_job(self, job_id: int, model: nn.Module | None = None) -> FederatedJob:
+        """A federated job by id; pass the architecture to get `result()` as a module."""
+        return FederatedJob(self.federated_job_info(job_id), self, model)
+
+    def federated_jobs(self) -> list[FederatedJob]:
+        """Your federated jobs (every job, for operators), newest first."""
+        listing = self._get("/fl/jobs", FederatedJobList)
+        return [FederatedJob(info, self) for info in listing.items]
+
+    def cancel_federated_job(self, job_id: int) -> FederatedJobOut:
+        return self._post(f"/fl/jobs/{int(job_id)}/cancel", {}, FederatedJobOut)
+
+    def download_federated_result(self, job_id: int, path: str | Path) -> Path:
+        """Save a federated job's final weights (safetensors) to `path`."""
+        target = Path(path)
+        response = self._authorized(
+            lambda: self.http.request("GET", f"{API}/fl/jobs/{int(job_id)}/result", stream=True)
+        )
+        with response, target.open("wb") as handle:
+            for chunk in response.iter_content(1 << 20):
+                handle.write(chunk)
+        return target

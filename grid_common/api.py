@@ -161,7 +161,9 @@ def route(
 
         view.route_spec = spec  # type: ignore[attr-defined]
         bp.add_url_rule(rule, view_func=view, methods=list(methods))
-        return view  # type: ignore[return-value]
+        # The plain function stays callable with typed arguments, so the console runs the
+        # same logic the API does.
+        return fn
 
     return decorator
 
@@ -172,6 +174,8 @@ def route_spec(app: Flask, endpoint: str | None) -> RouteSpec | None:
     return getattr(app.view_functions[endpoint], "route_spec", None)
 
 
+# Outside the API prefix, yet part of what it documents (/metrics is Prometheus text, not JSON).
+_PROBES = ("/healthz", "/readyz")
 _CONVERTER = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 
 
@@ -180,7 +184,7 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str = "/api/"
     specs: list[tuple[str, str, RouteSpec]] = []
     for rule in app.url_map.iter_rules():
         spec = route_spec(app, rule.endpoint)
-        if spec is None or not (rule.rule.startswith(prefix) or rule.rule in ("/healthz",)):
+        if spec is None or not (rule.rule.startswith(prefix) or rule.rule in _PROBES):
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             specs.append((_CONVERTER.sub(r"{\1}", rule.rule), method.lower(), spec))

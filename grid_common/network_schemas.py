@@ -86,6 +86,7 @@ class PublishedDataset(Strict):
     description: str = Field(default="", max_length=10_000)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     dataset_schema: DatasetSchema = Field(alias="schema")
+    label: str | None = Field(default=None, max_length=200, description="The label column.")
     has_mock: bool
 
     model_config = ConfigDict(
@@ -138,6 +139,7 @@ class IndexedDatasetOut(BaseModel):
     description: str
     tags: list[str]
     dataset_schema: DatasetSchema = Field(alias="schema")
+    label: str | None = None
     row_count: int
     has_mock: bool
     updated_at: datetime
@@ -164,12 +166,15 @@ class SearchResults(BaseModel):
     items: list[SearchHit]
 
 
-# --- operators ----------------------------------------------------------------
+# --- accounts -----------------------------------------------------------------
+
+NetworkRole = Literal["operator", "data_scientist"]
 
 
-class OperatorCreate(Strict):
+class AccountCreate(Strict):
     email: EmailStr
     password: Password
+    role: NetworkRole = "operator"
 
 
 # --- membership (the domain's side) -------------------------------------------

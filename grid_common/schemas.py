@@ -12,6 +12,8 @@ from grid_common.plan import TrainingPlan
 
 RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
 RequestStatus = Literal["pending", "approved", "denied"]
+RequestKind = Literal["access", "job", "federated"]
+JOB_KINDS = ("job", "federated")
 DatasetFormat = Literal["csv", "parquet", "npz", "safetensors"]
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -129,7 +131,7 @@ class AutoApprovalRule(Strict):
 
     data_scientist: EmailStr | None = Field(default=None, description="Requester's email.")
     dataset_tag: str | None = Field(default=None, description="Every dataset carries this tag.")
-    kind: Literal["access", "job"] | None = None
+    kind: RequestKind | None = None
     max_epochs: int | None = Field(default=None, ge=1, description="Jobs only: plan limit.")
     release_on_completion: bool = Field(
         default=False, description="Jobs only: release the result as soon as it is stored."
@@ -251,7 +253,7 @@ class RequestQuery(Strict):
 
 class RequestOut(BaseModel):
     id: int
-    kind: Literal["access", "job"]
+    kind: RequestKind
     status: RequestStatus
     requester: str
     datasets: list[str]
@@ -323,6 +325,9 @@ class JobOut(BaseModel):
     """A job as its data scientist and the domain's reviewers see it."""
 
     id: int
+    kind: Literal["job", "federated"] = Field(
+        default="job", description="federated: this domain's part in a network's federated job."
+    )
     status: JobStatus
     requester: str
     datasets: list[str]
@@ -423,10 +428,34 @@ class LeasedJob(BaseModel):
     plan: TrainingPlan
     limits: JobLimits
     datasets: list[LeasedDataset]
+    federated: LeasedFederated | None = Field(
+        default=None, description="Set when the job is this domain's part in a federated job."
+    )
+
+
+class LeasedFederated(BaseModel):
+    """The rounds of a federated job, as this domain's worker runs them."""
+
+    network_job_id: int
+    rounds: int
+    strategy: Literal["fedavg", "fedprox"]
+    mu: float
+    secure_aggregation: Literal["ckks", "none"]
+    round_timeout: float
 
 
 class AttemptIn(Strict):
     attempt: int = Field(ge=1)
+
+
+class FederatedUpdateQuery(AttemptIn):
+    """A worker's round update: its attempt, and what the network's UpdateQuery carries."""
+
+    samples: int = Field(ge=1)
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
 
 
 class HeartbeatOut(BaseModel):
@@ -470,3 +499,6 @@ class PrivacyBudgetOut(BaseModel):
     dataset: str
     spent: float
     budgets: list[PrivacyBudgetLine]
+
+
+LeasedJob.model_rebuild()

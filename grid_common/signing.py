@@ -9,6 +9,7 @@ the receiving route's decision.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 import requests
 from flask import current_app, request
 from nacl.exceptions import BadSignatureError
-from requests.adapters import HTTPAdapter
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,6 +35,7 @@ from grid_common.identity import (
     node_id_for,
     verify_key_from_text,
 )
+from grid_common.logs import PropagatingAdapter
 
 SCHEME = "GRID-SIG-V1"
 HEADER_NODE = "X-Grid-Node"
@@ -73,15 +74,16 @@ def sign_headers(
     *,
     method: str,
     target: str,
-    body: bytes,
     recipient: str,
+    body: bytes = b"",
+    digest: str | None = None,
     timestamp: int | None = None,
     nonce: str | None = None,
 ) -> dict[str, str]:
-    """The headers that make one call signed."""
+    """The headers that make one call signed; `digest` stands for a body hashed beforehand."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or secrets.token_urlsafe(18)
-    digest = hashlib.sha256(body).hexdigest()
+    digest = digest or hashlib.sha256(body).hexdigest()
     message = canonical_request(
         method=method,
         target=target,
@@ -111,37 +113,45 @@ class NodeAuth(requests.auth.AuthBase):
         self.recipient = recipient
 
     def __call__(self, prepared: requests.PreparedRequest) -> requests.PreparedRequest:
-        body = prepared.body
-        if body is None:
-            raw = b""
-        elif isinstance(body, bytes):
-            raw = body
-        elif isinstance(body, str):
-            raw = body.encode()
-        else:
-            raise TypeError("signed calls need an in-memory body (bytes or JSON), not a stream")
         parts = urlsplit(prepared.url or "")
         prepared.headers.update(
             sign_headers(
                 self.identity,
                 method=prepared.method or "GET",
                 target=request_target(parts.path or "/", parts.query),
-                body=raw,
+                digest=_body_digest(prepared.body),
                 recipient=self.recipient,
             )
         )
         return prepared
 
 
+def _body_digest(body: object) -> str:
+    """sha256 of a request body: bytes, text, or a seekable file (read once, then rewound)."""
+    if body is None:
+        return hashlib.sha256(b"").hexdigest()
+    if isinstance(body, bytes):
+        return hashlib.sha256(body).hexdigest()
+    if isinstance(body, str):
+        return hashlib.sha256(body.encode()).hexdigest()
+    if isinstance(body, io.IOBase) and body.seekable():
+        start = body.tell()
+        hasher = hashlib.file_digest(body, "sha256")  # type: ignore[arg-type]
+        body.seek(start)
+        return hasher.hexdigest()
+    raise TypeError("signed calls need bytes, JSON or a seekable file as their body")
+
+
 def signed_session() -> requests.Session:
     """A session for signed calls: it retries only when the connection failed before sending.
 
     A retried call reuses its nonce, which the receiver would refuse as a replay, so nothing
-    that may have reached the receiver is sent twice.
+    that may have reached the receiver is sent twice. Each call carries the id of the request
+    that caused it, so both nodes' logs show the same id.
     """
     session = requests.Session()
     retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.2)
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = PropagatingAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -165,6 +175,7 @@ class SignedCaller:
 
     node_id: str
     signing_key: str
+    body_digest: str
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -179,13 +190,17 @@ def verify_signature(
     method: str,
     target: str,
     headers: Mapping[str, str],
-    body: bytes,
+    body: bytes | None,
     recipient: str,
     nonces: NonceStore,
     window_s: int = DEFAULT_WINDOW_S,
     now: float | None = None,
 ) -> SignedCaller:
-    """Check a received call; raises SignatureError naming what is wrong."""
+    """Check a received call; raises SignatureError naming what is wrong.
+
+    With `body=None` the body is not checked here: the receiver streams it and compares its
+    sha256 with the caller's `body_digest` (see `check_streamed_body`).
+    """
     headers = {name.lower(): value for name, value in headers.items()}
     sender = _header(headers, HEADER_NODE)
     key_text = _header(headers, HEADER_KEY)
@@ -212,7 +227,7 @@ def verify_signature(
     if not (8 <= len(nonce) <= 64) or not set(nonce) <= _NONCE_CHARS:
         raise SignatureError("X-Grid-Nonce must be 8 to 64 URL-safe characters.", code="bad_nonce")
     digest = _header(headers, HEADER_DIGEST)
-    if digest != hashlib.sha256(body).hexdigest():
+    if body is not None and digest != hashlib.sha256(body).hexdigest():
         raise SignatureError("The body does not match its signed digest.", code="body_mismatch")
     try:
         signature = b64decode(_header(headers, HEADER_SIGNATURE), length=64)
@@ -232,7 +247,13 @@ def verify_signature(
     expires = datetime.fromtimestamp(timestamp + window_s + 1, UTC)
     if not nonces.remember(sender, nonce, expires):
         raise SignatureError("This signed call was already received.", code="replayed")
-    return SignedCaller(node_id=sender, signing_key=key_text)
+    return SignedCaller(node_id=sender, signing_key=key_text, body_digest=digest)
+
+
+def check_streamed_body(caller: SignedCaller, actual_digest: str) -> None:
+    """Refuse a streamed body whose sha256 is not the one its signature covers."""
+    if actual_digest != caller.body_digest:
+        raise SignatureError("The body does not match its signed digest.", code="body_mismatch")
 
 
 class SqlNonceStore:
@@ -270,11 +291,15 @@ class SignatureVerifier:
     window_s: int = DEFAULT_WINDOW_S
 
 
-def verify_flask_request() -> SignedCaller:
-    """Verify the current Flask request against the app's SignatureVerifier."""
+def verify_flask_request(*, streamed: bool = False) -> SignedCaller:
+    """Verify the current Flask request against the app's SignatureVerifier.
+
+    `streamed`: leave the body unread, for the view to stream and check with
+    `check_streamed_body`; otherwise the body is read (small bodies only) and checked here.
+    """
     verifier: SignatureVerifier = current_app.extensions["signatures"]
-    body = small_body()
-    if len(body) > JSON_BODY_LIMIT:
+    body = None if streamed else small_body()
+    if body is not None and len(body) > JSON_BODY_LIMIT:
         raise PayloadTooLarge(f"Signed bodies are limited to {JSON_BODY_LIMIT} bytes.")
     return verify_signature(
         method=request.method,

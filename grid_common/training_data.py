@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from grid_common.plan import Loss
+
+if TYPE_CHECKING:
+    from grid_common.schemas import DatasetSchema
 
 
 class TrainingDataError(ValueError):
@@ -26,6 +31,22 @@ def training_arrays(
     if isinstance(data, pd.DataFrame):
         return _from_table(data, label)
     return _from_arrays(data, label)
+
+
+def example_features(schema: DatasetSchema, label: str, rows: int = 4) -> np.ndarray:
+    """Zero features shaped as `training_arrays` would make them from data of this schema."""
+    columns = {c.name: c for c in schema.columns}
+    if label not in columns:
+        raise TrainingDataError(f"label {label!r} is not a column of the dataset")
+    others = [c for name, c in columns.items() if name != label]
+    if not others:
+        raise TrainingDataError(f"the dataset has no column besides the label {label!r}")
+    if schema.format in ("csv", "parquet"):
+        return np.zeros((rows, len(others)), dtype=np.float32)
+    if len(others) == 1:
+        return np.zeros((rows, *others[0].shape), dtype=np.float32)
+    width = sum(math.prod(c.shape) for c in others)
+    return np.zeros((rows, width), dtype=np.float32)
 
 
 def targets_for_loss(labels: np.ndarray, loss: Loss) -> np.ndarray:

@@ -9,23 +9,28 @@ from typing import Any
 from flask import Flask
 
 from grid_common.background import Background
+from grid_common.blobstore import BlobStore
 from grid_common.db import Database
 from grid_common.errors import register_error_handlers
 from grid_common.identity import load_or_create_identity
+from grid_common.observability import init_app as init_observability
 from grid_common.signing import SignatureVerifier, SqlNonceStore
-from network import migrate, routing
-from network.api import accounts, associations, health, index
+from network import console, migrate, routing
+from network.api import accounts, associations, federated, health, index
 from network.api.accounts import create_first_operator
 from network.auth import authorize_request
 from network.config import NetworkConfig
+from network.federated import close_due_rounds_task
 from network.health import check_domains
 from network.models import SeenNonce
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (health.bp, accounts.bp, associations.bp, index.bp, routing.bp)
+BLUEPRINTS = (health.bp, accounts.bp, associations.bp, index.bp, federated.bp, routing.bp)
 # How often each process looks for domains due a health check (each has its own interval).
 _HEALTH_TICK_S = 2.0
+# How often each process closes federated rounds whose deadline passed.
+_ROUND_TICK_S = 0.5
 
 
 def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -44,6 +49,7 @@ def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask
     database = Database(config.database_url)
     migrate.upgrade(database.engine)
     database.init_app(app)
+    app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
     identity = load_or_create_identity(config.data_dir)
     app.extensions["identity"] = identity
     app.extensions["signatures"] = SignatureVerifier(
@@ -53,12 +59,15 @@ def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask
     )
 
     register_error_handlers(app, max_upload_hint=" Raise it with GRID_MAX_UPLOAD_BYTES.")
+    init_observability(app, health.network_gauges)  # its hooks run before authorization
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    console.init_app(app)
     app.before_request(authorize_request)
 
     background = Background(app)
     background.add("health", min(config.health_interval_s, _HEALTH_TICK_S), check_domains)
+    background.add("rounds", _ROUND_TICK_S, close_due_rounds_task)
     app.extensions["background"] = background
 
     if config.operator_email and config.operator_password:

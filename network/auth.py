@@ -11,13 +11,15 @@ from sqlalchemy import exists, select
 
 from grid_common.accounts import bearer_token
 from grid_common.api import AUTHENTICATED, PUBLIC, SIGNED, route_spec
+from grid_common.console import SignInRequired, is_page, session_user_id
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from grid_common.security import decode_access_token
 from grid_common.signing import SignedCaller, verify_flask_request
-from network.models import Operator
+from network.models import Operator, RefreshToken
 
 OPERATOR = "operator"
+DATA_SCIENTIST = "data_scientist"
 SETUP_HINT = (
     "This network has no operator yet. Set GRID_OPERATOR_EMAIL and GRID_OPERATOR_PASSWORD "
     "before the first start, or POST {email, password} to /api/v1/setup once."
@@ -26,10 +28,19 @@ SETUP_HINT = (
 
 class Permission(StrEnum):
     MANAGE_ASSOCIATIONS = "manage_associations"
-    MANAGE_OPERATORS = "manage_operators"
+    MANAGE_ACCOUNTS = "manage_accounts"
+    SUBMIT_FEDERATED = "submit_federated"
+    MANAGE_FEDERATED = "manage_federated"
 
 
-ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {OPERATOR: frozenset(Permission)}
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    OPERATOR: frozenset(Permission),
+    DATA_SCIENTIST: frozenset({Permission.SUBMIT_FEDERATED}),
+}
+
+
+def has_permission(role: str, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,14 @@ def authenticate() -> Principal:
     return Principal(operator.id, operator.email, operator.role)
 
 
+def console_operator() -> Principal:
+    """The account signed in to the console with this request's session cookie."""
+    operator = db_session().get(Operator, session_user_id(db_session(), RefreshToken))
+    if operator is None or not operator.is_active:
+        raise SignInRequired("This operator account is unknown or deactivated.")
+    return Principal(operator.id, operator.email, operator.role)
+
+
 def authorize_request() -> None:
     """Runs before every view: the route's declared access decides who gets through."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -89,13 +108,14 @@ def authorize_request() -> None:
     if spec.permission == PUBLIC:
         return
     if spec.permission == SIGNED:
-        g.node = verify_flask_request()
+        g.node = verify_flask_request(streamed=spec.body_kind == "binary")
         return
     if not is_set_up(app):
         raise ServiceUnavailable(SETUP_HINT, code="setup_required")
-    g.operator = authenticate()
+    # A console page trusts only its session cookie, an API route only its bearer token.
+    g.operator = console_operator() if is_page(spec) else authenticate()
     if spec.permission == AUTHENTICATED:
         return
     permission = Permission(spec.permission)
-    if permission not in ROLE_PERMISSIONS.get(g.operator.role, frozenset()):
+    if not has_permission(g.operator.role, permission):
         raise Forbidden(f"Your role ({g.operator.role}) lacks the '{permission}' permission.")

@@ -110,6 +110,7 @@ class IndexedDataset(Base):
     # Tags as words for the full-text index (the JSON list above is what clients get).
     tags_text: Mapped[str] = mapped_column(Text, default="")
     schema: Mapped[dict[str, Any]]
+    label: Mapped[str | None] = mapped_column(String(200))
     row_count: Mapped[int]
     has_mock: Mapped[bool]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -145,3 +146,84 @@ class SeenNonce(Base):
     node_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class FederatedJob(Base):
+    """A model trained across domains in rounds; the network only ever sums its updates."""
+
+    __tablename__ = "federated_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submitter_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending_approval", index=True)
+    spec: Mapped[dict[str, Any]]
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    model_digest: Mapped[str] = mapped_column(String(64))
+    weights_digest: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[int]
+    slots: Mapped[int]
+    current_round: Mapped[int] = mapped_column(default=0)
+    # A FederatedParticipant's id, without a foreign key: the two tables refer to each other.
+    dealer_id: Mapped[int | None]
+    public_context_digest: Mapped[str | None] = mapped_column(String(64))
+    result_digest: Mapped[str | None] = mapped_column(String(64))
+    final_hash: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class FederatedParticipant(Base):
+    """One domain's dataset in a federated job, its owner's decision and its attestation."""
+
+    __tablename__ = "federated_participants"
+    __table_args__ = (UniqueConstraint("job_id", "association_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("federated_jobs.id", ondelete="CASCADE"))
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="invited")
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    sealed_context_digest: Mapped[str | None] = mapped_column(String(64))
+    samples: Mapped[int | None]
+    rounds_reported: Mapped[int] = mapped_column(default=0)
+    attested_hash: Mapped[str | None] = mapped_column(String(64))
+    attested_at: Mapped[datetime | None]
+
+
+class FederatedRound(Base):
+    """One round: open until all report, or the deadline passes with a quorum."""
+
+    __tablename__ = "federated_rounds"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("federated_jobs.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    status: Mapped[str] = mapped_column(String(8), default="open", index=True)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    aggregate_digest: Mapped[str | None] = mapped_column(String(64))
+    samples: Mapped[int] = mapped_column(default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FederatedUpdate(Base):
+    """An update the network added to a round's aggregate: who, how many rows, their metrics."""
+
+    __tablename__ = "federated_updates"
+    __table_args__ = (UniqueConstraint("round_id", "participant_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("federated_rounds.id", ondelete="CASCADE"))
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("federated_participants.id", ondelete="CASCADE")
+    )
+    samples: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 from grid_common.api import PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import ApiError, NotFound
+from grid_common.logs import request_id_headers
 from network.api.common import config
 from network.models import Association
 
@@ -145,6 +146,7 @@ def _forward_headers() -> dict[str, str]:
     forwarded = request.headers.get("X-Forwarded-For")
     address = request.remote_addr or ""
     headers["X-Forwarded-For"] = f"{forwarded}, {address}" if forwarded else address
+    headers.update(request_id_headers())  # this hop's id, which replaces a malformed one
     return headers
 
 

@@ -128,6 +128,7 @@ class Hit:
     description: str
     tags: list[str]
     schema: dict[str, Any]
+    label: str | None
     row_count: int
     has_mock: bool
     updated_at: datetime
@@ -137,7 +138,7 @@ class Hit:
 _COLUMNS = (
     "a.domain_id AS domain_id, a.name AS domain_name, a.url AS domain_url, a.online AS online, "
     "d.name AS name, d.description AS description, d.tags AS tags, d.schema AS schema, "
-    "d.row_count AS row_count, d.has_mock AS has_mock, d.updated_at AS updated_at"
+    "d.label AS label, d.row_count AS row_count, d.has_mock AS has_mock, d.updated_at AS updated_at"
 )
 _TYPES: dict[str, TypeEngine[Any]] = {
     "domain_id": String(),
@@ -148,6 +149,7 @@ _TYPES: dict[str, TypeEngine[Any]] = {
     "description": Text(),
     "tags": JSON(),
     "schema": JSON(),
+    "label": String(),
     "row_count": Integer(),
     "has_mock": Boolean(),
     "updated_at": UtcDateTime(),

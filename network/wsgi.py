@@ -2,8 +2,10 @@
 
 import gc
 
+from grid_common.logs import configure_logging
 from network.app import create_app
 
+configure_logging()
 app = create_app()
 if app.config["GRID"].background:
     app.extensions["background"].start_in_forked_workers()

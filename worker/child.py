@@ -1,8 +1,9 @@
 """The training child: a warm process that takes one job, trains it within its limits, and exits.
 
 Parent side: `WarmChild.start()` spawns `python -m worker.child`, which imports torch and the
-training code and then waits for one spec line on stdin; `WarmChild.run()` sends the spec and
+training code and then waits for a spec line on stdin; `WarmChild.run()` sends the spec and
 turns the child's JSON lines (events, then the outcome) and its exit into a `TrainingOutcome`.
+A federated job trains once per round in the same child (`keep=True`), under one set of limits.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def spec_to_json(spec: TrainingSpec) -> dict[str, Any]:
         },
         "output_dir": str(spec.output_dir.absolute()),
         "device": spec.device,
+        "proximal_mu": spec.proximal_mu,
     }
 
 
@@ -97,6 +99,7 @@ def spec_from_json(data: dict[str, Any]) -> TrainingSpec:
         limits=TrainingLimits(**data["limits"]),
         output_dir=Path(data["output_dir"]),
         device=data.get("device", "cpu"),
+        proximal_mu=float(data.get("proximal_mu", 0.0)),
     )
 
 
@@ -162,6 +165,8 @@ class WarmChild:
         self.threads = threads
         self.ready = False
         self.used = False
+        self.kept = False
+        self.cpu_before_job = 0.0
         self.cancel_grace = CANCEL_GRACE
         assert process.stdout is not None and process.stderr is not None
         self._lines = _Lines(process.stdout)
@@ -237,46 +242,55 @@ class WarmChild:
         spec: TrainingSpec,
         on_event: Callable[[TrainingEvent], None],
         should_cancel: Callable[[], bool] = lambda: False,
+        *,
+        keep: bool = False,
     ) -> TrainingOutcome:
-        """Train `spec` in the child and return how it ended; the child is gone afterwards.
+        """Train `spec` in the child and return how it ended; the child is gone afterwards,
+        unless `keep` is set and it finished cleanly: then it waits for the next spec.
 
         Cancelling asks the child to stop at its next step and kills it after a short grace;
-        the wall-clock limit kills it outright. The child is always reaped.
+        the wall-clock limit kills it outright. A child that is not kept is always reaped.
         """
-        if self.used:
+        if self.used and not self.kept:
             raise ChildError("a training process runs one job only; start a new one")
-        self.used = True
+        self.used, self.kept = True, False
         try:
             self.wait_ready()
-            return self._run(spec, on_event, should_cancel)
+            outcome = self._run(spec, on_event, should_cancel, keep)
+            self.kept = keep and self.process.poll() is None and outcome.status == "completed"
+            return outcome
         finally:
-            if self.process.poll() is None:
-                self.kill()
-            self._reap()
+            if not self.kept:
+                if self.process.poll() is None:
+                    self.kill()
+                self._reap()
 
     def _run(
         self,
         spec: TrainingSpec,
         on_event: Callable[[TrainingEvent], None],
         should_cancel: Callable[[], bool],
+        keep: bool,
     ) -> TrainingOutcome:
         assert self.process.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # a child that died already is reported below
             self.process.stdin.write(json.dumps(spec_to_json(spec)).encode() + b"\n")
-            self.process.stdin.close()
+            self.process.stdin.flush()
+            if not keep:
+                self.process.stdin.close()
         wall = spec.limits.wall_seconds
         deadline = time.monotonic() + wall
         outcome: TrainingOutcome | None = None
         verdict: TrainingOutcome | None = None
         cancel_asked: float | None = None
-        cpu_before_job = 0.0
-        while not self._lines.eof:
+        cpu_before_job = self.cpu_before_job
+        while not self._lines.eof and not (keep and outcome is not None):
             for message in self._lines.read(POLL_INTERVAL):
                 kind = message.get("type")
                 if kind == "event":
                     on_event(TrainingEvent(kind=message["kind"], data=message["data"]))
                 elif kind == "started":
-                    cpu_before_job = float(message["cpu_seconds"])
+                    cpu_before_job = self.cpu_before_job = float(message["cpu_seconds"])
                 elif kind == "outcome":
                     outcome = outcome_from_json(message["outcome"])
             if verdict is not None:
@@ -292,6 +306,8 @@ class WarmChild:
             elif cancel_asked is not None and now - cancel_asked > self.cancel_grace:
                 self._kill_group()
                 verdict = TrainingOutcome(status="cancelled", reason="cancelled")
+        if keep and outcome is not None and verdict is None:
+            return outcome
         cpu = self._reap() - cpu_before_job
         if verdict is not None:
             return verdict
@@ -349,6 +365,7 @@ class WarmChild:
         """Kill the child and everything it started, and reap it."""
         self._kill_group()
         self._reap()
+        self.kept = False
 
 
 # -- the child's side ----------------------------------------------------------------------
@@ -455,23 +472,26 @@ def main() -> None:
         send({"type": "event", "kind": event.kind, "data": event.data})
 
     send({"type": "ready"})
-    line = sys.stdin.readline()
-    if not line.strip():
-        return  # the parent shut us down before giving us a job
-    spec = spec_from_json(json.loads(line))
-    _prepare_gpu(spec.device, spec.limits.memory_mb)
-    send({"type": "started", "cpu_seconds": _apply_limits(spec.limits)})
-    started = time.process_time()
-    try:
-        outcome = training.train(spec, emit, stop.is_set)
-    except Exception as e:
-        if not training.is_out_of_memory(e):
-            raise
-        outcome = TrainingOutcome(
-            status="failed", reason=training.out_of_memory_reason(spec.limits.memory_mb)
-        )
-    outcome.metrics.setdefault("cpu_seconds", round(time.process_time() - started, 3))
-    send({"type": "outcome", "outcome": outcome_to_json(outcome)})
+    limited = False
+    # One spec per line; a federated job sends one per round. The first one's limits hold for
+    # all of them, and end of input (the parent closing stdin) ends the process.
+    while (line := sys.stdin.readline()).strip():
+        spec = spec_from_json(json.loads(line))
+        if not limited:
+            _prepare_gpu(spec.device, spec.limits.memory_mb)
+            send({"type": "started", "cpu_seconds": _apply_limits(spec.limits)})
+            limited = True
+        started = time.process_time()
+        try:
+            outcome = training.train(spec, emit, stop.is_set)
+        except Exception as e:
+            if not training.is_out_of_memory(e):
+                raise
+            outcome = TrainingOutcome(
+                status="failed", reason=training.out_of_memory_reason(spec.limits.memory_mb)
+            )
+        outcome.metrics.setdefault("cpu_seconds", round(time.process_time() - started, 3))
+        send({"type": "outcome", "outcome": outcome_to_json(outcome)})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 from grid_cli.http import HttpSession
 from grid_cli.upload import multipart_body
+from grid_common.federated_schemas import ParticipantState, RoundOut
 from grid_common.schemas import HeartbeatOut, JobOut, LeasedJob
 from worker.spec import TrainingEvent
 
@@ -82,6 +83,43 @@ class DomainWorkerApi:
             json={"status": status, "reason": reason},
         )
         return JobOut.model_validate(response.json())
+
+    # --- federated jobs: the domain speaks for its worker to the network ------------------------
+
+    def federated_state(self, job_id: int, attempt: int) -> ParticipantState:
+        response = self.http.request(
+            "GET", f"{API}/jobs/{job_id}/federated/state", params={"attempt": attempt}
+        )
+        return ParticipantState.model_validate(response.json())
+
+    def federated_context(self, job_id: int, attempt: int) -> bytes:
+        response = self.http.request(
+            "GET", f"{API}/jobs/{job_id}/federated/context", params={"attempt": attempt}
+        )
+        return response.content
+
+    def federated_aggregate(self, job_id: int, attempt: int, number: int, dest: Path) -> int:
+        """A closed round's aggregate into `dest`; returns the rows behind it."""
+        response = self.http.request(
+            "GET",
+            f"{API}/jobs/{job_id}/federated/rounds/{number}/aggregate",
+            params={"attempt": attempt},
+        )
+        dest.write_bytes(response.content)
+        return int(response.headers.get("X-Grid-Samples", "0"))
+
+    def federated_update(
+        self, job_id: int, attempt: int, number: int, update: Path, query: dict[str, Any]
+    ) -> RoundOut:
+        with update.open("rb") as body:
+            response = self.http.request(
+                "PUT",
+                f"{API}/jobs/{job_id}/federated/rounds/{number}/update",
+                params={"attempt": attempt, **query},
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        return RoundOut.model_validate(response.json())
 
     def close(self) -> None:
         self.http.close()

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grid_cli.http import GridError
+from grid_common import he
 from grid_common.schemas import LeasedJob
 from worker.child import ChildError, WarmChild
 from worker.domain_api import DomainWorkerApi
+from worker.federated import FederatedRun
 from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome, TrainingSpec
 
 log = logging.getLogger("grid.worker")
@@ -145,7 +147,7 @@ class Worker:
                     outcome = TrainingOutcome("failed", f"could not fetch the job's inputs: {exc}")
                 else:
                     try:
-                        outcome = child.run(spec, attempt.on_event, attempt.should_stop)
+                        outcome = self._train(leased, spec, child, attempt)
                     except ChildError as exc:
                         # The worker's own fault, not the job's: let the lease run out, so
                         # the job goes back to the queue for another attempt.
@@ -162,6 +164,20 @@ class Worker:
             return outcome
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _train(
+        self, leased: LeasedJob, spec: TrainingSpec, child: WarmChild, attempt: _Attempt
+    ) -> TrainingOutcome:
+        if leased.federated is None:
+            return child.run(spec, attempt.on_event, attempt.should_stop)
+        try:
+            return FederatedRun(
+                self.api, leased, spec, child, attempt.on_event, attempt.should_stop
+            ).run()
+        except (GridError, he.UpdateError) as exc:
+            return TrainingOutcome("failed", f"federated round failed: {exc}")
+        finally:
+            child.kill()  # kept alive between rounds; done now
 
     def _prepare(self, leased: LeasedJob, job_dir: Path) -> TrainingSpec:
         base = f"/jobs/{leased.job_id}"

@@ -39,6 +39,7 @@ class TrainingSpec:
     limits: TrainingLimits
     output_dir: Path
     device: str = "cpu"
+    proximal_mu: float = 0.0  # FedProx: weight of ||w - w_start||^2 / 2 added to the loss
 
 
 EventKind = Literal["progress", "log"]

@@ -380,7 +380,10 @@ class _Run:
         y_val: torch.Tensor,
     ) -> TrainingOutcome:
         plan = self.plan
-        optimizer = self._optimizer(list(module.parameters()))
+        params = list(module.parameters())
+        optimizer = self._optimizer(params)
+        mu = self.spec.proximal_mu
+        anchor = [p.detach().clone() for p in params] if mu > 0 else []
         generator = torch.Generator().manual_seed(plan.seed)
         x, y = x.to(self.device), y.to(self.device)
         n = len(x)
@@ -401,6 +404,10 @@ class _Run:
                 value = loss.item()
                 self._check_loss(value, epoch, step)
                 optimizer.zero_grad(set_to_none=True)
+                if anchor:
+                    # FedProx: keep the local model near the round's global one.
+                    drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                    loss = loss + mu / 2 * drift
                 loss.backward()
                 optimizer.step()
                 total_steps += 1

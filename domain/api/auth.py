@@ -56,6 +56,17 @@ def _check_rate_limit(email: str, address: str) -> None:
     response=TokenPair,
 )
 def login(body: LoginIn) -> TokenPair:
+    user = check_credentials(body)
+    tokens = _issue_tokens(user)
+    db_session().commit()
+    return tokens
+
+
+def check_credentials(body: LoginIn, via: str = "api") -> User:
+    """The active account these credentials open, its sign-in audited; the caller commits.
+
+    A failure is counted towards the sign-in limits, audited and committed, then refused.
+    """
     session = db_session()
     email, address = body.email.lower(), client_address()
     _check_rate_limit(email, address)
@@ -68,10 +79,11 @@ def login(body: LoginIn) -> TokenPair:
         session.commit()
         raise Unauthorized("Wrong email or password.", code="bad_credentials")
     session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-    tokens = _issue_tokens(user)
-    audit.append(session, actor=email, action="auth.login", target=email, address=address)
-    session.commit()
-    return tokens
+    details = {"via": via} if via != "api" else None
+    audit.append(
+        session, actor=email, action="auth.login", target=email, address=address, details=details
+    )
+    return user
 
 
 @route(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app
-from safetensors import SafetensorError, safe_open
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
@@ -16,7 +14,7 @@ from domain.config import DomainConfig
 from domain.models import AccessRequest, Dataset
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
-from grid_common.errors import NotFound, Unprocessable
+from grid_common.errors import NotFound
 
 T = TypeVar("T")
 
@@ -63,16 +61,3 @@ def release_blobs(session: Session, digests: set[str]) -> None:
             session.scalar(in_requests.limit(1)) is None
         ):
             blobs().delete(digest)
-
-
-def check_safetensors(path: Path, part: str) -> None:
-    """Refuse an uploaded part that is not a safetensors file holding at least one tensor."""
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            has_tensors = bool(list(handle.keys()))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise Unprocessable(
-            f"The '{part}' part is not a safetensors file: {exc}", code="invalid_weights"
-        ) from None
-    if not has_tensors:
-        raise Unprocessable(f"The '{part}' file holds no tensors.", code="invalid_weights")

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, send_file
 from sqlalchemy import ColumnElement, select
 
-from domain import jobs, registry_writes
+from domain import federated, jobs, registry_writes
 from domain.api.common import blobs, record
 from domain.auth import Principal, current_user
 from domain.models import AccessRequest, Job, JobEvent, RequestDataset, User, Worker
@@ -17,6 +17,7 @@ from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, Forbidden, NotFound
 from grid_common.schemas import (
+    JOB_KINDS,
     JobEventList,
     JobEventOut,
     JobEventQuery,
@@ -42,16 +43,18 @@ _JOBS_SHOWN = (
         _REQUESTS.c.plan,
         _REQUESTS.c.reason,
         _REQUESTS.c.created_at,
+        _REQUESTS.c.kind,
+        _REQUESTS.c.requester_label,
         _REQUESTER.c.email.label("requester_email"),
         _JOBS,
         _WORKERS.c.name.label("worker_name"),
         _NAMES.c.dataset_name,
     )
-    .join_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
+    .outerjoin_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
     .outerjoin(_JOBS, _JOBS.c.id == _REQUESTS.c.id)
     .outerjoin(_WORKERS, _WORKERS.c.id == _JOBS.c.worker_id)
     .outerjoin(_NAMES, _NAMES.c.request_id == _REQUESTS.c.id)
-    .where(_REQUESTS.c.kind == "job")
+    .where(_REQUESTS.c.kind.in_(JOB_KINDS))
     .order_by(_REQUESTS.c.id, _NAMES.c.dataset_name)
 )
 
@@ -75,8 +78,9 @@ def load_jobs(*where: ColumnElement[bool]) -> list[JobOut]:
             has_job = row.status is not None
             shown[row.id] = JobOut(
                 id=row.id,
+                kind=row.kind,
                 status=_status(row),
-                requester=row.requester_email,
+                requester=row.requester_email or row.requester_label,
                 datasets=[],
                 plan=row.plan,
                 reason=row.reason,
@@ -220,6 +224,7 @@ def release_result(job_id: int) -> JobOut:
         job.released_by = current_user().id
         record(session, "results.released", f"job:{job_id}", digest=job.result_digest)
         session.commit()
+        federated.report_soon(job_id)  # a federated result goes on to the network
     return job_out(job_id)
 
 

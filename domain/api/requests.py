@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 
 from flask import Blueprint, request
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from domain import jobs, privacy
-from domain.api.common import blobs, check_safetensors, record
+from domain import federated, jobs, privacy
+from domain.api.common import blobs, record
 from domain.api.settings import load_settings
 from domain.auth import Principal, current_user
 from domain.models import AccessRequest, Dataset, RequestDataset, User
@@ -19,9 +18,9 @@ from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
-from grid_common.model_archive import ModelArchiveError, inspect_archive
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
+    JOB_KINDS,
     AccessRequestIn,
     ApprovalIn,
     AutoApprovalRule,
@@ -31,6 +30,7 @@ from grid_common.schemas import (
     RequestOut,
     RequestQuery,
 )
+from grid_common.uploads import check_model_archive, check_safetensors
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1/requests")
 
@@ -46,7 +46,7 @@ _REQUESTS_SHOWN = (
         _DECIDER.c.email.label("decider_email"),
         _NAMES.c.dataset_name,
     )
-    .join_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
+    .outerjoin_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
     .outerjoin(_DECIDER, _DECIDER.c.id == _REQUESTS.c.decided_by)
     .outerjoin(_NAMES, _NAMES.c.request_id == _REQUESTS.c.id)
     .order_by(_REQUESTS.c.id, _NAMES.c.dataset_name)
@@ -62,7 +62,7 @@ def load_requests(*where: ColumnElement[bool]) -> list[RequestOut]:
                 id=row.id,
                 kind=row.kind,
                 status=row.status,
-                requester=row.requester_email,
+                requester=row.requester_email or row.requester_label,
                 datasets=[],
                 reason=row.reason,
                 decision_reason=row.decision_reason,
@@ -97,14 +97,15 @@ def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
     return [found[n] for n in unique]
 
 
-def _rule_matches(
+def rule_matches(
     rule: AutoApprovalRule,
-    user: Principal,
+    requester_email: str | None,
     kind: str,
     datasets: list[Dataset],
     plan: TrainingPlan | None,
 ) -> bool:
-    if rule.data_scientist is not None and rule.data_scientist.lower() != user.email:
+    """Whether an auto-approval rule covers a request; a network's requester has no local email."""
+    if rule.data_scientist is not None and rule.data_scientist.lower() != requester_email:
         return False
     if rule.kind is not None and rule.kind != kind:
         return False
@@ -113,7 +114,7 @@ def _rule_matches(
     return rule.max_epochs is None or (plan is not None and plan.epochs <= rule.max_epochs)
 
 
-def _start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
+def start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
     """Queue an approved job request, charging its epsilon; refused if a budget ran out since."""
     plan = TrainingPlan.model_validate(item.plan)
     datasets = jobs.request_datasets(session, item)
@@ -160,7 +161,7 @@ def _file_request(
     )
     settings = load_settings(session)
     rules = settings.auto_approval
-    matched = next((r for r in rules if _rule_matches(r, user, kind, datasets, plan)), None)
+    matched = next((r for r in rules if rule_matches(r, user.email, kind, datasets, plan)), None)
     if matched is not None:
         item.status, item.auto_approved = "approved", True
         item.decided_at = datetime.now(UTC)
@@ -173,7 +174,7 @@ def _file_request(
         )
         if kind == "job":
             approval = jobs.Approval(settings.job_limits, matched.release_on_completion)
-            _start_job(session, item, approval)
+            start_job(session, item, approval)
     session.commit()
     return item
 
@@ -193,14 +194,6 @@ def file_access_request(body: AccessRequestIn) -> RequestOut:
     datasets = _datasets_named(session, body.datasets)
     item = _file_request(session, kind="access", reason=body.reason, datasets=datasets)
     return _load_request(item.id)
-
-
-def _check_model_archive(path: Path) -> None:
-    # Read as zip directory and JSON only: nothing in it is unpickled or run here.
-    try:
-        inspect_archive(path)
-    except ModelArchiveError as exc:
-        raise Unprocessable(f"The 'model' part is refused: {exc}", code="invalid_model") from None
 
 
 @route(
@@ -233,7 +226,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
         for field, file in parts.items():
             staged[field] = stack.enter_context(blobs().staging())
             file.save(staged[field])
-        _check_model_archive(staged["model"])
+        check_model_archive(staged["model"])
         check_safetensors(staged["weights"], "weights")
         model_digest, _, _ = blobs().commit(staged["model"])
         weights_digest, _, _ = blobs().commit(staged["weights"])
@@ -289,16 +282,18 @@ def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
     item.decided_by, item.decided_at = current_user().id, datetime.now(UTC)
     details: dict[str, object] = {"reason": body.reason}
     if isinstance(body, ApprovalIn):
-        if item.kind != "job" and (body.limits is not None or body.release_on_completion):
+        if item.kind not in JOB_KINDS and (body.limits is not None or body.release_on_completion):
             raise Unprocessable("Limits and release_on_completion apply to job requests only.")
-        if item.kind == "job":
+        if item.kind in JOB_KINDS:
             limits = body.limits or load_settings(session).job_limits
-            _start_job(session, item, jobs.Approval(limits, body.release_on_completion))
+            start_job(session, item, jobs.Approval(limits, body.release_on_completion))
             details.update(
                 limits=limits.model_dump(), release_on_completion=body.release_on_completion
             )
     record(session, f"requests.{status}", f"request:{item.id}", **details)
     session.commit()
+    if item.kind == "federated":
+        federated.report_soon(item.id)
     return _load_request(item.id)
 
 

@@ -6,28 +6,33 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request, send_file
+from sqlalchemy.orm import Session
 
-from domain import jobs
-from domain.api.common import blobs, check_safetensors, config
+from domain import federated, jobs
+from domain.api.common import blobs, config
 from domain.api.jobs import job_out
 from domain.auth import WORKER, current_worker
 from domain.models import AccessRequest, Dataset, Job, Worker
 from grid_common.api import route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.federated_schemas import Invitation, ParticipantState, RoundOut
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     AttemptFailure,
     AttemptIn,
+    FederatedUpdateQuery,
     HeartbeatOut,
     JobEventBatch,
     JobLimits,
     JobOut,
     LeasedDataset,
+    LeasedFederated,
     LeasedJob,
     ResultForm,
     WorkerHello,
 )
+from grid_common.uploads import check_safetensors
 
 bp = Blueprint("worker_api", __name__, url_prefix="/api/v1/worker")
 
@@ -84,6 +89,7 @@ def lease(body: WorkerHello) -> LeasedJob | None:
         session.commit()
         return None
     leased = LeasedJob(
+        federated=_leased_federated(session, job.id),
         job_id=job.id,
         attempt=job.attempt,
         lease_seconds=lease_s,
@@ -225,6 +231,7 @@ def deliver_result(job_id: int, attempt: int, body: ResultForm) -> JobOut:
         digest, _, _ = blobs().commit(staged)
     jobs.complete(session, job, digest, body.metrics, _actor())
     session.commit()
+    federated.report_soon(job_id)  # a federated job attests its final model's hash
     return job_out(job_id)
 
 
@@ -243,3 +250,101 @@ def report_failure(job_id: int, attempt: int, body: AttemptFailure) -> JobOut:
     jobs.fail(session, job, body.status, body.reason, _actor())
     session.commit()
     return job_out(job_id)
+
+
+# --- federated jobs: the worker reaches the network through its domain --------------------------
+
+
+def _leased_federated(session: Session, job_id: int) -> LeasedFederated | None:
+    participation = federated.participation_of(session, job_id)
+    if participation is None:
+        return None
+    invitation = Invitation.model_validate(participation.invitation)
+    return LeasedFederated(
+        network_job_id=invitation.network_job_id,
+        rounds=invitation.rounds,
+        strategy=invitation.strategy,
+        mu=invitation.mu,
+        secure_aggregation=invitation.secure_aggregation,
+        round_timeout=invitation.round_timeout,
+    )
+
+
+def _network_of_lease(job_id: int, attempt: int) -> federated.FederatedNetwork:
+    """The network of a federated job this worker holds; the transaction ends before calls out."""
+    session = db_session()
+    job = session.get(Job, job_id)
+    if (
+        job is None
+        or job.status != "running"
+        or job.worker_id != current_worker().id
+        or job.attempt != attempt
+    ):
+        raise Conflict(
+            f"This worker no longer holds job {job_id} attempt {attempt}; stop working on it.",
+            code="lease_lost",
+        )
+    network = federated.network_for_job(session, job_id)
+    session.commit()
+    return network
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/federated/state",
+    permission=WORKER,
+    summary="Where the federated job stands at its network (the dealer deals keys on the way)",
+    query=AttemptIn,
+    response=ParticipantState,
+)
+def federated_state(job_id: int, query: AttemptIn) -> ParticipantState:
+    return federated.state_for_worker(_network_of_lease(job_id, query.attempt))
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/federated/context",
+    permission=WORKER,
+    summary="The job's secret CKKS context, unsealed by this domain for its worker",
+    query=AttemptIn,
+    response_kind="binary",
+)
+def federated_context(job_id: int, query: AttemptIn) -> Response:
+    context = federated.secret_context(_network_of_lease(job_id, query.attempt))
+    return Response(context, mimetype="application/octet-stream")
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/federated/rounds/<int:number>/aggregate",
+    permission=WORKER,
+    summary="A closed round's aggregate, still encrypted; X-Grid-Samples says its weight",
+    query=AttemptIn,
+    response_kind="binary",
+)
+def federated_aggregate(job_id: int, number: int, query: AttemptIn) -> Response:
+    aggregate, samples = federated.fetch_aggregate(_network_of_lease(job_id, query.attempt), number)
+    response = Response(aggregate, mimetype="application/octet-stream")
+    response.headers["X-Grid-Samples"] = str(samples)
+    return response
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/federated/rounds/<int:number>/update",
+    methods=["PUT"],
+    permission=WORKER,
+    summary="The worker's encrypted update for a round; the domain signs and forwards it",
+    query=FederatedUpdateQuery,
+    body_kind="binary",
+    response=RoundOut,
+)
+def federated_update(job_id: int, number: int, query: FederatedUpdateQuery) -> RoundOut:
+    network = _network_of_lease(job_id, query.attempt)
+    params = query.model_dump(exclude={"attempt"}, exclude_none=True)
+    with blobs().staging() as staged:
+        with staged.open("wb") as out:
+            while chunk := request.stream.read(1 << 20):
+                out.write(chunk)
+        answer = federated.send_update(network, number, staged, params)
+    return RoundOut.model_validate(answer)

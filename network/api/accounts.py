@@ -1,4 +1,4 @@
-"""Operator accounts: first-run setup, sign-in with refresh rotation, more operators."""
+"""Accounts: first-run setup, sign-in with refresh rotation, operators and data scientists."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from grid_common import accounts
 from grid_common.api import AUTHENTICATED, PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, Unauthorized
-from grid_common.network_schemas import OperatorCreate
+from grid_common.network_schemas import AccountCreate
 from grid_common.schemas import LoginIn, RefreshIn, SetupIn, TokenPair, UserList, UserOut
 from grid_common.security import hash_password, verify_password
 from network.api.common import config
@@ -27,7 +27,7 @@ def operator_out(operator: Operator) -> UserOut:
     return UserOut(
         id=operator.id,
         email=operator.email,
-        role="operator",
+        role=operator.role,  # type: ignore[arg-type]
         is_active=operator.is_active,
         created_at=operator.created_at,
         permissions=sorted(p.value for p in ROLE_PERMISSIONS[operator.role]),
@@ -54,17 +54,17 @@ def _tokens_for(session: Session, operator: Operator) -> TokenPair:
     )
 
 
-def add_operator(session: Session, email: str, password: str) -> Operator:
+def add_operator(session: Session, email: str, password: str, role: str = OPERATOR) -> Operator:
     email = email.strip().lower()
     if session.scalar(select(exists().where(Operator.email == email))):
-        raise Conflict(f"An operator {email} already exists.", code="duplicate_email")
-    operator = Operator(email=email, role=OPERATOR, password_hash=hash_password(password))
+        raise Conflict(f"An account {email} already exists.", code="duplicate_email")
+    operator = Operator(email=email, role=role, password_hash=hash_password(password))
     session.add(operator)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise Conflict(f"An operator {email} already exists.", code="duplicate_email") from None
+        raise Conflict(f"An account {email} already exists.", code="duplicate_email") from None
     return operator
 
 
@@ -111,6 +111,14 @@ def setup(body: SetupIn) -> UserOut:
     response=TokenPair,
 )
 def login(body: LoginIn) -> TokenPair:
+    session = db_session()
+    tokens = _tokens_for(session, check_credentials(body))
+    session.commit()
+    return tokens
+
+
+def check_credentials(body: LoginIn) -> Operator:
+    """The active account these credentials open; failures count towards the sign-in limits."""
     cfg = config()
     session = db_session()
     email, address = body.email.lower(), client_address()
@@ -133,9 +141,7 @@ def login(body: LoginIn) -> TokenPair:
         session.commit()
         raise Unauthorized("Wrong email or password.", code="bad_credentials")
     session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-    tokens = _tokens_for(session, operator)
-    session.commit()
-    return tokens
+    return operator
 
 
 @route(
@@ -184,9 +190,9 @@ def me() -> UserOut:
 
 @route(
     bp,
-    "/operators",
-    permission=Permission.MANAGE_OPERATORS,
-    summary="The network's operator accounts",
+    "/accounts",
+    permission=Permission.MANAGE_ACCOUNTS,
+    summary="The network's accounts: operators and data scientists",
     response=UserList,
 )
 def list_operators() -> UserList:
@@ -196,13 +202,13 @@ def list_operators() -> UserList:
 
 @route(
     bp,
-    "/operators",
+    "/accounts",
     methods=["POST"],
-    permission=Permission.MANAGE_OPERATORS,
-    summary="Add an operator account",
-    body=OperatorCreate,
+    permission=Permission.MANAGE_ACCOUNTS,
+    summary="Add an operator or a data scientist (who may submit federated jobs)",
+    body=AccountCreate,
     response=UserOut,
     status=201,
 )
-def create_operator(body: OperatorCreate) -> UserOut:
-    return operator_out(add_operator(db_session(), body.email, body.password))
+def create_account(body: AccountCreate) -> UserOut:
+    return operator_out(add_operator(db_session(), body.email, body.password, body.role))

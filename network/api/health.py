@@ -1,16 +1,25 @@
-"""Liveness, the node's public identity, and the OpenAPI document."""
+"""Liveness, readiness, metrics, the node's public identity, and the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, get_args
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client.core import Metric
+from sqlalchemy import func, select
 
+from grid_common import observability
 from grid_common.api import PUBLIC, build_openapi, route
-from grid_common.network_schemas import NodeInfo
+from grid_common.blobstore import BlobStore
+from grid_common.db import Database, db_session
+from grid_common.network_schemas import AssociationStatus, NodeInfo
+from grid_common.observability import Readiness, ReadyQuery, counts_by, gauge
 from grid_common.schemas import Health
+from network import migrate
 from network.api.common import config, identity
 from network.auth import is_set_up
+from network.models import Association, IndexedDataset
 
 bp = Blueprint("health", __name__)
 
@@ -19,6 +28,69 @@ bp = Blueprint("health", __name__)
 def healthz() -> Health:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return Health(node=config().name, kind="network", setup_required=not is_set_up(app))
+
+
+@route(
+    bp,
+    "/readyz",
+    permission=PUBLIC,
+    summary="Ready for traffic: database migrated, blob store writable, chain reachable (when "
+    "configured); 503 names the checks that failed",
+    query=ReadyQuery,
+    response=Readiness,
+)
+def readyz(query: ReadyQuery) -> Response:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    database: Database = app.extensions["database"]
+    blobs: BlobStore = app.extensions["blobs"]
+    checks: dict[str, Callable[[], None]] = {
+        "database": observability.check_database(database.engine, migrate.MIGRATIONS),
+        "blobs": observability.check_writable(blobs.tmp, "blob store"),
+    }
+    chain_rpc_url: str = getattr(config(), "chain_rpc_url", "")
+    if chain_rpc_url:
+        checks["chain"] = observability.check_chain(chain_rpc_url)
+    return observability.readiness(checks, query.skip)
+
+
+@route(
+    bp,
+    "/metrics",
+    permission=PUBLIC,
+    summary="Prometheus metrics: requests, domains, indexed datasets, federated jobs and rounds "
+    "(counts only)",
+)
+def metrics() -> Response:
+    return observability.render_metrics(network_gauges)
+
+
+def network_gauges() -> Iterable[Metric]:
+    """Read at scrape time, so every replica and process reports the same numbers."""
+    session = db_session()
+    domains = gauge("grid_domains", "Domain associations by status.", ["status"])
+    by_status = dict.fromkeys(get_args(AssociationStatus), 0)
+    rows = select(Association.status, func.count()).group_by(Association.status)
+    by_status.update({status: count for status, count in session.execute(rows)})
+    for status, count in by_status.items():
+        domains.add_metric([status], count)
+    online = gauge("grid_domains_online", "Approved domains that answered their last check.")
+    online.add_metric(
+        [],
+        session.scalar(
+            select(func.count()).where(Association.status == "approved", Association.online)
+        )
+        or 0,
+    )
+    datasets = gauge("grid_indexed_datasets", "Datasets in the search index.")
+    datasets.add_metric([], session.scalar(select(func.count(IndexedDataset.id))) or 0)
+    jobs = gauge("grid_federated_jobs", "Federated jobs by status.", ["status"])
+    for status, count in counts_by(session, "federated_jobs").items():
+        jobs.add_metric([status], count)
+    rounds = gauge("grid_federated_rounds", "Federated rounds by status.", ["status"])
+    for status, count in counts_by(session, "federated_rounds").items():
+        rounds.add_metric([status], count)
+    session.close()  # a scrape must not hold a connection after it
+    return [domains, online, datasets, jobs, rounds]
 
 
 @route(

@@ -39,6 +39,7 @@ def _fields(item: PublishedDataset) -> dict[str, Any]:
         "tags": list(item.tags),
         "tags_text": " ".join(item.tags),
         "schema": schema.model_dump(mode="json"),
+        "label": item.label,
         "row_count": schema.row_count,
         "has_mock": item.has_mock,
     }
@@ -176,6 +177,7 @@ def search_datasets(query: SearchQuery) -> SearchResults:
                     description=hit.description,
                     tags=hit.tags,
                     schema=DatasetSchema.model_validate(hit.schema),
+                    label=hit.label,
                     row_count=hit.row_count,
                     has_mock=hit.has_mock,
                     updated_at=hit.updated_at,

@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 
 from domain import DomainConfig, create_app
 from grid_common.api import route_spec
+from grid_common.console import is_page
 
 PEOPLE = {"anonymous", "owner", "admin", "compliance_officer", "data_scientist"}
 ALL = PEOPLE | {"worker"}
@@ -20,6 +21,8 @@ WORKERS = {"worker"}
 # Written out by hand on purpose: deriving it from ROLE_PERMISSIONS would test nothing.
 EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/healthz"): ALL,
+    ("GET", "/readyz"): ALL,
+    ("GET", "/metrics"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
     ("POST", "/api/v1/setup"): ALL,
     ("POST", "/api/v1/auth/login"): ALL,
@@ -68,6 +71,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/worker/jobs/<int:job_id>/datasets/<name>"): WORKERS,
     ("PUT", "/api/v1/worker/jobs/<int:job_id>/attempts/<int:attempt>/result"): WORKERS,
     ("POST", "/api/v1/worker/jobs/<int:job_id>/attempts/<int:attempt>/failure"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/federated/state"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/federated/context"): WORKERS,
+    ("GET", "/api/v1/worker/jobs/<int:job_id>/federated/rounds/<int:number>/aggregate"): WORKERS,
+    ("PUT", "/api/v1/worker/jobs/<int:job_id>/federated/rounds/<int:number>/update"): WORKERS,
     ("GET", "/api/v1/audit"): REVIEWERS,
     ("GET", "/api/v1/audit/verify"): REVIEWERS,
     ("GET", "/api/v1/registry"): SIGNED_IN,
@@ -86,14 +93,18 @@ PATH_VALUES = {
     "<int:job_id>": "999",
     "<int:worker_id>": "999",
     "<int:attempt>": "1",
+    "<int:number>": "1",
     "<network_id>": "no-such-network",
     "<name>": "no-such-dataset",
 }
 
 
 def routes(app: Flask) -> set[tuple[str, str]]:
+    """The API's routes; console pages have their own matrix in tests/console."""
     found = set()
     for rule in app.url_map.iter_rules():
+        if is_page(route_spec(app, rule.endpoint)):
+            continue
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
             found.add((method, rule.rule))
     return found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,8 +147,20 @@ def test_requests_auth_signs_what_is_sent() -> None:
     assert caller.node_id == SENDER.node_id
 
 
-def test_streams_cannot_be_signed() -> None:
-    with pytest.raises(TypeError, match="in-memory body"):
+def test_a_one_way_stream_cannot_be_signed() -> None:
+    with pytest.raises(TypeError, match="seekable file"):
         requests.Request(
             "POST", "http://n.example/x", data=iter([b"a"]), auth=NodeAuth(SENDER, "r")
         ).prepare()
+
+
+def test_a_file_body_is_signed_by_its_digest_and_rewound(tmp_path: Path) -> None:
+    path = tmp_path / "update.bin"
+    path.write_bytes(b"ciphertext" * 1000)
+    with path.open("rb") as body:
+        prepared = requests.Request(
+            "PUT", "http://n.example/x", data=body, auth=NodeAuth(SENDER, "r")
+        ).prepare()
+        assert body.tell() == 0
+    digest = prepared.headers["X-Grid-Content-SHA256"]
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -44,12 +44,13 @@ def test_join_then_publish_only_public_metadata(
     with app.extensions["database"].sessionmaker() as session:
         published = published_datasets(session)
     assert [set(entry) for entry in published] == [
-        {"name", "description", "tags", "schema", "has_mock"}
+        {"name", "description", "tags", "schema", "label", "has_mock"}
     ]
     listed = client.get("/api/v1/networks", headers=headers["data_scientist"]).json["items"]
     assert listed[0]["status"] == "approved" and listed[0]["last_push_at"] is not None
     [hit] = network.search("", domain=request.domain_id)
     assert hit.dataset.name == "digits-a"
+    assert hit.dataset.label == "target"  # so a federated job can shape its example rows
     member = client.post("/api/v1/networks", json={"url": live_network.url}, headers=owner)
     assert member.status_code == 409 and member.json["error"]["code"] == "already_member"
 

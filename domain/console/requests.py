@@ -1,0 +1,130 @@
+"""Requests in the console: the list, a reviewer's view of one request, approve and deny."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from domain import privacy
+from domain.api import requests
+from domain.api.common import blobs
+from domain.api.settings import load_settings
+from domain.console.common import bp
+from domain.models import AccessRequest, Dataset
+from domain.permissions import Permission
+from grid_common.api import AUTHENTICATED
+from grid_common.console import page, validated
+from grid_common.db import db_session
+from grid_common.errors import NotFound
+from grid_common.model_archive import ModelArchiveError, inspect_archive
+from grid_common.plan import TrainingPlan
+from grid_common.schemas import ApprovalIn, DecisionIn, JobLimits, RequestQuery, RequestStatus
+
+_STATUSES: tuple[RequestStatus, ...] = ("pending", "approved", "denied")
+
+
+@dataclass(frozen=True)
+class DatasetBudget:
+    """What a request would spend on one dataset, against the budgets that bind its requester."""
+
+    name: str
+    exists: bool
+    lines: list[privacy.BudgetLine]
+
+
+@page(bp, "/requests", permission=AUTHENTICATED, summary="Requests: all for reviewers, else own")
+def requests_page() -> str:
+    status = request.args.get("status")
+    query = RequestQuery(status=status if status in _STATUSES else None)
+    items = sorted(requests.list_requests(query).items, key=lambda r: r.id, reverse=True)
+    return render_template(
+        "domain_console/requests.html", items=items, status=query.status, statuses=_STATUSES
+    )
+
+
+def _model_summary(row: AccessRequest) -> tuple[dict[str, Any] | None, str | None, int | None]:
+    """The model as a reviewer reads it (from the stored .pt2, nothing run), or why not."""
+    if row.model_digest is None or row.weights_digest is None:
+        return None, None, None
+    weights_bytes = blobs().path(row.weights_digest).stat().st_size
+    try:
+        return inspect_archive(blobs().path(row.model_digest)).summary(), None, weights_bytes
+    except ModelArchiveError as exc:
+        return None, str(exc), weights_bytes
+
+
+def _budgets(row: AccessRequest) -> list[DatasetBudget]:
+    session = db_session()
+    found = []
+    for named in row.datasets:
+        dataset = session.get(Dataset, named.dataset_id) if named.dataset_id else None
+        lines = privacy.budget_lines(session, dataset, row.requester_id) if dataset else []
+        found.append(DatasetBudget(named.dataset_name, dataset is not None, lines))
+    return found
+
+
+@page(bp, "/requests/<int:request_id>", permission=AUTHENTICATED, summary="One request, explained")
+def request_detail(request_id: int) -> str:
+    shown = requests.get_request(request_id)
+    row = db_session().get(AccessRequest, request_id)
+    if row is None:
+        raise NotFound(f"No request with id {request_id}.")
+    summary, model_problem, weights_bytes = _model_summary(row)
+    plan = TrainingPlan.model_validate(shown.plan) if shown.plan else None
+    return render_template(
+        "domain_console/request_detail.html",
+        item=shown,
+        plan=plan,
+        model=summary,
+        model_problem=model_problem,
+        weights_bytes=weights_bytes,
+        budgets=_budgets(row),
+        limits=load_settings(db_session()).job_limits,
+    )
+
+
+def _approval_form() -> ApprovalIn:
+    form = request.form
+    reason = form.get("reason", "")
+    if "cpu_seconds" not in form:
+        return validated(ApprovalIn, {"reason": reason})
+    limits = validated(
+        JobLimits,
+        {k: form.get(k, "") for k in ("cpu_seconds", "memory_mb", "wall_seconds")},
+    )
+    return ApprovalIn(
+        reason=reason,
+        limits=limits,
+        release_on_completion=form.get("release_on_completion") == "on",
+    )
+
+
+@page(
+    bp,
+    "/requests/<int:request_id>/approve",
+    methods=["POST"],
+    permission=Permission.TRIAGE_REQUESTS,
+    summary="Approve a pending request",
+)
+def approve_request(request_id: int) -> Response:
+    decided = requests.approve(request_id, _approval_form())
+    flash(f"Request {request_id} approved.", "success")
+    if decided.kind == "job":
+        return redirect(url_for("console.job_detail", job_id=request_id))
+    return redirect(url_for("console.request_detail", request_id=request_id))
+
+
+@page(
+    bp,
+    "/requests/<int:request_id>/deny",
+    methods=["POST"],
+    permission=Permission.TRIAGE_REQUESTS,
+    summary="Deny a pending request",
+)
+def deny_request(request_id: int) -> Response:
+    requests.deny(request_id, validated(DecisionIn, {"reason": request.form.get("reason", "")}))
+    flash(f"Request {request_id} denied.", "success")
+    return redirect(url_for("console.request_detail", request_id=request_id))

@@ -1,0 +1,342 @@
+"""The domain's part in federated jobs: invitations become requests, and the domain speaks for
+its worker to the network (state, keys, updates, aggregates, attestation, the released model).
+
+Invitations are fetched, decisions reported, attestations and released models sent by the
+network sync loop; a decision, a completed job or a release also tries at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain import audit, jobs
+from domain.config import DomainConfig
+from domain.models import (
+    AccessRequest,
+    Dataset,
+    FederatedParticipation,
+    Job,
+    NetworkMembership,
+    RequestDataset,
+)
+from domain.networks import call_network, node_identity, raise_for
+from grid_common import he
+from grid_common.blobstore import BlobStore
+from grid_common.db import db_session
+from grid_common.errors import ApiError, NotFound
+from grid_common.federated_schemas import (
+    Invitation,
+    InvitationList,
+    ParticipantState,
+    invitation_message,
+)
+from grid_common.identity import b64decode, verify_key_from_text
+from grid_common.plan import TrainingPlan
+from grid_common.uploads import check_model_archive, check_safetensors
+
+log = logging.getLogger(__name__)
+API = "/api/v1/fl"
+_CHUNK = 1 << 20
+
+
+def _blobs() -> BlobStore:
+    store: BlobStore = current_app.extensions["blobs"]
+    return store
+
+
+def _config() -> DomainConfig:
+    cfg: DomainConfig = current_app.config["GRID"]
+    return cfg
+
+
+def _membership(session: Session, network_id: str) -> NetworkMembership:
+    membership = session.scalar(
+        select(NetworkMembership).where(NetworkMembership.network_id == network_id)
+    )
+    if membership is None or membership.status != "approved":
+        raise NotFound("This domain is no longer a member of the job's network.")
+    return membership
+
+
+def participation_of(session: Session, request_id: int) -> FederatedParticipation | None:
+    return session.get(FederatedParticipation, request_id)
+
+
+# --- talking to the network ----------------------------------------------------------------------
+
+
+class FederatedNetwork:
+    """Signed calls about one federated job to the network that runs it.
+
+    It keeps plain values only, so callers can end their database transaction (which holds
+    SQLite's write lock) before calling out.
+    """
+
+    def __init__(self, session: Session, participation: FederatedParticipation) -> None:
+        membership = _membership(session, participation.network_id)
+        self.url, self.network_id = membership.url, membership.network_id
+        self.invitation = Invitation.model_validate(participation.invitation)
+        self.base = f"{API}/jobs/{participation.network_job_id}"
+
+    def call(self, method: str, path: str, **options: Any) -> requests.Response:
+        response = call_network(method, self.url, self.network_id, self.base + path, **options)
+        raise_for(response)
+        return response
+
+    def state(self) -> ParticipantState:
+        return ParticipantState.model_validate(self.call("GET", "/state").json())
+
+    def upload(self, method: str, path: str, source: Path, **options: Any) -> requests.Response:
+        with source.open("rb") as body:
+            return self.call(method, path, data=body, **options)
+
+
+def _verified(invitation: Invitation, membership: NetworkMembership) -> bool:
+    try:
+        key = verify_key_from_text(membership.signing_key)
+        message = invitation_message(invitation.model_dump(mode="json"))
+        key.verify(message, b64decode(invitation.signature, length=64))
+    except Exception:  # nacl raises BadSignatureError, b64decode ValueError
+        return False
+    return invitation.network_id == membership.network_id
+
+
+def file_invitations(session: Session, membership: NetworkMembership) -> int:
+    """File each new, validly signed invitation of this network as a federated job request."""
+    response = call_network("GET", membership.url, membership.network_id, f"{API}/invitations")
+    raise_for(response)
+    filed = 0
+    for invitation in InvitationList.model_validate(response.json()).items:
+        known = session.scalar(
+            select(FederatedParticipation.request_id).where(
+                FederatedParticipation.network_id == membership.network_id,
+                FederatedParticipation.network_job_id == invitation.network_job_id,
+            )
+        )
+        if known is not None:
+            continue
+        if not _verified(invitation, membership):
+            log.warning("network %s sent an invitation with a bad signature", membership.name)
+            continue
+        _file(session, membership, invitation)
+        filed += 1
+    return filed
+
+
+def _fetch_file(
+    session: Session, membership: NetworkMembership, invitation: Invitation, part: str
+) -> str:
+    expected = invitation.model_digest if part == "model" else invitation.weights_digest
+    path = f"{API}/jobs/{invitation.network_job_id}/files/{part}"
+    with _blobs().staging() as staged:
+        response = call_network("GET", membership.url, membership.network_id, path, stream=True)
+        raise_for(response)
+        with response, staged.open("wb") as out:
+            for chunk in response.iter_content(_CHUNK):
+                out.write(chunk)
+        if part == "model":
+            check_model_archive(staged)
+        else:
+            check_safetensors(staged, "weights")
+        digest, _, _ = _blobs().commit(staged)
+    if digest != expected:
+        raise NotFound(f"The network's {part} file does not match its signed invitation.")
+    return digest
+
+
+def _file(session: Session, membership: NetworkMembership, invitation: Invitation) -> None:
+    # Imported here: the requests blueprint imports this module for its decision hook.
+    from domain.api.requests import rule_matches, start_job
+    from domain.api.settings import load_settings
+
+    dataset = session.scalar(select(Dataset).where(Dataset.name == invitation.dataset))
+    actor = f"network:{membership.name}"
+    item = AccessRequest(
+        kind="federated",
+        requester_id=None,
+        requester_label=f"{invitation.requester} via network {membership.name}",
+        reason=invitation.reason or f"federated job {invitation.network_job_id}",
+        plan=invitation.plan,
+        datasets=[
+            RequestDataset(
+                dataset_name=invitation.dataset, dataset_id=dataset.id if dataset else None
+            )
+        ],
+    )
+    if dataset is None:
+        item.status, item.decided_at = "denied", datetime.now(UTC)
+        item.decision_reason = f"This domain has no dataset named {invitation.dataset!r}."
+    else:
+        item.model_digest = _fetch_file(session, membership, invitation, "model")
+        item.weights_digest = _fetch_file(session, membership, invitation, "weights")
+    session.add(item)
+    session.flush()
+    session.add(
+        FederatedParticipation(
+            request_id=item.id,
+            network_id=membership.network_id,
+            network_job_id=invitation.network_job_id,
+            invitation=invitation.model_dump(mode="json"),
+        )
+    )
+    audit.append(
+        session,
+        actor=actor,
+        action="requests.filed",
+        target=f"request:{item.id}",
+        details={"kind": "federated", "network_job": invitation.network_job_id},
+    )
+    if dataset is not None:
+        settings = load_settings(session)
+        plan = TrainingPlan.model_validate(invitation.plan)
+        matched = next(
+            (
+                r
+                for r in settings.auto_approval
+                if rule_matches(r, None, "federated", [dataset], plan)
+            ),
+            None,
+        )
+        if matched is not None:
+            item.status, item.auto_approved = "approved", True
+            item.decided_at = datetime.now(UTC)
+            item.decision_reason = "Approved automatically by the domain's auto-approval rule."
+            audit.append(
+                session,
+                actor="system",
+                action="requests.auto_approved",
+                target=f"request:{item.id}",
+                details={"rule": matched.model_dump(mode="json")},
+            )
+            start_job(
+                session,
+                item,
+                jobs.Approval(settings.job_limits, matched.release_on_completion),
+            )
+    session.commit()
+
+
+# --- reports: decision, attestation, released model ---------------------------------------------
+
+
+def _report(session: Session, item: AccessRequest, participation: FederatedParticipation) -> None:
+    network = FederatedNetwork(session, participation)
+    if not participation.decision_reported and item.status in ("approved", "denied"):
+        body = {"approved": item.status == "approved", "reason": item.decision_reason or ""}
+        with contextlib.suppress(ApiError):  # a decision the network no longer wants is moot
+            network.call("POST", "/decision", json_body=body)
+        participation.decision_reported = True
+        session.commit()
+    job = session.get(Job, item.id)
+    if job is None or job.status != "completed" or job.result_digest is None:
+        return
+    if not participation.attestation_reported:
+        network.call("POST", "/attestation", json_body={"model_hash": job.result_digest})
+        participation.attested_hash = job.result_digest
+        participation.attestation_reported = True
+        session.commit()
+    if job.result_status == "released" and not participation.result_uploaded:
+        if not network.state().result_uploaded:
+            network.upload("PUT", "/result", _blobs().path(job.result_digest))
+        participation.result_uploaded = True
+        session.commit()
+
+
+def report_due(session: Session, membership: NetworkMembership) -> None:
+    """Everything this domain owes the network: decisions, attestations, released models."""
+    pending = session.execute(
+        select(AccessRequest, FederatedParticipation)
+        .join(FederatedParticipation, FederatedParticipation.request_id == AccessRequest.id)
+        .where(
+            FederatedParticipation.network_id == membership.network_id,
+            ~(
+                FederatedParticipation.decision_reported
+                & FederatedParticipation.attestation_reported
+                & FederatedParticipation.result_uploaded
+            ),
+            AccessRequest.status != "pending",
+        )
+    ).all()
+    for item, participation in pending:
+        try:
+            _report(session, item, participation)
+        except ApiError as exc:
+            session.rollback()
+            log.info("federated report for request %s: %s", item.id, exc.message)
+
+
+def sync(session: Session, membership: NetworkMembership) -> None:
+    """The sync loop's federated part for one approved membership."""
+    file_invitations(session, membership)
+    report_due(session, membership)
+
+
+def report_soon(request_id: int) -> None:
+    """Try to tell the network about a decision, result or release now; the sync loop retries."""
+    session = db_session()
+    item = session.get(AccessRequest, request_id)
+    participation = participation_of(session, request_id)
+    if item is None or participation is None:
+        return
+    try:
+        _report(session, item, participation)
+    except (ApiError, OSError) as exc:
+        session.rollback()
+        log.info("federated report for request %s deferred: %s", request_id, exc)
+
+
+# --- the worker's side, through the domain ----------------------------------------------------
+
+
+def network_for_job(session: Session, job_id: int) -> FederatedNetwork:
+    """The network of this domain's part `job_id`; the caller may then end its transaction."""
+    participation = participation_of(session, job_id)
+    if participation is None:
+        raise NotFound(f"Job {job_id} is not part of a federated job.")
+    return FederatedNetwork(session, participation)
+
+
+def state_for_worker(network: FederatedNetwork) -> ParticipantState:
+    """The job's state at the network; the dealer makes and hands out the keys on the way."""
+    state = network.state()
+    if state.deal_keys:
+        _deal_keys(network, state)
+        state = network.state()
+    return state
+
+
+def _deal_keys(network: FederatedNetwork, state: ParticipantState) -> None:
+    keys = he.make_job_keys(network.invitation.ckks.to_params())
+    with _blobs().staging() as staged:
+        for holder in state.dealer_keys:
+            staged.write_bytes(he.seal_for(holder.encryption_key, keys.secret_context))
+            network.upload("PUT", f"/keys/sealed/{holder.domain_id}", staged)
+        staged.write_bytes(keys.public_context)
+        network.upload("PUT", "/keys/public", staged)
+    log.info("dealt the CKKS keys of federated job %s", state.network_job_id)
+
+
+def secret_context(network: FederatedNetwork) -> bytes:
+    """This domain's secret context of the job, unsealed with the node's X25519 key."""
+    sealed = network.call("GET", "/keys/sealed").content
+    return he.unseal(node_identity().encryption_key, sealed)
+
+
+def fetch_aggregate(network: FederatedNetwork, number: int) -> tuple[bytes, int]:
+    """A closed round's aggregate (a few MB at most), and the rows behind it."""
+    response = network.call("GET", f"/rounds/{number}/aggregate")
+    return response.content, int(response.headers.get("X-Grid-Samples", "0"))
+
+
+def send_update(network: FederatedNetwork, number: int, update: Path, query: dict[str, Any]) -> Any:
+    """Forward the worker's update to the network, signed by this domain; returns its answer."""
+    return network.upload("PUT", f"/rounds/{number}/update", update, params=query).json()

@@ -1,0 +1,181 @@
+"""A federated job from the data scientist's side: rounds, their metrics, the attested model."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from grid_cli.http import GridError
+from grid_cli.upload import show_progress
+from grid_common.federated_schemas import FINISHED_STATUSES, FederatedJobOut, RoundList
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from grid_cli.network import NetworkClient
+
+_STATE = {
+    "pending_approval": "waiting for the domains' owners",
+    "key_setup": "setting up keys",
+    "running": "training",
+    "finishing": "waiting for the domains to attest and release",
+    "completed": "done",
+}
+
+
+class FederatedJobFailed(GridError):
+    """A federated job ended without a model: failed or cancelled."""
+
+
+class FederatedJob:
+    """A federated job on a network; attributes read the last state, `refresh()` fetches anew."""
+
+    def __init__(
+        self, info: FederatedJobOut, client: NetworkClient, model: nn.Module | None = None
+    ) -> None:
+        self._info, self._client, self._model = info, client, model
+
+    @property
+    def id(self) -> int:
+        return self._info.id
+
+    @property
+    def info(self) -> FederatedJobOut:
+        return self._info
+
+    @property
+    def status(self) -> str:
+        return self.refresh().info.status
+
+    def refresh(self) -> FederatedJob:
+        self._info = self._client.federated_job_info(self.id)
+        return self
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per closed round: its number, the rows behind it, and the sample-weighted metrics."""
+        rounds = self._client._get(f"/fl/jobs/{self.id}/rounds", RoundList)
+        return [
+            {"round": r.number, "samples": r.samples, **r.metrics}
+            for r in rounds.items
+            if r.status == "closed"
+        ]
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool | None = None,
+        poll_interval: float = 0.5,
+    ) -> FederatedJob:
+        """Block until the model is available; one bar over the rounds shows their metrics.
+
+        Raises FederatedJobFailed if the job failed or was cancelled; TimeoutError past `timeout`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = Progress(
+            TextColumn("federated job {task.fields[job]} · {task.fields[state]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[figures]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not show_progress(progress),
+        )
+        with bar:
+            task = bar.add_task("", total=self._info.rounds, job=self.id, state="", figures="")
+            while True:
+                info = self.refresh().info
+                last = info.last_round
+                done = last.number - (last.status == "open") if last else 0
+                bar.update(
+                    task,
+                    completed=done,
+                    state=_STATE.get(info.status, info.status),
+                    figures=_figures(last.metrics if last and last.status == "closed" else {}),
+                )
+                if info.status in FINISHED_STATUSES:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"federated job {self.id} is still {info.status}")
+                time.sleep(poll_interval)
+        if self._info.status != "completed":
+            reason = self._info.failure_reason or "no reason given"
+            raise FederatedJobFailed(
+                0, f"job_{self._info.status}", f"federated job {self.id}: {reason}"
+            )
+        return self
+
+    def cancel(self) -> FederatedJob:
+        self._info = self._client.cancel_federated_job(self.id)
+        return self
+
+    def download_result(self, path: str | Path) -> Path:
+        """Save the final weights (safetensors), once every domain attested the same hash."""
+        return self._client.download_federated_result(self.id, path)
+
+    def result(self, model: nn.Module | None = None) -> nn.Module:
+        """The trained model: a copy of the submitted model (or `model`) with the final weights."""
+        from safetensors.torch import load_file
+
+        base = model if model is not None else self._model
+        if base is None:
+            raise ValueError(
+                "this FederatedJob was not submitted in this session; pass the architecture: "
+                "fl.result(model=MyNet())"
+            )
+        with tempfile.TemporaryDirectory(prefix="grid-result-") as folder:
+            path = self.download_result(Path(folder) / "weights.safetensors")
+            state = load_file(str(path))
+        trained = copy.deepcopy(base)
+        trained.load_state_dict(state)
+        return trained.eval()
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """Per-round curves of the weighted local metrics, saved to `path` if given."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        history = self.history
+        if not history:
+            raise ValueError(f"federated job {self.id} has no closed round to plot yet")
+        panels = [
+            m for m in ("loss", "accuracy") if any(m in r or f"val_{m}" in r for r in history)
+        ]
+        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+        rounds = [r["round"] for r in history]
+        for ax, metric in zip(axes[0], panels, strict=True):
+            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                values = [r.get(key) for r in history]
+                if any(v is not None for v in values):
+                    ax.plot(rounds, values, marker="o", label=label)
+            ax.set_xlabel("round")
+            ax.set_ylabel(f"{metric} (weighted over domains)")
+            ax.legend()
+        figure.suptitle(f"federated job {self.id}")
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path)
+            plt.close(figure)
+        return figure
+
+    def __repr__(self) -> str:
+        domains = ", ".join(p.domain for p in self._info.participants)
+        return f"<FederatedJob {self.id} {self._info.status} on {domains}>"
+
+
+def _figures(metrics: dict[str, Any]) -> str:
+    return " · ".join(
+        f"{key} {metrics[key]:.4f}"
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+        if isinstance(metrics.get(key), int | float)
+    )

@@ -1,0 +1,254 @@
+"""Wire schemas of federated (model-centric) jobs, for data scientists, networks and domains."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, Json, model_validator
+
+from grid_common.hashes import canonical_json
+from grid_common.he import CkksParams, SecureAggregation
+from grid_common.plan import TrainingPlan
+from grid_common.schemas import DATASET_NAME, Strict
+
+Strategy = Literal["fedavg", "fedprox"]
+FederatedStatus = Literal[
+    "pending_approval", "key_setup", "running", "finishing", "completed", "failed", "cancelled"
+]
+ParticipantStatus = Literal["invited", "approved", "denied"]
+RoundStatus = Literal["open", "closed"]
+ResultAvailability = Literal["none", "awaiting_attestations", "awaiting_upload", "available"]
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+ALLOWED_DEGREES = (4096, 8192, 16384, 32768)
+
+
+class CkksParamsIn(Strict):
+    """The CKKS context a job's dealer makes; DESIGN.md's defaults."""
+
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: list[int] = Field(
+        default_factory=lambda: [60, 40, 40, 60], min_length=2, max_length=16
+    )
+    global_scale_bits: int = Field(default=40, ge=20, le=60)
+
+    @model_validator(mode="after")
+    def _valid(self) -> CkksParamsIn:
+        if self.poly_modulus_degree not in ALLOWED_DEGREES:
+            raise ValueError(f"poly_modulus_degree must be one of {list(ALLOWED_DEGREES)}")
+        if any(not 20 <= bits <= 60 for bits in self.coeff_mod_bit_sizes):
+            raise ValueError("each of coeff_mod_bit_sizes must be between 20 and 60 bits")
+        limit = {4096: 109, 8192: 218, 16384: 438, 32768: 881}[self.poly_modulus_degree]
+        if sum(self.coeff_mod_bit_sizes) > limit:
+            raise ValueError(
+                f"coeff_mod_bit_sizes add up to {sum(self.coeff_mod_bit_sizes)} bits; "
+                f"degree {self.poly_modulus_degree} allows at most {limit} for 128-bit security"
+            )
+        return self
+
+    def to_params(self) -> CkksParams:
+        return CkksParams(
+            self.poly_modulus_degree, list(self.coeff_mod_bit_sizes), self.global_scale_bits
+        )
+
+
+class DatasetTarget(Strict):
+    """One dataset on one domain (by the domain's id or name) that the job trains on."""
+
+    domain: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(pattern=DATASET_NAME.pattern, max_length=100)
+
+
+class FederatedSpec(Strict):
+    """What a data scientist asks the network to run: everything but the model files."""
+
+    plan: TrainingPlan = Field(description="Local training each round; epochs are local epochs.")
+    datasets: list[DatasetTarget] = Field(min_length=1, max_length=64)
+    rounds: int = Field(default=10, ge=1, le=1000)
+    strategy: Strategy = "fedavg"
+    mu: float = Field(default=0.0, ge=0, le=100, description="FedProx's proximal weight.")
+    min_domains: int | None = Field(
+        default=None, ge=1, description="Quorum per round; every domain by default."
+    )
+    round_timeout: float = Field(default=300.0, ge=1, le=7 * 24 * 3600, description="Seconds.")
+    secure_aggregation: SecureAggregation = "ckks"
+    ckks: CkksParamsIn = Field(default_factory=CkksParamsIn)
+    reason: str = Field(default="", max_length=10_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederatedSpec:
+        domains = {d.domain for d in self.datasets}
+        if len(domains) != len(self.datasets):
+            raise ValueError("name one dataset per domain")
+        if self.strategy == "fedprox" and self.mu <= 0:
+            raise ValueError("fedprox needs mu > 0 (the proximal term's weight)")
+        if self.strategy == "fedavg" and self.mu != 0:
+            raise ValueError("mu is FedProx's parameter: set strategy='fedprox' to use it")
+        if self.min_domains is not None and self.min_domains > len(self.datasets):
+            raise ValueError(
+                f"min_domains is {self.min_domains} but only {len(self.datasets)} domains take part"
+            )
+        if self.plan.dp is not None and self.strategy == "fedprox":
+            raise ValueError("FedProx and differential privacy cannot be combined yet")
+        return self
+
+    @property
+    def quorum(self) -> int:
+        return self.min_domains or len(self.datasets)
+
+
+class FederatedJobForm(Strict):
+    """Form field of a federated job; the files `model` (.pt2) and `weights` travel beside it."""
+
+    spec: Json[FederatedSpec]
+
+
+class ParticipantOut(BaseModel):
+    domain_id: str
+    domain: str
+    dataset: str
+    status: ParticipantStatus
+    decision_reason: str | None
+    decided_at: datetime | None
+    samples: int | None = Field(description="Training rows it reported in its last round.")
+    rounds_reported: int
+    attested: bool
+
+
+class RoundOut(BaseModel):
+    number: int
+    status: RoundStatus
+    opened_at: datetime
+    deadline: datetime
+    closed_at: datetime | None
+    reporters: list[str] = Field(description="Domains whose update the aggregate holds.")
+    samples: int = Field(description="Training rows behind the aggregate (its weight).")
+    metrics: dict[str, Any] = Field(
+        description="Sample-weighted means of the domains' local metrics, and each domain's own."
+    )
+    aggregate_hash: str | None
+
+
+class RoundList(BaseModel):
+    items: list[RoundOut]
+
+
+class FederatedJobOut(BaseModel):
+    """A federated job as its data scientist and the network's operators see it."""
+
+    id: int
+    status: FederatedStatus
+    submitter: str
+    plan: dict[str, Any]
+    rounds: int
+    strategy: Strategy
+    mu: float
+    min_domains: int
+    round_timeout: float
+    secure_aggregation: SecureAggregation
+    reason: str
+    current_round: int
+    participants: list[ParticipantOut]
+    parameters: int = Field(description="Values in the model's flat weight vector.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    failure_reason: str | None
+    spec_hash: str
+    result: ResultAvailability
+    result_hash: str | None = Field(
+        description="sha256 of the final weights every domain attested."
+    )
+    last_round: RoundOut | None
+
+
+class FederatedJobList(BaseModel):
+    items: list[FederatedJobOut]
+
+
+# --- between the network and its domains (signed calls) ------------------------------------
+
+
+class Invitation(BaseModel):
+    """A federated job a network asks a domain to take part in, signed by the network."""
+
+    network_job_id: int
+    network_id: str
+    dataset: str
+    requester: str
+    reason: str
+    plan: dict[str, Any]
+    rounds: int
+    strategy: Strategy
+    mu: float
+    min_domains: int
+    round_timeout: float
+    secure_aggregation: SecureAggregation
+    ckks: CkksParamsIn
+    participants: list[str] = Field(description="Names of every domain invited.")
+    model_digest: str
+    weights_digest: str
+    spec_hash: str
+    signature: str = Field(description="The network's Ed25519 signature of everything above.")
+
+
+def invitation_message(fields: dict[str, Any]) -> bytes:
+    """The bytes a network signs for an invitation: its canonical JSON, signature left out."""
+    return canonical_json({k: v for k, v in fields.items() if k != "signature"})
+
+
+class InvitationList(BaseModel):
+    items: list[Invitation]
+
+
+class DecisionReport(Strict):
+    approved: bool
+    reason: str = Field(default="", max_length=10_000)
+
+
+class AttestationIn(Strict):
+    model_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class UpdateQuery(Strict):
+    """What travels beside an update's bytes, in the signed query string."""
+
+    samples: int = Field(ge=1, le=10**12)
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class ParticipantState(BaseModel):
+    """Where a federated job stands for one participating domain: what its worker does next."""
+
+    network_job_id: int
+    status: FederatedStatus
+    participant_status: ParticipantStatus
+    rounds: int
+    round: int = Field(description="The open round, or the last one once all are done.")
+    round_open: bool
+    deadline: datetime | None
+    submitted: bool = Field(description="This domain's update is in the open round.")
+    aggregate_round: int = Field(description="Newest round with a published aggregate; 0: none.")
+    aggregate_samples: int
+    deal_keys: bool = Field(description="This domain must make and hand out the job's keys now.")
+    keys_ready: bool
+    parameters: int
+    slots: int
+    secure_aggregation: SecureAggregation
+    attested: bool
+    result_uploaded: bool
+    failure_reason: str | None
+    dealer_keys: list[DealerKey] = Field(
+        default_factory=list, description="Whom to seal the secret context for (dealer only)."
+    )
+
+
+class DealerKey(BaseModel):
+    domain_id: str
+    encryption_key: str
+
+
+ParticipantState.model_rebuild()

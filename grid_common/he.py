@@ -1,0 +1,388 @@
+"""Model updates as flat vectors, packed in chunks, encrypted with CKKS (or plain), and summed.
+
+An update file is a small header and one frame per chunk of `slots` values:
+
+    b"GRIDUPD1" | u8 mode | u32 value count | u32 chunk count | (u32 length | bytes) * chunks
+
+In `ckks` mode each frame is a serialized TenSEAL CKKS vector; in `none` mode it is the
+float64 values themselves. Sums are streamed frame by frame, so adding an update to an
+aggregate holds one frame of each in memory, whatever the model's size.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from grid_common.identity import b64decode
+
+SecureAggregation = Literal["ckks", "none"]
+MAGIC = b"GRIDUPD1"
+_HEADER = struct.Struct("<8sBII")
+_FRAME = struct.Struct("<I")
+_MODES: dict[str, int] = {"none": 0, "ckks": 1}
+# A CKKS frame of 8192-degree ciphertexts is ~330 KB; anything far larger is not an update.
+MAX_FRAME_BYTES = 16 << 20
+
+
+class UpdateError(ValueError):
+    """An update or aggregate file that does not fit the job: wrong size, mode or bytes."""
+
+
+@dataclass(frozen=True)
+class CkksParams:
+    """The CKKS parameters of a job's context (DESIGN.md's defaults)."""
+
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: list[int] = field(default_factory=lambda: [60, 40, 40, 60])
+    global_scale_bits: int = 40
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+
+@dataclass(frozen=True)
+class UpdateLayout:
+    """How a job's flat vector is cut into frames: how many values, how many per frame."""
+
+    mode: SecureAggregation
+    values: int
+    slots: int
+
+    @property
+    def chunks(self) -> int:
+        return max(1, math.ceil(self.values / self.slots))
+
+    def chunk_length(self, index: int) -> int:
+        return min(self.slots, self.values - index * self.slots)
+
+
+# --- contexts and their keys -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """A new CKKS context: the secret form for participants, the public one for the network."""
+
+    secret_context: bytes
+    public_context: bytes
+
+
+def make_job_keys(params: CkksParams) -> JobKeys:
+    """Make a CKKS context; the public form holds neither the secret key nor Galois/relin keys."""
+    import tenseal as ts
+
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        params.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+    )
+    context.global_scale = 2**params.global_scale_bits
+    public = context.serialize(
+        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    )
+    secret = context.serialize(
+        save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+    )
+    return JobKeys(secret_context=secret, public_context=public)
+
+
+def seal_for(encryption_public_key: str, secret: bytes) -> bytes:
+    """Encrypt `secret` so only the holder of that X25519 key can read it (NaCl sealed box)."""
+    return SealedBox(PublicKey(b64decode(encryption_public_key, length=32))).encrypt(secret)
+
+
+def unseal(private_key: PrivateKey, sealed: bytes) -> bytes:
+    return SealedBox(private_key).decrypt(sealed)
+
+
+def load_context(serialized: bytes) -> object:
+    """A TenSEAL context from its serialized form (public or secret)."""
+    import tenseal as ts
+
+    try:
+        return ts.context_from(serialized)
+    except Exception as exc:  # TenSEAL raises bare exceptions for malformed bytes
+        raise UpdateError(f"not a TenSEAL context: {exc}") from None
+
+
+def context_params(context: object) -> CkksParams:
+    """The parameters a context was made with, to check a dealer's context against the job."""
+    # Registers SEAL's Modulus type with pybind11; without it coeff_modulus() cannot convert.
+    import tenseal.sealapi  # noqa: F401
+
+    sealed = context.seal_context()  # type: ignore[attr-defined]
+    parms = sealed.data.key_context_data().parms()
+    degree = int(parms.poly_modulus_degree())
+    bits = [int(m.bit_count()) for m in parms.coeff_modulus()]
+    scale = context.global_scale  # type: ignore[attr-defined]
+    return CkksParams(degree, bits, round(math.log2(scale)))
+
+
+# --- flat vectors of weights -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """Names, shapes and dtypes of a model's tensors, in the order they are flattened."""
+
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes)
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def weights_layout(tensors: dict[str, np.ndarray]) -> WeightsLayout:
+    names = sorted(tensors)
+    return WeightsLayout(
+        names, [tuple(tensors[n].shape) for n in names], [str(tensors[n].dtype) for n in names]
+    )
+
+
+def flatten(tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """Every tensor as float64, in name order, end to end."""
+    names = sorted(tensors)
+    if not names:
+        return np.zeros(0)
+    return np.concatenate([tensors[n].astype(np.float64).ravel() for n in names])
+
+
+def unflatten(vector: np.ndarray, layout: WeightsLayout) -> dict[str, np.ndarray]:
+    """The inverse of `flatten`; integer tensors (counters) are rounded back."""
+    if len(vector) != layout.size:
+        raise UpdateError(f"expected {layout.size} values, got {len(vector)}")
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, shape, dtype in zip(layout.names, layout.shapes, layout.dtypes, strict=True):
+        count = math.prod(shape)
+        part = vector[offset : offset + count].reshape(shape)
+        kind = np.dtype(dtype).kind
+        tensors[name] = (np.rint(part) if kind in "iub" else part).astype(dtype)
+        offset += count
+    return tensors
+
+
+def write_weights(tensors: dict[str, np.ndarray], path: Path) -> None:
+    """Save as safetensors; the same tensors always give the same bytes (and so the same hash)."""
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(tensors[name]) for name in sorted(tensors)}, str(path))
+
+
+# --- codecs: how a frame of values is written, read and added --------------------------------
+
+
+class FrameCodec(ABC):
+    """Turns frames of float64 values into bytes and back, and adds two encoded frames."""
+
+    mode: SecureAggregation
+
+    @abstractmethod
+    def encode(self, values: np.ndarray) -> bytes: ...
+
+    @abstractmethod
+    def check(self, frame: bytes, length: int) -> bytes:
+        """The frame itself, once it reads as `length` values of this codec."""
+
+    @abstractmethod
+    def add(self, left: bytes, right: bytes, length: int) -> bytes:
+        """The encoded sum of two encoded frames of `length` values; checks both first."""
+
+    @abstractmethod
+    def decode(self, frame: bytes, length: int) -> np.ndarray: ...
+
+
+class PlainCodec(FrameCodec):
+    """No encryption: frames are little-endian float64 (for comparison and benchmarks only)."""
+
+    mode: SecureAggregation = "none"
+
+    def encode(self, values: np.ndarray) -> bytes:
+        return np.asarray(values, dtype="<f8").tobytes()
+
+    def _values(self, frame: bytes, length: int) -> np.ndarray:
+        if len(frame) != 8 * length:
+            raise UpdateError(f"a frame holds {len(frame) // 8} values, expected {length}")
+        return np.frombuffer(frame, dtype="<f8")
+
+    def check(self, frame: bytes, length: int) -> bytes:
+        self._values(frame, length)
+        return frame
+
+    def add(self, left: bytes, right: bytes, length: int) -> bytes:
+        return self.encode(self._values(left, length) + self._values(right, length))
+
+    def decode(self, frame: bytes, length: int) -> np.ndarray:
+        return self._values(frame, length).copy()
+
+
+class CkksCodec(FrameCodec):
+    """CKKS ciphertexts under one job's context; with only the public context it cannot decode."""
+
+    mode: SecureAggregation = "ckks"
+
+    def __init__(self, context: object) -> None:
+        import tenseal.sealapi  # noqa: F401  (lets ciphertext() hand out SEAL ciphertexts)
+
+        self.context = context
+        self._parms_id = context.seal_context().data.first_parms_id()  # type: ignore[attr-defined]
+        self._scale = context.global_scale  # type: ignore[attr-defined]
+
+    def _vector(self, frame: bytes, length: int) -> object:
+        import tenseal as ts
+
+        try:
+            vector = ts.ckks_vector_from(self.context, frame)
+            ciphertexts = vector.ciphertext()
+        except Exception as exc:  # malformed ciphertexts raise ValueError or bare exceptions
+            raise UpdateError(f"a frame is not a CKKS ciphertext of this job: {exc}") from None
+        if vector.size() != length:
+            raise UpdateError(f"a ciphertext holds {vector.size()} values, expected {length}")
+        # A fresh encryption under the job's context: same level, same scale, two polynomials.
+        # Anything else (rescaled, multiplied, another scale) would make every later sum fail.
+        if len(ciphertexts) != 1 or any(
+            c.parms_id() != self._parms_id or c.scale != self._scale or c.size() != 2
+            for c in ciphertexts
+        ):
+            raise UpdateError("a ciphertext is not a fresh encryption under this job's context")
+        return vector
+
+    def encode(self, values: np.ndarray) -> bytes:
+        import tenseal as ts
+
+        return bytes(ts.ckks_vector(self.context, np.asarray(values, np.float64)).serialize())
+
+    def check(self, frame: bytes, length: int) -> bytes:
+        self._vector(frame, length)
+        return frame
+
+    def add(self, left: bytes, right: bytes, length: int) -> bytes:
+        total = self._vector(left, length) + self._vector(right, length)  # type: ignore[operator]
+        return bytes(total.serialize())
+
+    def decode(self, frame: bytes, length: int) -> np.ndarray:
+        vector = self._vector(frame, length)
+        try:
+            return np.asarray(vector.decrypt(), dtype=np.float64)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise UpdateError(f"cannot decrypt: {exc}") from None
+
+
+def codec_for(mode: SecureAggregation, context: bytes | None = None) -> FrameCodec:
+    if mode == "none":
+        return PlainCodec()
+    if context is None:
+        raise UpdateError("a CKKS job needs its context to read or add updates")
+    return CkksCodec(load_context(context))
+
+
+# --- update files ----------------------------------------------------------------------------
+
+
+def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise UpdateError(f"the update ends early, inside {what}")
+    return data
+
+
+def _header(layout: UpdateLayout) -> bytes:
+    return _HEADER.pack(MAGIC, _MODES[layout.mode], layout.values, layout.chunks)
+
+
+def check_header(stream: IO[bytes], layout: UpdateLayout) -> None:
+    magic, mode, values, chunks = _HEADER.unpack(_read_exact(stream, _HEADER.size, "its header"))
+    if magic != MAGIC:
+        raise UpdateError("not a Grid update (bad magic bytes)")
+    if mode != _MODES[layout.mode]:
+        raise UpdateError(f"the update is not in this job's {layout.mode!r} mode")
+    if values != layout.values or chunks != layout.chunks:
+        raise UpdateError(
+            f"the update holds {values} values in {chunks} frames; this job's model has "
+            f"{layout.values} values in {layout.chunks} frames"
+        )
+
+
+def frames(stream: IO[bytes], layout: UpdateLayout) -> Iterator[bytes]:
+    """The frames of an update file, after checking its header against the layout."""
+    check_header(stream, layout)
+    for index in range(layout.chunks):
+        (length,) = _FRAME.unpack(_read_exact(stream, _FRAME.size, f"frame {index}"))
+        if length > MAX_FRAME_BYTES:
+            raise UpdateError(f"frame {index} claims {length} bytes, more than any update frame")
+        yield _read_exact(stream, length, f"frame {index}")
+    if stream.read(1):
+        raise UpdateError("the update has bytes after its last frame")
+
+
+def _write_frames(out: IO[bytes], layout: UpdateLayout, encoded: Iterator[bytes]) -> int:
+    written = out.write(_header(layout))
+    for frame in encoded:
+        written += out.write(_FRAME.pack(len(frame)) + frame)
+    return written
+
+
+def write_update(vector: np.ndarray, codec: FrameCodec, layout: UpdateLayout, path: Path) -> int:
+    """Encode `vector` frame by frame into `path`; returns the file's size in bytes."""
+    if len(vector) != layout.values:
+        raise UpdateError(f"expected {layout.values} values, got {len(vector)}")
+    slots = layout.slots
+    with path.open("wb") as out:
+        return _write_frames(
+            out,
+            layout,
+            (codec.encode(vector[i * slots : (i + 1) * slots]) for i in range(layout.chunks)),
+        )
+
+
+def add_updates(
+    aggregate: Path | None, update: Path, codec: FrameCodec, layout: UpdateLayout, out: Path
+) -> None:
+    """Write `aggregate + update` to `out` (the update's checked frames when there is none yet).
+
+    Raises UpdateError on the first bad frame; the caller discards `out`, so a bad update
+    never leaves a partial sum behind.
+    """
+    with update.open("rb") as right, out.open("wb") as target:
+        incoming = frames(right, layout)
+        if aggregate is None:
+            _write_frames(
+                target,
+                layout,
+                (codec.check(f, layout.chunk_length(i)) for i, f in enumerate(incoming)),
+            )
+            return
+        with aggregate.open("rb") as left:
+            pairs = zip(frames(left, layout), incoming, strict=True)
+            _write_frames(
+                target,
+                layout,
+                (codec.add(a, b, layout.chunk_length(i)) for i, (a, b) in enumerate(pairs)),
+            )
+
+
+def read_update(path: Path, codec: FrameCodec, layout: UpdateLayout) -> np.ndarray:
+    """Decode every frame of `path` into one vector (needs the secret context under CKKS)."""
+    parts = []
+    with path.open("rb") as stream:
+        for index, frame in enumerate(frames(stream, layout)):
+            parts.append(codec.decode(frame, layout.chunk_length(index)))
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,0 +1,57 @@
+"""The network console's blueprint, its menu, and what every page template gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, request, url_for
+
+from grid_common.api import AUTHENTICATED
+from grid_common.console import NavItem
+from grid_common.console.pages import make_blueprint
+from network.api.common import config
+from network.auth import Permission, Principal, has_permission
+
+bp = make_blueprint("console", __name__, sign_in_endpoint="console.sign_in")
+
+NAV = (
+    NavItem("console.overview", "Overview", AUTHENTICATED),
+    NavItem("console.associations_page", "Associations", Permission.MANAGE_ASSOCIATIONS),
+    NavItem("console.domains_page", "Domains", AUTHENTICATED),
+    NavItem("console.search_page", "Search", AUTHENTICATED),
+)
+
+
+def signed_in() -> Principal | None:
+    operator: Principal | None = g.get("operator")
+    return operator
+
+
+def may(permission: str) -> bool:
+    operator = signed_in()
+    if operator is None:
+        return False
+    return permission == AUTHENTICATED or has_permission(operator.role, Permission(permission))
+
+
+def _nav() -> list[dict[str, Any]]:
+    items = []
+    for item in NAV:
+        if not may(item.permission):
+            continue
+        url = url_for(item.endpoint)
+        current = request.path == url if url == "/" else request.path.startswith(url)
+        items.append({"url": url, "label": item.label, "current": current})
+    return items
+
+
+@bp.context_processor
+def _page_context() -> dict[str, Any]:
+    return {
+        "user": signed_in(),
+        "nav": _nav(),
+        "may": may,
+        "home_url": url_for("console.overview"),
+        "sign_out_url": url_for("console.sign_out"),
+        "node_name": f"network {config().name}",
+    }

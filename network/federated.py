@@ -1,0 +1,588 @@
+"""Federated jobs on the network: invitations, key setup, rounds summed blind, attested results.
+
+The network never holds a secret key. Under CKKS it keeps the public context (no Galois or
+relinearization keys), one sealed secret context per participant that only that domain can
+open, and each round's running sum of ciphertexts. Updates are added as they arrive, frame by
+frame, so memory holds one frame of the aggregate and one of the update at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from grid_common import he
+from grid_common.blobstore import BlobStore
+from grid_common.db import db_session
+from grid_common.errors import Conflict, Forbidden, NotFound, Unprocessable
+from grid_common.federated_schemas import (
+    FINISHED_STATUSES,
+    DealerKey,
+    FederatedSpec,
+    ParticipantState,
+    UpdateQuery,
+)
+from grid_common.hashes import spec_hash
+from network.models import (
+    Association,
+    FederatedJob,
+    FederatedParticipant,
+    FederatedRound,
+    FederatedUpdate,
+    IndexedDataset,
+)
+
+log = logging.getLogger(__name__)
+METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
+# How many round timeouts a round may stay open short of its quorum before the job fails.
+GRACE_ROUNDS = 3
+
+
+def spec_of(job: FederatedJob) -> FederatedSpec:
+    return FederatedSpec.model_validate(job.spec)
+
+
+def layout_of(job: FederatedJob) -> he.UpdateLayout:
+    return he.UpdateLayout(spec_of(job).secure_aggregation, job.parameters, job.slots)
+
+
+def participants_of(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
+    return list(
+        session.scalars(
+            select(FederatedParticipant)
+            .where(FederatedParticipant.job_id == job.id)
+            .order_by(FederatedParticipant.position)
+        )
+    )
+
+
+def current_round(session: Session, job: FederatedJob) -> FederatedRound | None:
+    return session.scalar(
+        select(FederatedRound).where(
+            FederatedRound.job_id == job.id, FederatedRound.number == job.current_round
+        )
+    )
+
+
+def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Association, str]]:
+    """Each (domain, dataset) of the spec as an approved association whose index has it."""
+    resolved = []
+    for target in spec.datasets:
+        association = session.scalar(
+            select(Association).where(
+                Association.status == "approved",
+                (Association.domain_id == target.domain) | (Association.name == target.domain),
+            )
+        )
+        if association is None:
+            raise Unprocessable(
+                f"No domain {target.domain!r} is associated with this network; "
+                "see GET /api/v1/domains.",
+                code="unknown_domain",
+            )
+        indexed = session.scalar(
+            select(IndexedDataset.id).where(
+                IndexedDataset.association_id == association.id,
+                IndexedDataset.name == target.dataset,
+            )
+        )
+        if indexed is None:
+            raise Unprocessable(
+                f"Domain {association.name!r} has published no dataset named "
+                f"{target.dataset!r}; search the index for what it offers.",
+                code="unknown_dataset",
+            )
+        resolved.append((association, target.dataset))
+    if len({a.id for a, _ in resolved}) != len(resolved):
+        raise Unprocessable("Name one dataset per domain.", code="duplicate_domain")
+    return resolved
+
+
+def create_job(
+    session: Session,
+    submitter_id: int,
+    spec: FederatedSpec,
+    model_digest: str,
+    weights_digest: str,
+    parameters: int,
+) -> FederatedJob:
+    """Record a federated job and invite each of its domains; the caller commits."""
+    targets = _resolve_targets(session, spec)
+    document = spec.model_dump(mode="json")
+    job = FederatedJob(
+        submitter_id=submitter_id,
+        spec=document,
+        spec_hash=spec_hash(
+            model_digest=model_digest,
+            weights_digest=weights_digest,
+            plan=spec.plan,
+            datasets=[f"{a.domain_id}/{name}" for a, name in targets],
+            kind="model_centric",
+            domains=[a.domain_id for a, _ in targets],
+        ),
+        model_digest=model_digest,
+        weights_digest=weights_digest,
+        parameters=parameters,
+        slots=spec.ckks.poly_modulus_degree // 2,
+    )
+    session.add(job)
+    session.flush()
+    for position, (association, dataset) in enumerate(targets):
+        session.add(
+            FederatedParticipant(
+                job_id=job.id, association_id=association.id, dataset=dataset, position=position
+            )
+        )
+    session.flush()
+    return job
+
+
+# --- decisions and key setup ---------------------------------------------------------------
+
+
+def record_decision(
+    session: Session,
+    job: FederatedJob,
+    participant: FederatedParticipant,
+    approved: bool,
+    reason: str,
+) -> None:
+    """A domain's owner decided; the same decision again is harmless, a changed one is not."""
+    status = "approved" if approved else "denied"
+    if participant.status == status:
+        return
+    if participant.status != "invited":
+        raise Conflict(
+            f"This domain already {participant.status} job {job.id}.", code="already_decided"
+        )
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"Federated job {job.id} is already {job.status}.", code="job_finished")
+    participant.status, participant.decision_reason = status, reason or None
+    participant.decided_at = datetime.now(UTC)
+    session.flush()
+    _advance(session, job)
+
+
+def _advance(session: Session, job: FederatedJob) -> None:
+    """Move a job on once enough domains approved: to key setup (CKKS) or straight to round 1."""
+    if job.status != "pending_approval":
+        return
+    spec = spec_of(job)
+    participants = participants_of(session, job)
+    approved = [p for p in participants if p.status == "approved"]
+    undecided = [p for p in participants if p.status == "invited"]
+    if len(approved) + len(undecided) < spec.quorum:
+        _fail(
+            job,
+            f"only {len(approved)} of {len(participants)} domains approved and "
+            f"{len(undecided)} may still; the job needs {spec.quorum} (min_domains)",
+        )
+        return
+    if len(approved) < spec.quorum:
+        return
+    if spec.secure_aggregation == "ckks":
+        job.status = "key_setup"
+        job.dealer_id = min(approved, key=lambda p: (p.decided_at or job.created_at, p.position)).id
+        return
+    _start(session, job)
+
+
+def _start(session: Session, job: FederatedJob) -> None:
+    job.status, job.started_at = "running", datetime.now(UTC)
+    _open_round(session, job, 1)
+
+
+def _open_round(session: Session, job: FederatedJob, number: int) -> None:
+    now = datetime.now(UTC)
+    job.current_round = number
+    session.add(
+        FederatedRound(
+            job_id=job.id,
+            number=number,
+            opened_at=now,
+            deadline=now + timedelta(seconds=spec_of(job).round_timeout),
+        )
+    )
+
+
+def _fail(job: FederatedJob, reason: str) -> None:
+    job.status, job.failure_reason, job.finished_at = "failed", reason, datetime.now(UTC)
+    log.info("federated job %s failed: %s", job.id, reason)
+
+
+def key_holders(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
+    """Who gets a sealed secret context: every participant that has not denied the job."""
+    return [p for p in participants_of(session, job) if p.status != "denied"]
+
+
+def dealer_keys(session: Session, job: FederatedJob) -> list[DealerKey]:
+    keys = []
+    for participant in key_holders(session, job):
+        association = session.get(Association, participant.association_id)
+        assert association is not None
+        keys.append(
+            DealerKey(domain_id=association.domain_id, encryption_key=association.encryption_key)
+        )
+    return keys
+
+
+def _require_dealer(job: FederatedJob, participant: FederatedParticipant) -> None:
+    if job.status != "key_setup":
+        raise Conflict(f"Federated job {job.id} is not setting up keys.", code="not_key_setup")
+    if job.dealer_id != participant.id:
+        raise Forbidden("Only the job's key dealer hands out its keys.")
+
+
+def store_sealed_context(
+    session: Session, job: FederatedJob, dealer: FederatedParticipant, domain_id: str, digest: str
+) -> None:
+    """Keep the dealer's sealed secret context for one participant (sealed to its X25519 key)."""
+    _require_dealer(job, dealer)
+    for participant in key_holders(session, job):
+        association = session.get(Association, participant.association_id)
+        if association is not None and association.domain_id == domain_id:
+            participant.sealed_context_digest = digest
+            return
+    raise NotFound(f"Domain {domain_id} holds no key of federated job {job.id}.")
+
+
+def store_public_context(
+    session: Session,
+    job: FederatedJob,
+    dealer: FederatedParticipant,
+    context_path: Path,
+    digest: str,
+) -> None:
+    """Check and keep the public context; with every sealed key in, round 1 opens."""
+    _require_dealer(job, dealer)
+    try:
+        context = he.load_context(context_path.read_bytes())
+        private = context.is_private()  # type: ignore[attr-defined]
+        params = he.context_params(context)
+    except he.UpdateError as exc:
+        raise Unprocessable(f"The public context is not a TenSEAL context: {exc}") from None
+    if private or context.has_galois_keys() or context.has_relin_keys():  # type: ignore[attr-defined]
+        raise Unprocessable(
+            "The network takes only a public context: no secret, Galois or relinearization keys.",
+            code="context_not_public",
+        )
+    expected = spec_of(job).ckks.to_params()
+    if params != expected:
+        raise Unprocessable(
+            f"The context was made with {params}, the job asks for {expected}.",
+            code="context_mismatch",
+        )
+    missing = [p for p in key_holders(session, job) if p.sealed_context_digest is None]
+    if missing:
+        raise Conflict(
+            f"Upload the sealed secret context of all {len(missing)} remaining participants "
+            "before the public context.",
+            code="keys_incomplete",
+        )
+    job.public_context_digest = digest
+    _start(session, job)
+
+
+# --- rounds --------------------------------------------------------------------------------
+
+
+def _active(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
+    return [p for p in participants_of(session, job) if p.status == "approved"]
+
+
+def accept_update(
+    session: Session,
+    blobs: BlobStore,
+    job: FederatedJob,
+    participant: FederatedParticipant,
+    number: int,
+    query: UpdateQuery,
+    staged: Path,
+) -> FederatedRound:
+    """Add one domain's update to the open round's aggregate; the caller commits.
+
+    The round row is locked first (PostgreSQL `FOR UPDATE`; SQLite's transactions are
+    immediate), so concurrent updates are summed one after the other and none is lost.
+    """
+    if participant.status != "approved":
+        raise Forbidden(f"This domain has not approved federated job {job.id}.")
+    if job.status != "running":
+        raise Conflict(
+            f"Federated job {job.id} is {job.status}; it takes no updates.", code="not_running"
+        )
+    round_ = session.scalar(
+        select(FederatedRound)
+        .where(FederatedRound.job_id == job.id, FederatedRound.number == number)
+        .with_for_update()
+    )
+    if round_ is None or number > job.current_round:
+        raise Conflict(f"Round {number} of job {job.id} is not open.", code="round_not_open")
+    if round_.status != "open":
+        raise Conflict(
+            f"Round {number} of job {job.id} closed before this update arrived; "
+            f"round {job.current_round} is the current one.",
+            code="round_closed",
+        )
+    already = session.scalar(
+        select(FederatedUpdate.id).where(
+            FederatedUpdate.round_id == round_.id, FederatedUpdate.participant_id == participant.id
+        )
+    )
+    if already is not None:
+        raise Conflict(
+            f"This domain already sent its update for round {number}.", code="already_sent"
+        )
+    layout = layout_of(job)
+    context = None
+    if layout.mode == "ckks":
+        assert job.public_context_digest is not None
+        context = blobs.path(job.public_context_digest).read_bytes()
+    codec = he.codec_for(layout.mode, context)
+    previous = round_.aggregate_digest
+    with blobs.staging() as out:
+        try:
+            he.add_updates(blobs.path(previous) if previous else None, staged, codec, layout, out)
+        except he.UpdateError as exc:
+            raise Unprocessable(
+                f"The update does not fit this job: {exc}", code="bad_update"
+            ) from None
+        digest, _, _ = blobs.commit(out)
+    round_.aggregate_digest = digest
+    round_.samples += query.samples
+    metrics = {k: v for k, v in query.model_dump().items() if k in METRIC_NAMES and v is not None}
+    session.add(
+        FederatedUpdate(
+            round_id=round_.id,
+            participant_id=participant.id,
+            samples=query.samples,
+            metrics=metrics,
+        )
+    )
+    participant.samples = query.samples
+    participant.rounds_reported += 1
+    session.flush()
+    if previous is not None:
+        # The partial sum is replaced; drop it once the new one is committed.
+        session.info.setdefault("blobs_to_delete", []).append(previous)
+    reporters = _reporter_count(session, round_)
+    late = datetime.now(UTC) >= round_.deadline
+    if reporters >= len(_active(session, job)) or (late and reporters >= spec_of(job).quorum):
+        close_round(session, job, round_)
+    return round_
+
+
+def _reporter_count(session: Session, round_: FederatedRound) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(FederatedUpdate)
+            .where(FederatedUpdate.round_id == round_.id)
+        )
+        or 0
+    )
+
+
+def round_metrics(session: Session, round_: FederatedRound) -> dict[str, Any]:
+    """Sample-weighted means of the domains' metrics, and each domain's own."""
+    rows = session.execute(
+        select(FederatedUpdate, Association.name)
+        .join(FederatedParticipant, FederatedParticipant.id == FederatedUpdate.participant_id)
+        .join(Association, Association.id == FederatedParticipant.association_id)
+        .where(FederatedUpdate.round_id == round_.id)
+        .order_by(FederatedParticipant.position)
+    ).all()
+    weighted: dict[str, Any] = {}
+    for name in METRIC_NAMES:
+        reported = [(u.samples, u.metrics[name]) for u, _ in rows if name in u.metrics]
+        total = sum(n for n, _ in reported)
+        if reported and total:
+            weighted[name] = sum(n * value for n, value in reported) / total
+    weighted["domains"] = {
+        domain: {"samples": update.samples, **update.metrics} for update, domain in rows
+    }
+    return weighted
+
+
+def close_round(session: Session, job: FederatedJob, round_: FederatedRound) -> None:
+    """Publish a round's aggregate and open the next round, or wait for attestations."""
+    round_.status, round_.closed_at = "closed", datetime.now(UTC)
+    round_.metrics = round_metrics(session, round_)
+    spec = spec_of(job)
+    if round_.number >= spec.rounds:
+        job.status = "finishing"
+    else:
+        _open_round(session, job, round_.number + 1)
+
+
+def close_due_rounds(session: Session) -> int:
+    """Close rounds whose deadline passed with a quorum of updates.
+
+    A round short of its quorum at the deadline stays open and closes as soon as the quorum
+    is in; after `GRACE_ROUNDS` times the round timeout without it, the job fails.
+    """
+    now = datetime.now(UTC)
+    due = session.scalars(
+        select(FederatedRound)
+        .join(FederatedJob, FederatedJob.id == FederatedRound.job_id)
+        .where(
+            FederatedRound.status == "open",
+            FederatedRound.deadline <= now,
+            FederatedJob.status == "running",
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for round_ in due:
+        job = session.get(FederatedJob, round_.job_id)
+        assert job is not None
+        reporters = _reporter_count(session, round_)
+        spec = spec_of(job)
+        if reporters >= spec.quorum:
+            close_round(session, job, round_)
+        elif now >= round_.opened_at + timedelta(seconds=GRACE_ROUNDS * spec.round_timeout):
+            round_.status, round_.closed_at = "closed", now
+            _fail(
+                job,
+                f"round {round_.number} had {reporters} update(s) after {GRACE_ROUNDS} times its "
+                f"{spec.round_timeout:g} s timeout; the job needs {spec.quorum} (min_domains)",
+            )
+    return len(due)
+
+
+# --- the end: attestations and the released model ------------------------------------------
+
+
+def record_attestation(
+    session: Session, job: FederatedJob, participant: FederatedParticipant, model_hash: str
+) -> None:
+    """A domain decrypted the final aggregate and says which weights file it got."""
+    if participant.status != "approved":
+        raise Forbidden(f"This domain has not approved federated job {job.id}.")
+    if job.status not in ("finishing", "completed"):
+        raise Conflict(f"Federated job {job.id} has no final model yet.", code="not_finished")
+    if participant.attested_hash is not None:
+        if participant.attested_hash != model_hash:
+            raise Conflict("This domain already attested another hash.", code="already_attested")
+        return
+    participant.attested_hash, participant.attested_at = model_hash, datetime.now(UTC)
+    session.flush()
+    _settle(session, job)
+
+
+def _settle(session: Session, job: FederatedJob) -> None:
+    """With every attestation in: one hash → final; any disagreement → the job fails."""
+    active = _active(session, job)
+    hashes = {p.attested_hash for p in active}
+    if None in hashes:
+        return
+    if len(hashes) != 1:
+        _fail(job, "the domains decrypted different final models (their attested hashes differ)")
+        return
+    job.final_hash = hashes.pop()
+    _complete_if_ready(job)
+
+
+def store_result(job: FederatedJob, participant: FederatedParticipant, digest: str) -> None:
+    """Keep the plaintext model a domain uploaded after its owner released it."""
+    if job.status not in ("finishing", "completed"):
+        raise Conflict(
+            f"Federated job {job.id} is {job.status}; it takes no result.", code="not_finished"
+        )
+    if participant.attested_hash is None:
+        raise Conflict("Attest the final model's hash before uploading it.", code="not_attested")
+    if digest != participant.attested_hash:
+        raise Unprocessable(
+            "The uploaded weights do not hash to what this domain attested.", code="hash_mismatch"
+        )
+    if job.result_digest is None:
+        job.result_digest = digest
+    _complete_if_ready(job)
+
+
+def _complete_if_ready(job: FederatedJob) -> None:
+    if job.status == "finishing" and job.final_hash and job.result_digest == job.final_hash:
+        job.status, job.finished_at = "completed", datetime.now(UTC)
+
+
+def result_availability(job: FederatedJob) -> str:
+    if job.status == "completed":
+        return "available"
+    if job.status == "finishing":
+        return "awaiting_attestations" if job.final_hash is None else "awaiting_upload"
+    return "none"
+
+
+def cancel(job: FederatedJob) -> None:
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"Federated job {job.id} is already {job.status}.", code="job_finished")
+    job.status, job.finished_at = "cancelled", datetime.now(UTC)
+    job.failure_reason = "cancelled by its data scientist or an operator"
+
+
+def participant_state(
+    session: Session, job: FederatedJob, participant: FederatedParticipant
+) -> ParticipantState:
+    """What this domain's worker should do next."""
+    round_ = current_round(session, job)
+    submitted = False
+    if round_ is not None:
+        submitted = (
+            session.scalar(
+                select(FederatedUpdate.id).where(
+                    FederatedUpdate.round_id == round_.id,
+                    FederatedUpdate.participant_id == participant.id,
+                )
+            )
+            is not None
+        )
+    published = session.scalar(
+        select(FederatedRound)
+        .where(FederatedRound.job_id == job.id, FederatedRound.status == "closed")
+        .where(FederatedRound.aggregate_digest.is_not(None))
+        .order_by(FederatedRound.number.desc())
+        .limit(1)
+    )
+    spec = spec_of(job)
+    deal = job.status == "key_setup" and job.dealer_id == participant.id
+    return ParticipantState(
+        network_job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        participant_status=participant.status,  # type: ignore[arg-type]
+        rounds=spec.rounds,
+        round=job.current_round,
+        round_open=round_ is not None and round_.status == "open",
+        deadline=round_.deadline if round_ is not None else None,
+        submitted=submitted,
+        aggregate_round=published.number if published is not None else 0,
+        aggregate_samples=published.samples if published is not None else 0,
+        deal_keys=deal,
+        keys_ready=spec.secure_aggregation == "none" or job.public_context_digest is not None,
+        parameters=job.parameters,
+        slots=job.slots,
+        secure_aggregation=spec.secure_aggregation,
+        attested=participant.attested_hash is not None,
+        result_uploaded=job.result_digest is not None,
+        failure_reason=job.failure_reason,
+        dealer_keys=dealer_keys(session, job) if deal else [],
+    )
+
+
+def delete_replaced_blobs(session: Session, blobs: BlobStore) -> None:
+    """After a commit: remove partial sums a newer one replaced."""
+    for digest in session.info.pop("blobs_to_delete", []):
+        with contextlib.suppress(OSError):
+            blobs.delete(digest)
+
+
+def close_due_rounds_task() -> None:
+    """The background task: close every round past its deadline."""
+    session = db_session()
+    if close_due_rounds(session):
+        session.commit()
+    else:
+        session.rollback()

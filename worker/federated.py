@@ -1,0 +1,194 @@
+"""One domain's part in a federated job: train each round, send the encrypted update, decrypt.
+
+Each round the worker starts from the global model (the initial weights, or the last published
+aggregate divided by the rows behind it), trains locally in its child process, multiplies the
+flat weights by its row count, encrypts them with the job's shared CKKS context and sends them
+through its domain. The network adds the ciphertexts; every domain decrypts the same sum.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grid_cli.http import GridError
+from grid_common import he
+from grid_common.federated_schemas import ParticipantState
+from grid_common.schemas import LeasedFederated, LeasedJob
+from worker.child import WarmChild
+from worker.domain_api import DomainWorkerApi
+from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec
+
+log = logging.getLogger("grid.worker")
+POLL_S = 0.2
+_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class FederatedRun:
+    """Runs the rounds of one leased federated job until it ends at the network."""
+
+    def __init__(
+        self,
+        api: DomainWorkerApi,
+        leased: LeasedJob,
+        spec: TrainingSpec,
+        child: WarmChild,
+        on_event: Callable[[TrainingEvent], None],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        assert leased.federated is not None
+        self.api, self.leased, self.task = api, leased, leased.federated
+        self.spec, self.child = spec, child
+        self.on_event, self.should_stop = on_event, should_stop
+        self.wait = threading.Event().wait  # an interruptible sleep between polls
+        self.work = spec.output_dir / "federated"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.template = he.read_weights(spec.weights_path)
+        self.weights_layout = he.weights_layout(self.template)
+        self.codec: he.FrameCodec | None = None
+        self.global_round = -1  # which aggregate `global_path` holds; 0 = the initial weights
+        self.global_path = self.work / "global.safetensors"
+        self.last_metrics: dict[str, Any] = {}
+
+    @property
+    def _ids(self) -> tuple[int, int]:
+        return self.leased.job_id, self.leased.attempt
+
+    def _log(self, message: str) -> None:
+        self.on_event(TrainingEvent("log", {"level": "info", "message": message}))
+
+    def run(self) -> TrainingOutcome:
+        while not self.should_stop():
+            try:
+                state = self.api.federated_state(*self._ids)
+            except GridError as exc:
+                if exc.status and exc.status < 500:
+                    raise
+                # The domain or the network is down for a moment: the round deadline decides.
+                log.warning("job %s: federated state unavailable: %s", self.leased.job_id, exc)
+                self.wait(1.0)
+                continue
+            if state.status in ("failed", "cancelled"):
+                reason = state.failure_reason or f"the federated job was {state.status}"
+                return TrainingOutcome("failed", f"at the network: {reason}")
+            if state.participant_status != "approved" or not state.keys_ready:
+                self.wait(POLL_S)
+                continue
+            if state.status == "running" and state.round_open and not state.submitted:
+                outcome = self._train_round(state)
+                if outcome is not None:
+                    return outcome
+                continue
+            if state.status in ("finishing", "completed"):
+                return self._final(state)
+            self.wait(POLL_S)
+        return TrainingOutcome("cancelled", "cancelled")
+
+    # --- keys and the global model -------------------------------------------------------------
+
+    def _codec(self, task: LeasedFederated) -> he.FrameCodec:
+        if self.codec is None:
+            context = None
+            if task.secure_aggregation == "ckks":
+                context = self.api.federated_context(*self._ids)
+            self.codec = he.codec_for(task.secure_aggregation, context)
+        return self.codec
+
+    def _layout(self, state: ParticipantState) -> he.UpdateLayout:
+        return he.UpdateLayout(state.secure_aggregation, self.weights_layout.size, state.slots)
+
+    def _global_model(self, state: ParticipantState) -> Path:
+        """The weights every domain starts this round from; the same bytes on every domain."""
+        if state.aggregate_round == self.global_round:
+            return self.global_path
+        if state.aggregate_round == 0:
+            he.write_weights(self.template, self.global_path)
+        else:
+            vector = self._decrypt(state, state.aggregate_round)
+            he.write_weights(he.unflatten(vector, self.weights_layout), self.global_path)
+        self.global_round = state.aggregate_round
+        return self.global_path
+
+    def _decrypt(self, state: ParticipantState, number: int) -> np.ndarray:
+        aggregate = self.work / f"round-{number}.agg"
+        samples = self.api.federated_aggregate(*self._ids, number, aggregate)
+        if samples <= 0:
+            raise he.UpdateError(f"round {number}'s aggregate has no rows behind it")
+        total = he.read_update(aggregate, self._codec(self.task), self._layout(state))
+        aggregate.unlink(missing_ok=True)
+        return total / samples
+
+    # --- one round -------------------------------------------------------------------------------
+
+    def _train_round(self, state: ParticipantState) -> TrainingOutcome | None:
+        """Train and send this round's update; an outcome ends the job, None goes on."""
+        number = state.round
+        start = self._global_model(state)
+        output = self.work / f"round-{number}"
+        output.mkdir(exist_ok=True)
+        spec = replace(
+            self.spec,
+            weights_path=start,
+            output_dir=output,
+            proximal_mu=self.task.mu if self.task.strategy == "fedprox" else 0.0,
+        )
+        self._log(f"round {number} of {state.rounds}: training from the global model")
+        outcome = self.child.run(spec, self.on_event, self.should_stop, keep=True)
+        if outcome.status != "completed" or outcome.weights_path is None:
+            return outcome
+        samples = int(outcome.metrics.get("samples", 0))
+        if samples <= 0:
+            return TrainingOutcome("failed", "local training reported no rows")
+        vector = he.flatten(he.read_weights(outcome.weights_path)) * samples
+        update = output / "update.bin"
+        size = he.write_update(vector, self._codec(self.task), self._layout(state), update)
+        metrics = {k: outcome.metrics[k] for k in _METRICS if k in outcome.metrics}
+        if not self._send(number, update, {"samples": samples, **metrics}):
+            return None
+        self.last_metrics = {"samples": samples, **metrics}
+        self.on_event(
+            TrainingEvent(
+                "progress",
+                {
+                    "phase": "round",
+                    "round": number,
+                    "rounds": state.rounds,
+                    "bytes": size,
+                    **metrics,
+                },
+            )
+        )
+        return None
+
+    def _send(self, number: int, update: Path, query: dict[str, Any]) -> bool:
+        """Deliver the update, retrying while the domain or network is down; False if refused."""
+        while not self.should_stop():
+            try:
+                self.api.federated_update(*self._ids, number, update, query)
+                return True
+            except GridError as exc:
+                if exc.code in ("round_closed", "already_sent", "not_running"):
+                    self._log(f"round {number}: update not taken ({exc.message})")
+                    return False
+                if exc.status and exc.status < 500:
+                    raise
+                log.warning(
+                    "job %s: round %s update not delivered yet: %s", self._ids[0], number, exc
+                )
+                self.wait(1.0)
+        return False
+
+    def _final(self, state: ParticipantState) -> TrainingOutcome:
+        """Decrypt the last round's aggregate: the job's model, hashed the same on every domain."""
+        final = self.work / "final.safetensors"
+        vector = self._decrypt(state, state.rounds)
+        he.write_weights(he.unflatten(vector, self.weights_layout), final)
+        self._log(f"all {state.rounds} rounds done; the final model is decrypted")
+        metrics = {"rounds": state.rounds, **self.last_metrics}
+        return TrainingOutcome("completed", weights_path=final, metrics=metrics)
