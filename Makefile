@@ -44,7 +44,9 @@ test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/mypy domain grid_common grid_cli registry network worker
 	$(BIN)/pytest
 
-demo: $(VENV)/.project-installed
+# The whole system on this machine: a chain with the registry (anvil from npm), a network,
+# two domains with workers, and a federated job with CKKS from search to on-chain proof.
+demo: $(VENV)/.project-installed $(NODE_STAMP)
 	$(BIN)/grid demo
 
 typecheck: $(VENV)/.project-installed

@@ -480,13 +480,11 @@ def domain_start(name: str, port: int, data_dir: Path, host: str, workers: int, 
         ) from None
 
 
-@main.command()
-def demo() -> None:
-    """Start a local domain with a sample dataset and walk the data-owner flow."""
-    from grid_cli.demo import run_demo
-
-    run_demo()
-
-
 # Command groups kept in their own modules (jobs, networks, registry) register on `main`.
-from grid_cli import job_commands, network_commands, registry_commands  # noqa: E402, F401
+from grid_cli import (  # noqa: E402, F401
+    fl_commands,
+    job_commands,
+    network_commands,
+    registry_commands,
+    up_commands,
+)

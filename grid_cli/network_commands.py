@@ -10,12 +10,12 @@ from typing import Any, cast, get_args
 
 import click
 
-from grid_cli.cli import domain, json_option, main, open_client, url_option
+from grid_cli.cli import domain, json_option, main, open_client, read_password, url_option
 from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
 from grid_cli.network import NetworkClient
 from grid_cli.output import print_json, print_table
 from grid_common.identity import IdentityError, load_identity
-from grid_common.network_schemas import AssociationOut, AssociationStatus
+from grid_common.network_schemas import AssociationOut, AssociationStatus, NetworkRole
 
 STATUSES = list(get_args(AssociationStatus))
 
@@ -341,3 +341,53 @@ def associations_remove(association_id: int, url: str | None, as_json: bool) -> 
         print_json({"removed": association_id})
     else:
         click.echo(f"Removed association {association_id}.")
+
+
+# --- grid network accounts ----------------------------------------------------
+
+
+@network.group("accounts")
+def network_accounts() -> None:
+    """Operators and data scientists of your network (operators)."""
+
+
+@network_accounts.command("add")
+@click.argument("email")
+@click.option(
+    "--role",
+    type=click.Choice(list(get_args(NetworkRole))),
+    default="data_scientist",
+    show_default=True,
+    help="data_scientist: may search and run federated jobs; operator: runs the network.",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@url_option
+@json_option
+def network_accounts_add(
+    email: str, role: str, password_stdin: bool, url: str | None, as_json: bool
+) -> None:
+    """Add an account (password: stdin, $GRID_NEW_PASSWORD, or a prompt on a terminal)."""
+    password = read_password(
+        password_stdin, env="GRID_NEW_PASSWORD", what="new password", confirm=True
+    )
+    account = open_network(url).create_account(email, password, role=cast(NetworkRole, role))
+    if as_json:
+        print_json(account)
+    else:
+        click.echo(f"Created {account.email} ({account.role}), id {account.id}.")
+
+
+@network_accounts.command("list")
+@url_option
+@json_option
+def network_accounts_list(url: str | None, as_json: bool) -> None:
+    """List the network's accounts."""
+    accounts = open_network(url).accounts()
+    if as_json:
+        print_json(accounts)
+        return
+    print_table(
+        "Accounts",
+        ["id", "email", "role", "active", "created"],
+        ([a.id, a.email, a.role, a.is_active, f"{a.created_at:%Y-%m-%d %H:%M}"] for a in accounts),
+    )

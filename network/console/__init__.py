@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Flask
 
 from grid_common.console import init_console
-from network.console import pages
+from network.console import federated_jobs, pages
 from network.console.common import bp
 
 # The module registers its pages on the blueprint when imported.
-PAGES = (pages,)
+PAGES = (pages, federated_jobs)
 
 
 def init_app(app: Flask) -> None:

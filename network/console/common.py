@@ -19,6 +19,7 @@ NAV = (
     NavItem("console.associations_page", "Associations", Permission.MANAGE_ASSOCIATIONS),
     NavItem("console.domains_page", "Domains", AUTHENTICATED),
     NavItem("console.search_page", "Search", AUTHENTICATED),
+    NavItem("console.federated_jobs", "Federated jobs", Permission.SUBMIT_FEDERATED),
 )
 
 

@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from grid_common.api import route_spec
 from grid_common.console import is_page
+from grid_common.db import db_session
+from network.api.accounts import add_operator
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, PASSWORD
 from tests.console.conftest import csrf_of, sign_in
 from tests.network.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD, Signer
@@ -285,46 +287,89 @@ def test_a_refused_form_goes_back_with_the_reason(
 
 # --- the network console ---------------------------------------------------------------
 
-NETWORK_EXPECTED: dict[tuple[str, str], bool] = {  # whether anonymous visitors may open it
-    ("GET", "/static/console/<path:filename>"): True,
-    ("GET", "/login"): True,
-    ("POST", "/login"): True,
-    ("POST", "/logout"): False,
-    ("GET", "/"): False,
-    ("GET", "/associations"): False,
-    ("POST", "/associations/<int:association_id>/approve"): False,
-    ("POST", "/associations/<int:association_id>/reject"): False,
-    ("POST", "/associations/<int:association_id>/remove"): False,
-    ("GET", "/domains"): False,
-    ("GET", "/search"): False,
+NETWORK_PEOPLE = {"anonymous", "operator", "data_scientist"}
+NETWORK_SIGNED_IN = NETWORK_PEOPLE - {"anonymous"}
+NETWORK_EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/static/console/<path:filename>"): NETWORK_PEOPLE,
+    ("GET", "/login"): NETWORK_PEOPLE,
+    ("POST", "/login"): NETWORK_PEOPLE,
+    ("POST", "/logout"): NETWORK_SIGNED_IN,
+    ("GET", "/"): NETWORK_SIGNED_IN,
+    ("GET", "/associations"): {"operator"},
+    ("POST", "/associations/<int:association_id>/approve"): {"operator"},
+    ("POST", "/associations/<int:association_id>/reject"): {"operator"},
+    ("POST", "/associations/<int:association_id>/remove"): {"operator"},
+    ("GET", "/domains"): NETWORK_SIGNED_IN,
+    ("GET", "/search"): NETWORK_SIGNED_IN,
+    ("GET", "/federated"): NETWORK_SIGNED_IN,
+    ("GET", "/federated/<int:job_id>"): NETWORK_SIGNED_IN,
+    ("GET", "/federated/<int:job_id>/progress"): NETWORK_SIGNED_IN,
+    ("POST", "/federated/<int:job_id>/cancel"): NETWORK_SIGNED_IN,
 }
+NETWORK_POSTS = sorted(
+    rule for method, rule in NETWORK_EXPECTED if method == "POST" and rule != "/login"
+)
 
 
 def test_the_network_page_matrix_covers_every_console_page(network_app: Flask) -> None:
     assert pages(network_app) == set(NETWORK_EXPECTED)
 
 
-@pytest.mark.parametrize("caller", ["anonymous", "operator"])
-def test_network_page_matrix(network_app: Flask, caller: str) -> None:
-    client = network_app.test_client()
-    if caller == "operator":
-        token = sign_in(client, OPERATOR_EMAIL, OPERATOR_PASSWORD)
-    else:
-        token = csrf_of(client.get("/login").get_data(as_text=True))
-    for (method, rule), public in sorted(
+def network_console(app: Flask, role: str) -> tuple[FlaskClient, str]:
+    """A network console client signed in as `role` (a data scientist is made first)."""
+    client = app.test_client()
+    if role == "anonymous":
+        return client, csrf_of(client.get("/login").get_data(as_text=True))
+    if role == "operator":
+        return client, sign_in(client, OPERATOR_EMAIL, OPERATOR_PASSWORD)
+    with app.app_context():
+        add_operator(db_session(), "scientist@example.org", PASSWORD, role=role)
+    return client, sign_in(client, "scientist@example.org", PASSWORD)
+
+
+def fill_network(rule: str) -> str:
+    # Ids that exist nowhere, so an allowed call ends in a 404 page, never a change.
+    return (
+        rule.replace("<int:association_id>", "999")
+        .replace("<int:job_id>", "999")
+        .replace("<path:filename>", "console.js")
+    )
+
+
+@pytest.mark.parametrize("role", sorted(NETWORK_PEOPLE))
+def test_network_page_matrix(network_app: Flask, role: str) -> None:
+    client, token = network_console(network_app, role)
+    for (method, rule), allowed in sorted(
         NETWORK_EXPECTED.items(), key=lambda i: "logout" in i[0][1]
     ):
-        path = rule.replace("<int:association_id>", "999").replace("<path:filename>", "console.js")
+        path = fill_network(rule)
         data = {"csrf_token": token} if method == "POST" else None
         response = client.open(path, method=method, data=data)
-        where = f"{caller} {method} {path} -> {response.status_code}"
+        body = response.get_data(as_text=True)
+        where = f"{role} {method} {path} -> {response.status_code} {body[:300]}"
         assert response.status_code < 500, where
-        if caller == "operator" or public:
+        if role in allowed:
             assert response.status_code not in (401, 403), where
             if rule != "/logout":
                 assert not (response.location or "").startswith("/login"), where
-        else:
+        elif role == "anonymous":
+            assert response.status_code == 302, where
             assert response.location.startswith("/login"), where
+        else:
+            assert response.status_code == 403, where
+            assert "Not allowed" in body and "lacks the" in body, where
+
+
+@pytest.mark.parametrize("token", ["missing", "wrong"])
+@pytest.mark.parametrize("rule", NETWORK_POSTS)
+def test_a_network_form_without_the_sessions_csrf_token_is_refused(
+    network_app: Flask, rule: str, token: str
+) -> None:
+    client, _ = network_console(network_app, "operator")
+    data = {} if token == "missing" else {"csrf_token": "forged-by-another-site"}
+    response = client.post(fill_network(rule), data=data)
+    assert response.status_code == 403
+    assert "did not come from this console" in response.get_data(as_text=True)
 
 
 def test_an_operator_decides_join_requests_in_the_console(

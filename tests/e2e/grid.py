@@ -1,14 +1,10 @@
-"""A whole grid in real processes for end-to-end tests: a network, domains, their workers."""
+"""A whole grid in real processes for end-to-end tests, on `grid_cli.local_grid`."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,12 +13,10 @@ import pandas as pd
 from sklearn.datasets import load_digits
 
 import grid_cli as grid
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, free_port, wait_for_http
+from grid_cli import local_grid
+from grid_cli.demo_data import SeedDataset
+from grid_cli.local_grid import GridConfig, LocalDomain, ManagedProcess
 
-OPERATOR_EMAIL = "operator@example.org"
-OPERATOR_PASSWORD = "operator-password"
-DS_EMAIL = "fl-scientist@example.org"
-DS_PASSWORD = "fl-scientist-password"
 T = TypeVar("T")
 
 
@@ -38,79 +32,59 @@ def eventually(check: Callable[[], T], what: str, deadline_s: float = 60) -> T:
         time.sleep(0.1)
 
 
-class Process:
-    """A node under gunicorn (or any command) on a fixed loopback port, restartable."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, health: str) -> None:
-        self.command, self.env, self.log_path, self.health = command, env, log, health
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.command,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        if self.health:
-            wait_for_http(self.health, self.process)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Stop the process and everything it started (a worker's training child too)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-
-
-def _gunicorn(module: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-        "--threads", "8", "--preload", f"{module}.wsgi:app",
-    ]  # fmt: skip
-
-
 @dataclass
 class Member:
     """One domain of the grid: its process, its owner's client, its worker process."""
 
-    name: str
-    url: str
-    node: Process
-    owner: grid.DomainClient
-    worker: Process | None = None
-    worker_env: dict[str, str] = field(default_factory=dict)
-    work_dir: Path | None = None
+    domain: LocalDomain
+
+    @property
+    def name(self) -> str:
+        return self.domain.name
+
+    @property
+    def url(self) -> str:
+        return self.domain.url
+
+    @property
+    def node(self) -> ManagedProcess:
+        return self.domain.process
+
+    @property
+    def owner(self) -> grid.DomainClient:
+        return self.domain.owner_client
+
+    @property
+    def worker(self) -> ManagedProcess:
+        return self.domain.workers[0]
 
     def start_worker(self) -> None:
-        assert self.work_dir is not None
-        command = [
-            *(sys.executable, "-m", "grid_cli", "worker", "start", "--domain", self.url),
-            *("--work-dir", str(self.work_dir), "--poll-interval", "0.2"),
-        ]
-        self.worker = Process(command, self.worker_env, self.work_dir.with_suffix(".log"), "")
+        """Start its (stopped) worker again, with the same token."""
+        self.worker.start()
 
 
-@dataclass
 class LocalGrid:
     """What the tests drive: the network, its domains, the data scientist and operator clients."""
 
-    root: Path
-    network: Process
-    network_url: str
-    members: list[Member]
-    operator: grid.NetworkClient
-    scientist: grid.NetworkClient
+    def __init__(self, running: local_grid.LocalGrid) -> None:
+        self.running = running
+        self.root = running.data_dir
+        self.members = [Member(d) for d in running.domains]
+        self.operator = running.operator
+        self.scientist = running.scientist()
+
+    @property
+    def network(self) -> ManagedProcess:
+        assert self.running.network_process is not None
+        return self.running.network_process
+
+    @property
+    def network_url(self) -> str:
+        return self.running.network_url
 
     def stop(self) -> None:
-        for member in self.members:
-            if member.worker is not None:
-                member.worker.kill(signal.SIGTERM)
-            member.node.kill(signal.SIGTERM)
-        self.network.kill(signal.SIGTERM)
+        self.scientist.close()
+        self.running.stop()
 
     def approve_all(self, *, release: bool = True) -> None:
         """Each owner approves the federated request their domain received."""
@@ -145,73 +119,20 @@ def start_grid(
     parts: list[pd.DataFrame] | None = None,
 ) -> LocalGrid:
     """Start a network and `domains` domains, each with a dataset 'digits' and one worker."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "GRID_DATA_DIR": str(root / "network"),
-        "GRID_NODE_NAME": "net",
-        "GRID_OPERATOR_EMAIL": OPERATOR_EMAIL,
-        "GRID_OPERATOR_PASSWORD": OPERATOR_PASSWORD,
-        "GRID_HEALTH_INTERVAL_S": "1",
-    }
-    if network_database_url:
-        env["GRID_DATABASE_URL"] = network_database_url
-    network = Process(_gunicorn("network", port), env, root / "network.log", f"{url}/healthz")
-    operator = grid.login_network(url, OPERATOR_EMAIL, OPERATOR_PASSWORD)
-    operator.create_account(DS_EMAIL, DS_PASSWORD, role="data_scientist")
     parts = parts or digits_parts(domains)
-    members: list[Member] = []
-    local = LocalGrid(root, network, url, members, operator, operator)
-    try:
-        for index in range(domains):
-            members.append(_start_member(root, index, url, parts[index], domain_env or {}))
-        for member in members:
-            eventually(
-                lambda m=member: any(
-                    a.status == "pending" and a.url == m.url for a in operator.associations()
-                ),
-                f"{member.name} to ask to join",
-            )
-        for association in operator.associations(status="pending"):
-            operator.approve(association.id)
-        eventually(
-            lambda: len(operator.search("digits")) == domains, "every domain's dataset in the index"
-        )
-        for member in members:
-            member.start_worker()
-        local.scientist = grid.login_network(url, DS_EMAIL, DS_PASSWORD)
-    except BaseException:
-        local.stop()
-        raise
-    return local
-
-
-def _start_member(
-    root: Path, index: int, network_url: str, data: pd.DataFrame, extra: dict[str, str]
-) -> Member:
-    name = f"hospital-{chr(ord('a') + index)}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "GRID_DATA_DIR": str(root / name),
-        "GRID_NODE_NAME": name,
-        "GRID_OWNER_EMAIL": OWNER_EMAIL,
-        "GRID_OWNER_PASSWORD": OWNER_PASSWORD,
-        "GRID_NETWORK_SYNC_S": "0.3",
-        "GRID_JOB_LEASE_SECONDS": "3",
-        **extra,
-    }
-    node = Process(_gunicorn("domain", port), env, root / f"{name}.log", f"{url}/healthz")
-    owner = grid.login(url, OWNER_EMAIL, OWNER_PASSWORD)
-    csv = root / f"{name}.csv"
-    data.to_csv(csv, index=False)
-    owner.upload_dataset(
-        "digits", csv, label="target", description="handwritten digits", tags=["digits"],
-        progress=False,
-    )  # fmt: skip
-    token = owner.add_worker(f"{name}-worker").token
-    assert token is not None
-    owner.join_network(network_url)
-    member = Member(name, url, node, owner, worker_env={"GRID_WORKER_TOKEN": token})
-    member.work_dir = root / f"{name}-worker"
-    return member
+    config = GridConfig(
+        data_dir=root,
+        domains=domains,
+        port=0,
+        chain=False,
+        datasets=[
+            [SeedDataset("digits", part, "target", "handwritten digits", ["digits"])]
+            for part in parts
+        ],
+        lease_s=3,
+        health_interval_s=1,
+        worker_poll_s=0.2,
+        network_database_url=network_database_url,
+        domain_env=domain_env or {},
+    )
+    return LocalGrid(local_grid.LocalGrid(config, supervised=False).start())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,8 +126,8 @@ def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> Non
         # hospital-c dies (domain and worker, no goodbye) while round 2 is open.
         late = local.members[2]
         assert late.worker is not None
-        late.worker.kill()
-        late.node.kill()
+        late.worker.stop(kill=True)
+        late.node.stop(kill=True)
         eventually(lambda: fl.refresh().info.current_round >= 3, "round 2 to close at quorum", 60)
         closed = {r["round"]: r for r in fl.history}
         assert sorted(closed[2]["domains"]) == ["hospital-a", "hospital-b"]
@@ -140,7 +139,7 @@ def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> Non
             lambda: late.owner.job(1).info.attempt >= 2, "hospital-c's worker to take the job up"
         )
         # The network restarts between rounds and picks the job up from its database.
-        local.network.kill(signal.SIGTERM)
+        local.network.stop()
         local.network.start()
         fl.wait(timeout=300, progress=False)
         history = fl.history

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from grid_common import he
@@ -25,7 +25,7 @@ from grid_common.federated_schemas import invitation_message
 from grid_common.hashes import spec_hash
 from grid_common.identity import verify_key_from_text
 from grid_common.model_archive import save_for_training
-from network.federated import close_due_rounds
+from network.federated import GRACE_ROUNDS, close_due_rounds
 from network.models import FederatedJob, FederatedParticipant, FederatedRound
 from tests.network.conftest import Signer, approved, dataset
 
@@ -720,21 +720,22 @@ def test_a_refused_update_leaves_the_round_unharmed(
     assert samples == sum(SAMPLES)
 
 
-def _past_deadline(app: Flask, job: Job) -> int:
-    """Move the open round's deadline into the past and run the deadline task once."""
+def _age_open_round(app: Flask, job: Job, seconds: float) -> None:
+    """Open the job's open round `seconds` earlier, then run the deadline task once."""
     with app.app_context():
         session = db_session()
         assert close_due_rounds(session) == 0  # nothing is due before its deadline
         session.rollback()
-        session.execute(
-            update(FederatedRound)
-            .where(FederatedRound.job_id == job.id, FederatedRound.status == "open")
-            .values(deadline=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        round_ = session.scalars(
+            select(FederatedRound).where(
+                FederatedRound.job_id == job.id, FederatedRound.status == "open"
+            )
+        ).one()
+        round_.opened_at -= timedelta(seconds=seconds)
+        round_.deadline -= timedelta(seconds=seconds)
         session.commit()
-        closed = close_due_rounds(session)
+        close_due_rounds(session)
         session.commit()
-        return closed
 
 
 @pytest.mark.parametrize("mode", ["none", "ckks"])
@@ -744,7 +745,7 @@ def test_at_the_deadline_a_quorum_closes_the_round(
     job = start_job(mode, min_domains=2, round_timeout=60)
     expected = _send_all(job, 1, job.domains[:2])
     assert job.view()["last_round"]["status"] == "open"  # the third may still come
-    assert _past_deadline(network_app, job) == 1
+    _age_open_round(network_app, job, 61)
     total, samples = job.aggregate(job.domains[0], 1)
     np.testing.assert_allclose(total, expected, rtol=0, atol=1e-6)
     assert samples == SAMPLES[0] + SAMPLES[1]
@@ -757,18 +758,30 @@ def test_at_the_deadline_a_quorum_closes_the_round(
     assert error(_late(job, job.domains[2], job.domains[2]), 409) == "round_closed"
 
 
-def test_at_the_deadline_without_quorum_the_job_fails(
+def test_short_of_quorum_a_round_waits_then_the_job_fails(
     start_job: Callable[..., Job], network_app: Flask
 ) -> None:
     job = start_job("none", min_domains=2, round_timeout=60)
-    _send_all(job, 1, job.domains[:1])
-    assert _past_deadline(network_app, job) == 1
+    expected = _send_all(job, 1, job.domains[:1])
+    _age_open_round(network_app, job, 61)
+    view = job.view()
+    assert view["status"] == "running" and view["last_round"]["status"] == "open"
+    # Past its deadline, the update that makes the quorum closes the round at once.
+    expected += _send_all(job, 1, job.domains[1:2])
+    total, samples = job.aggregate(job.domains[0], 1)
+    np.testing.assert_allclose(total, expected, rtol=0, atol=1e-6)
+    assert samples == SAMPLES[0] + SAMPLES[1]
+    assert job.view()["current_round"] == 2
+
+    # Round 2 gets one update and nothing more for longer than the grace allows.
+    _send_all(job, 2, job.domains[:1])
+    _age_open_round(network_app, job, GRACE_ROUNDS * 60 + 1)
     view = job.view()
     assert view["status"] == "failed"
-    assert "min_domains" in view["failure_reason"] and "round 1" in view["failure_reason"]
+    assert "min_domains" in view["failure_reason"] and "round 2" in view["failure_reason"]
     state = job.state(job.domains[1])
     assert state["status"] == "failed" and not state["round_open"]
-    response = job.update(job.domains[1], 1, job.encode(np.ones(job.parameters)), 5)
+    response = job.update(job.domains[1], 2, job.encode(np.ones(job.parameters)), 5)
     assert error(response, 409) == "not_running"
 
 

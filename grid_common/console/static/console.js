@@ -58,11 +58,12 @@ function svg(name, attributes, parent) {
   return element;
 }
 
-// One panel per metric family (loss, accuracy), epochs on x; drawn from epoch progress points.
-function drawChart(container, history) {
+// One panel per metric family (loss, accuracy), with `axis` (epoch, round) on x: each point of
+// `history` holds that key and the metrics measured there.
+function drawChart(container, history, axis = "epoch") {
   container.replaceChildren();
   if (!history.length) {
-    container.textContent = "No finished epoch yet.";
+    container.textContent = `No finished ${axis} yet.`;
     return;
   }
   const families = [["loss", "val_loss"], ["accuracy", "val_accuracy"]].filter((keys) =>
@@ -73,15 +74,15 @@ function drawChart(container, history) {
   families.forEach((keys) => {
     const chart = svg("svg", {
       viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
-      "aria-label": `${keys[0]} per epoch`,
+      "aria-label": `${keys[0]} per ${axis}`,
     }, container);
     const values = history.flatMap((p) => keys.map((k) => p[k])).filter((v) => typeof v === "number");
     let low = Math.min(...values);
     let high = Math.max(...values);
     if (low === high) { low -= 0.5; high += 0.5; }
-    const epochs = history.map((p) => p.epoch);
-    const first = Math.min(...epochs);
-    const last = Math.max(...epochs);
+    const steps = history.map((p) => p[axis]);
+    const first = Math.min(...steps);
+    const last = Math.max(...steps);
     const x = (e) => pad.left + ((e - first) / Math.max(last - first, 1)) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - ((v - low) / (high - low)) * (height - pad.top - pad.bottom);
     for (let i = 0; i <= 4; i += 1) {
@@ -91,11 +92,11 @@ function drawChart(container, history) {
     }
     svg("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, class: "axis" }, chart);
     svg("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom, class: "axis" }, chart);
-    svg("text", { x: pad.left, y: height - 8 }, chart).textContent = `epoch ${first}`;
+    svg("text", { x: pad.left, y: height - 8 }, chart).textContent = `${axis} ${first}`;
     svg("text", { x: width - pad.right, y: height - 8, "text-anchor": "end" }, chart).textContent = `${last}`;
     svg("text", { x: (width + pad.left) / 2, y: height - 8, "text-anchor": "middle" }, chart).textContent = keys[0];
     keys.forEach((key) => {
-      const points = history.filter((p) => typeof p[key] === "number").map((p) => `${x(p.epoch)},${y(p[key])}`);
+      const points = history.filter((p) => typeof p[key] === "number").map((p) => `${x(p[axis])},${y(p[key])}`);
       if (points.length) svg("polyline", { points: points.join(" "), class: `series-${key}` }, chart);
     });
   });
@@ -169,8 +170,86 @@ function liveJob(root) {
   window.setTimeout(poll, 1000);
 }
 
+function cell(row, text, className = "") {
+  const td = document.createElement("td");
+  td.className = className;
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+function badgeIn(parent, status) {
+  const badge = document.createElement("span");
+  badge.className = `badge ${status}`;
+  badge.textContent = status.replaceAll("_", " ");
+  parent.replaceChildren(badge);
+}
+
+// As the server's `%.4g` and `when` filters write them.
+const metric = (value) => (typeof value === "number" ? String(Number(value.toPrecision(4))) : "—");
+const when = (iso) => (iso ? `${iso.replace("T", " ").slice(0, 19)} UTC` : "—");
+
+// A federated job's page: the rounds table, the chart of weighted metrics per round and the
+// domains' counts follow the job while it runs; a change of state reloads the page, so the
+// buttons the server renders always match it.
+function liveFederatedJob(root) {
+  const url = root.dataset.flProgressUrl;
+  const state = `${root.dataset.status}/${root.dataset.result}`;
+  const show = (data) => {
+    const bar = root.querySelector("[data-round-bar]");
+    bar.max = data.rounds;
+    bar.value = data.closed;
+    root.querySelector("[data-round-label]").textContent = data.where;
+    root.querySelectorAll("[data-participants] tr").forEach((row, i) => {
+      const p = data.participants[i];
+      if (!p) return;
+      badgeIn(row.querySelector("[data-cell=status]"), p.status);
+      row.querySelector("[data-cell=samples]").textContent = p.samples ?? "—";
+      row.querySelector("[data-cell=rounds_reported]").textContent = p.rounds_reported;
+      row.querySelector("[data-cell=attested]").textContent = p.attested ? "yes" : "no";
+    });
+    const body = root.querySelector("[data-rounds]");
+    if (data.history.length) {
+      body.replaceChildren(...data.history.map((r) => {
+        const row = document.createElement("tr");
+        cell(row, r.number, "num");
+        badgeIn(cell(row, ""), r.status);
+        cell(row, r.reporters.join(", ") || "—");
+        cell(row, r.samples, "num");
+        data.metrics.forEach((key) => cell(row, metric(r[key]), "num"));
+        cell(row, when(r.closed_at));
+        return row;
+      }));
+    }
+    const closed = data.history.filter((r) => r.status === "closed").map((r) => ({ ...r, round: r.number }));
+    drawChart(root.querySelector("[data-chart]"), closed, "round");
+  };
+  show(JSON.parse(document.getElementById("fl-progress").textContent));
+  if (root.dataset.finished === "true") return;
+  const poll = async () => {
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
+      if (!response.ok || !response.headers.get("content-type").includes("json")) {
+        window.location.reload();
+        return;
+      }
+      const data = await response.json();
+      if (`${data.status}/${data.result}` !== state) {
+        window.location.reload();
+        return;
+      }
+      show(data);
+    } catch (error) {
+      // The network may be restarting: try again on the next tick.
+    }
+    window.setTimeout(poll, 1000);
+  };
+  window.setTimeout(poll, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   confirmButtons();
   uploadForms();
   document.querySelectorAll("[data-progress-url]").forEach(liveJob);
+  document.querySelectorAll("[data-fl-progress-url]").forEach(liveFederatedJob);
 });

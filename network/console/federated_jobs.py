@@ -1,0 +1,163 @@
+"""Federated jobs in the network console: the list, a job's rounds live, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, get_args
+
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from grid_common.console import page
+from grid_common.federated_schemas import (
+    FINISHED_STATUSES,
+    FederatedJobOut,
+    FederatedStatus,
+    RoundOut,
+)
+from network.api import federated as api
+from network.auth import Permission
+from network.console.common import bp, may, signed_in
+from network.federated import METRIC_NAMES
+
+_STATUSES: tuple[str, ...] = get_args(FederatedStatus)
+
+
+def _may_cancel(job: FederatedJobOut) -> bool:
+    """Who the API lets cancel: the submitter or an operator, while the job is not over."""
+    user = signed_in()
+    if job.status in FINISHED_STATUSES or user is None:
+        return False
+    return job.submitter == user.email or may(Permission.MANAGE_FEDERATED)
+
+
+def _round(item: RoundOut) -> dict[str, Any]:
+    weighted = {name: item.metrics.get(name) for name in METRIC_NAMES}
+    return {
+        "number": item.number,
+        "status": item.status,
+        "closed_at": item.closed_at.isoformat() if item.closed_at else None,
+        "reporters": item.reporters,
+        "samples": item.samples,
+        **weighted,
+    }
+
+
+def _when(value: datetime) -> str:
+    when: Callable[[datetime], str] = current_app.jinja_env.filters["when"]
+    return when(value)
+
+
+def _where(job: FederatedJobOut, current: RoundOut | None) -> str:
+    """Where the job stands, in a sentence."""
+    approved = sum(1 for p in job.participants if p.status == "approved")
+    if job.status == "pending_approval":
+        return (
+            f"Waiting for the domains' owners: {approved} of {len(job.participants)} approved, "
+            f"{job.min_domains} needed."
+        )
+    if job.status == "key_setup":
+        return "The first domain to approve is dealing the CKKS keys to the others."
+    if job.status == "running" and current is not None:
+        return (
+            f"Round {current.number} of {job.rounds}: {len(current.reporters)} of {approved} "
+            f"domains reported, {job.min_domains} needed; deadline {_when(current.deadline)}."
+        )
+    if job.status == "finishing":
+        waiting = {
+            "awaiting_attestations": "every domain to attest the final model's hash",
+            "awaiting_upload": "a domain's owner to release the final model",
+        }.get(job.result, "the final model")
+        return f"All {job.rounds} rounds are done; waiting for {waiting}."
+    if job.status == "completed":
+        return "Completed: the final model is available to its data scientist."
+    if job.status == "cancelled":
+        return "Cancelled by its data scientist or an operator."
+    return f"Failed: {job.failure_reason or 'no reason given'}."
+
+
+def _progress(job: FederatedJobOut, rounds: list[RoundOut]) -> dict[str, Any]:
+    """Everything the job page shows that changes while the job runs."""
+    current = next((r for r in rounds if r.number == job.current_round), None)
+    return {
+        "status": job.status,
+        "where": _where(job, current),
+        "metrics": list(METRIC_NAMES),
+        "result": job.result,
+        "rounds": job.rounds,
+        "closed": sum(1 for r in rounds if r.status == "closed"),
+        "participants": [
+            {
+                "domain": p.domain,
+                "status": p.status,
+                "samples": p.samples,
+                "rounds_reported": p.rounds_reported,
+                "attested": p.attested,
+            }
+            for p in job.participants
+        ],
+        "history": [_round(r) for r in rounds],
+    }
+
+
+def _job_and_rounds(job_id: int) -> tuple[FederatedJobOut, list[RoundOut]]:
+    # The API's own views: a job that is not yours (unless you are an operator) is a 404.
+    return api.get_job(job_id), api.list_rounds(job_id).items
+
+
+@page(
+    bp,
+    "/federated",
+    permission=Permission.SUBMIT_FEDERATED,
+    summary="Federated jobs: your own, or every job for operators",
+)
+def federated_jobs() -> str:
+    status = request.args.get("status")
+    status = status if status in _STATUSES else None
+    items = [j for j in api.list_jobs().items if status is None or j.status == status]
+    return render_template(
+        "network_console/federated_jobs.html", items=items, status=status, statuses=_STATUSES
+    )
+
+
+@page(
+    bp,
+    "/federated/<int:job_id>",
+    permission=Permission.SUBMIT_FEDERATED,
+    summary="A federated job: participants, rounds and their weighted metrics, live",
+)
+def federated_job(job_id: int) -> str:
+    job, rounds = _job_and_rounds(job_id)
+    return render_template(
+        "network_console/federated_job.html",
+        job=job,
+        rounds=rounds,
+        metric_names=METRIC_NAMES,
+        progress=_progress(job, rounds),
+        may_cancel=_may_cancel(job),
+        finished=job.status in FINISHED_STATUSES,
+    )
+
+
+@page(
+    bp,
+    "/federated/<int:job_id>/progress",
+    permission=Permission.SUBMIT_FEDERATED,
+    summary="A federated job's state and rounds, for the page's live view",
+)
+def federated_progress(job_id: int) -> Response:
+    return jsonify(_progress(*_job_and_rounds(job_id)))
+
+
+@page(
+    bp,
+    "/federated/<int:job_id>/cancel",
+    methods=["POST"],
+    permission=Permission.SUBMIT_FEDERATED,
+    summary="Cancel a federated job",
+)
+def cancel_federated_job(job_id: int) -> Response:
+    api.cancel_job(job_id)
+    flash(f"Federated job {job_id} is cancelled; its domains stop at their next step.", "success")
+    return redirect(url_for("console.federated_job", job_id=job_id))
