@@ -480,8 +480,9 @@ def domain_start(name: str, port: int, data_dir: Path, host: str, workers: int, 
         ) from None
 
 
-# Command groups kept in their own modules (jobs, networks, registry) register on `main`.
+# Command groups kept in their own modules (admin, jobs, networks, registry) register on `main`.
 from grid_cli import (  # noqa: E402, F401
+    admin_commands,
     fl_commands,
     job_commands,
     network_commands,

@@ -21,6 +21,7 @@ from grid_common.network_schemas import MembershipList, MembershipOut
 from grid_common.plan import TrainingPlan
 from grid_common.registry_schemas import AnchorQueued, RegistryStatus
 from grid_common.schemas import (
+    ApiKeyList,
     ApiKeyOut,
     AuditEntryOut,
     AuditList,
@@ -29,6 +30,7 @@ from grid_common.schemas import (
     DatasetOut,
     DatasetSchema,
     Health,
+    InviteOut,
     JobEventList,
     JobEventOut,
     JobLimits,
@@ -396,6 +398,12 @@ class NodeClient:
         # Bodies go as plain JSON: the node validates them and names any problem in a 422.
         return model.model_validate(self._call("POST", path, json=body).json())
 
+    def set_up(self, email: str, password: str) -> UserOut:
+        """Create the node's first account (a domain's owner, a network's operator) while it
+        has none; no sign-in needed, and the node refuses once one exists."""
+        body = {"email": email, "password": password}
+        return UserOut.model_validate(self.http.request("POST", f"{API}/setup", json=body).json())
+
     def health(self) -> Health:
         """The node's liveness answer (no sign-in needed)."""
         return Health.model_validate(self.http.request("GET", "/healthz").json())
@@ -449,9 +457,38 @@ class DomainClient(NodeClient):
         body = {"email": email, "password": password, "role": role}
         return self._post("/users", body, UserOut)
 
+    def update_user(
+        self, user_id: int, *, role: RoleName | None = None, is_active: bool | None = None
+    ) -> UserOut:
+        """Change an account's role, or deactivate (`is_active=False`) or reactivate it."""
+        body: dict[str, Any] = {}
+        if role is not None:
+            body["role"] = role
+        if is_active is not None:
+            body["is_active"] = is_active
+        response = self._call("PATCH", f"/users/{int(user_id)}", json=body)
+        return UserOut.model_validate(response.json())
+
+    def invite(self, email: str, role: RoleName = "data_scientist") -> InviteOut:
+        """Invite someone; they sign up with the returned `.token` (shown only here) in 7 days."""
+        return self._post("/invites", {"email": email, "role": role}, InviteOut)
+
+    def sign_up(self, email: str, password: str, invite_token: str | None = None) -> UserOut:
+        """Create your own account with an invite's token (or freely, where sign-up is open)."""
+        body = {"email": email, "password": password, "invite_token": invite_token}
+        return UserOut.model_validate(self.http.request("POST", f"{API}/signup", json=body).json())
+
     def create_api_key(self, name: str) -> ApiKeyOut:
         """A long-lived key acting as this account; its secret (`.key`) is shown only here."""
         return self._post("/api-keys", {"name": name}, ApiKeyOut)
+
+    @property
+    def api_keys(self) -> list[ApiKeyOut]:
+        """This account's API keys, revoked ones included (never their secrets)."""
+        return self._get("/api-keys", ApiKeyList).items
+
+    def revoke_api_key(self, key_id: int) -> None:
+        self._call("DELETE", f"/api-keys/{int(key_id)}")
 
     # --- datasets --------------------------------------------------------------
 
@@ -520,6 +557,27 @@ class DomainClient(NodeClient):
             self.refresh_tokens()
         response = self._authorized(send)
         return Dataset(DatasetOut.model_validate(response.json()), self)
+
+    def download_dataset(self, name: str, path: str | Path) -> Path:
+        """Save a dataset's private file to `path` (owner and admin; every read is audited)."""
+        return self._download(f"/datasets/{quote(name, safe='')}/data", path)
+
+    def _download(self, api_path: str, path: str | Path) -> Path:
+        target = Path(path)
+        response = self._authorized(
+            lambda: self.http.request("GET", f"{API}{api_path}", stream=True)
+        )
+        # A transfer cut short must not leave a truncated file under the name asked for.
+        partial = target.with_name(f"{target.name}.part")
+        try:
+            with response, partial.open("wb") as handle:
+                for chunk in response.iter_content(1 << 20):
+                    handle.write(chunk)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return target
 
     def delete_dataset(self, name: str) -> None:
         """Delete a dataset, its private file and its mock."""
@@ -670,14 +728,7 @@ class DomainClient(NodeClient):
 
     def download_result(self, job_id: int, path: str | Path) -> Path:
         """Save a job's trained weights (safetensors) to `path`."""
-        target = Path(path)
-        response = self._authorized(
-            lambda: self.http.request("GET", f"{API}/jobs/{int(job_id)}/result", stream=True)
-        )
-        with response, target.open("wb") as handle:
-            for chunk in response.iter_content(1 << 20):
-                handle.write(chunk)
-        return target
+        return self._download(f"/jobs/{int(job_id)}/result", path)
 
     # --- workers and privacy budgets -------------------------------------------
 

@@ -124,7 +124,7 @@ def worker_start(
 
 @main.group()
 def jobs() -> None:
-    """Jobs: list, follow the logs, cancel."""
+    """Jobs: list, show one, follow the logs, cancel."""
 
 
 @jobs.command("list")
@@ -199,7 +199,7 @@ def jobs_cancel(job_id: int, url: str | None, as_json: bool) -> None:
 
 @main.group()
 def results() -> None:
-    """Results of jobs: release them to their data scientists."""
+    """Results of jobs: release them to their data scientists, download them."""
 
 
 @results.command("release")

@@ -217,6 +217,10 @@ class NetworkClient(NodeClient):
         params = {"status": status} if status else None
         return self._get("/associations", AssociationList, params=params).items
 
+    def association(self, association_id: int) -> AssociationOut:
+        """One association: the domain's keys, its status and who decided (operators only)."""
+        return self._get(f"/associations/{int(association_id)}", AssociationOut)
+
     def approve(self, association_id: int, reason: str = "") -> AssociationOut:
         path = f"/associations/{int(association_id)}/approve"
         return self._post(path, {"reason": reason}, AssociationOut)

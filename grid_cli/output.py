@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import click
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, OverflowMethod
 from rich.table import Table
 
 from grid_cli.http import GridError
@@ -18,8 +18,11 @@ FIXES: dict[str, str] = {
     "duplicate_name": "pick another --name, or delete the old one with `grid datasets delete`",
     "duplicate_email": "that account exists already; see `grid users list`",
     "already_decided": "see its decision with `grid requests list`",
-    "setup_required": "give the domain an owner first",
+    "setup_required": "give the node its first account: `grid setup URL --email EMAIL`",
     "too_many_requests": "wait and try again",
+    "already_set_up": "it has its first account already: sign in with `grid login`",
+    "result_held": "ask the domain's owner to run `grid results release` for it",
+    "no_result": "wait until the job completes: `grid jobs show JOB_ID`",
 }
 
 
@@ -38,10 +41,19 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, default=str))
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    overflow: OverflowMethod = "ellipsis",
+    whole: Collection[str] = (),
+) -> None:
+    """A rich table; `overflow="fold"` breaks long cells over lines instead of cutting them,
+    and the columns named in `whole` stay on one line while the others give way."""
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow=overflow, no_wrap=column in whole)
     count = 0
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
@@ -52,14 +64,16 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     Console().print(table)
 
 
-def describe_error(exc: GridError, *, url: str | None = None) -> str:
-    """One line: the node's message, its status and code, and the fix when the message lacks one."""
+def describe_error(exc: GridError, *, url: str | None = None, fix: str | None = None) -> str:
+    """One line: the node's message, its status and code, and the fix when the message lacks one
+    (`fix`, where the command knows better than the status what to do)."""
     message = " ".join(exc.message.split())
     where = f" at {url}" if url else ""
     status = f" (HTTP {exc.status} {exc.code}{where})" if exc.status else ""
-    fix = FIXES.get(exc.code)
-    if exc.status == 401 and exc.code != "bad_credentials":
-        fix = f"sign in again with `grid login {url or 'URL'} --email EMAIL`"
-    elif exc.status == 403:
-        fix = "sign in as an account whose role allows this"
+    if fix is None:
+        fix = FIXES.get(exc.code)
+        if exc.status == 401 and exc.code != "bad_credentials":
+            fix = f"sign in again with `grid login {url or 'URL'} --email EMAIL`"
+        elif exc.status == 403 and fix is None:
+            fix = "sign in as an account whose role allows this"
     return f"{message}{status}" + (f"; {fix}" if fix else "")

@@ -96,6 +96,10 @@ class FederatedSpec(Strict):
     def quorum(self) -> int:
         return self.min_domains or len(self.datasets)
 
+    def round_settings(self) -> dict[str, Any]:
+        """What the spec hash covers besides model, weights, plan and datasets."""
+        return self.model_dump(mode="json", exclude={"plan", "datasets", "reason"})
+
 
 class FederatedJobForm(Strict):
     """Form field of a federated job; the files `model` (.pt2) and `weights` travel beside it."""
@@ -237,6 +241,9 @@ class ParticipantState(BaseModel):
     keys_ready: bool
     parameters: int
     slots: int
+    row_scale: int = Field(
+        description="Each update is the weights times rows / row_scale (keeps CKKS values small)."
+    )
     secure_aggregation: SecureAggregation
     attested: bool
     result_uploaded: bool

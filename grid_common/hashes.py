@@ -41,10 +41,13 @@ def spec_document(
     datasets: Iterable[str],
     kind: JobKind = "data_centric",
     domains: Iterable[str] = (),
+    federated: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a job's spec hash covers: the submitted program and weights (by sha256), the
     training plan with its defaults filled in, the dataset names and, for a federated job,
-    the domains taking part. A data scientist holding those files rebuilds the same document.
+    the domains taking part and how the rounds run (rounds, strategy, quorum, timeout,
+    aggregation and its CKKS parameters). A data scientist holding those files rebuilds the
+    same document.
     """
     normalized = TrainingPlan.model_validate(plan).model_dump(mode="json")
     document: dict[str, Any] = {
@@ -57,6 +60,7 @@ def spec_document(
     }
     if kind == "model_centric":
         document["domains"] = sorted(set(domains))
+        document["federated"] = dict(federated or {})
     return document
 
 
@@ -68,6 +72,7 @@ def spec_hash(
     datasets: Iterable[str],
     kind: JobKind = "data_centric",
     domains: Iterable[str] = (),
+    federated: Mapping[str, Any] | None = None,
 ) -> str:
     """sha256 (64 hex digits) of the canonical JSON of `spec_document`."""
     document = spec_document(
@@ -77,6 +82,7 @@ def spec_hash(
         datasets=datasets,
         kind=kind,
         domains=domains,
+        federated=federated,
     )
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
@@ -89,6 +95,7 @@ def spec_hash_of_files(
     datasets: Iterable[str],
     kind: JobKind = "data_centric",
     domains: Iterable[str] = (),
+    federated: Mapping[str, Any] | None = None,
 ) -> str:
     """The spec hash recomputed from the program (.pt2) and weights files a user submitted."""
     return spec_hash(
@@ -98,6 +105,7 @@ def spec_hash_of_files(
         datasets=datasets,
         kind=kind,
         domains=domains,
+        federated=federated,
     )
 
 

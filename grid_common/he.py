@@ -4,9 +4,10 @@ An update file is a small header and one frame per chunk of `slots` values:
 
     b"GRIDUPD1" | u8 mode | u32 value count | u32 chunk count | (u32 length | bytes) * chunks
 
-In `ckks` mode each frame is a SEAL ciphertext (made with TenSEAL's SEAL binding, one modulus
-level below a fresh one); in `none` mode it is the float64 values themselves. Sums are streamed frame by frame, so adding an update to an
-aggregate holds one frame of each in memory, whatever the model's size.
+In `ckks` mode each frame is a SEAL ciphertext (made with TenSEAL's SEAL binding, at a lower
+modulus level than a fresh one); in `none` mode it is the float64 values themselves. Sums are
+streamed frame by frame, so adding an update to an aggregate holds one frame of each in
+memory, whatever the model's size.
 """
 
 from __future__ import annotations
@@ -303,7 +304,13 @@ class CkksCodec(FrameCodec):
     def encode(self, values: np.ndarray) -> bytes:
         plaintext = self._sealapi.Plaintext()
         flat = np.asarray(values, np.float64).tolist()
-        self._encoder.encode(flat, self._level, self._scale, plaintext)
+        try:
+            self._encoder.encode(flat, self._level, self._scale, plaintext)
+        except ValueError as exc:
+            raise UpdateError(
+                f"values up to {np.abs(values).max():.3g} are too large for this job's CKKS "
+                f"parameters ({exc}); choose a larger coeff_mod_bit_sizes or a smaller scale"
+            ) from None
         ciphertext = self._sealapi.Ciphertext(self._seal)
         self._encryptor.encrypt(plaintext, ciphertext)
         return self._save(ciphertext)
@@ -326,8 +333,9 @@ class CkksCodec(FrameCodec):
         return np.asarray(self._encoder.decode_double(plaintext)[:length], dtype=np.float64)
 
 
-# Modulus left above the scale in what is sent: sums up to 2^(headroom - 1) stay exact.
-SEND_HEADROOM_BITS = 45
+# Modulus bits left above the scale in what is sent: sums stay below 2^(headroom - 1). Updates
+# are weights times each domain's share of the rows, so their sums stay near the weights.
+SEND_HEADROOM_BITS = 20
 
 
 def _sending_level(seal: Any, scale_bits: float) -> Any:

@@ -70,7 +70,7 @@ def current_round(session: Session, job: FederatedJob) -> FederatedRound | None:
     )
 
 
-def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Association, str]]:
+def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Association, str, int]]:
     """Each (domain, dataset) of the spec as an approved association whose index has it."""
     resolved = []
     for target in spec.datasets:
@@ -87,7 +87,7 @@ def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Associ
                 code="unknown_domain",
             )
         indexed = session.scalar(
-            select(IndexedDataset.id).where(
+            select(IndexedDataset.row_count).where(
                 IndexedDataset.association_id == association.id,
                 IndexedDataset.name == target.dataset,
             )
@@ -98,8 +98,8 @@ def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Associ
                 f"{target.dataset!r}; search the index for what it offers.",
                 code="unknown_dataset",
             )
-        resolved.append((association, target.dataset))
-    if len({a.id for a, _ in resolved}) != len(resolved):
+        resolved.append((association, target.dataset, int(indexed)))
+    if len({a.id for a, _, _ in resolved}) != len(resolved):
         raise Unprocessable("Name one dataset per domain.", code="duplicate_domain")
     return resolved
 
@@ -122,18 +122,20 @@ def create_job(
             model_digest=model_digest,
             weights_digest=weights_digest,
             plan=spec.plan,
-            datasets=[f"{a.domain_id}/{name}" for a, name in targets],
+            datasets=[f"{a.domain_id}/{name}" for a, name, _ in targets],
             kind="model_centric",
-            domains=[a.domain_id for a, _ in targets],
+            domains=[a.domain_id for a, _, _ in targets],
+            federated=spec.round_settings(),
         ),
         model_digest=model_digest,
         weights_digest=weights_digest,
         parameters=parameters,
         slots=spec.ckks.poly_modulus_degree // 2,
+        row_scale=max(1, sum(rows for _, _, rows in targets)),
     )
     session.add(job)
     session.flush()
-    for position, (association, dataset) in enumerate(targets):
+    for position, (association, dataset, _) in enumerate(targets):
         session.add(
             FederatedParticipant(
                 job_id=job.id, association_id=association.id, dataset=dataset, position=position
@@ -161,8 +163,10 @@ def record_decision(
         raise Conflict(
             f"This domain already {participant.status} job {job.id}.", code="already_decided"
         )
-    if job.status in FINISHED_STATUSES:
-        raise Conflict(f"Federated job {job.id} is already {job.status}.", code="job_finished")
+    if job.status in FINISHED_STATUSES or job.status == "finishing":
+        raise Conflict(
+            f"Federated job {job.id} is {job.status}: its rounds are over.", code="job_finished"
+        )
     participant.status, participant.decision_reason = status, reason or None
     participant.decided_at = datetime.now(UTC)
     session.flush()
@@ -187,7 +191,7 @@ def _advance(session: Session, job: FederatedJob) -> None:
     if len(approved) < spec.quorum:
         return
     if spec.secure_aggregation == "ckks":
-        job.status = "key_setup"
+        job.status, job.keys_requested_at = "key_setup", datetime.now(UTC)
         job.dealer_id = min(approved, key=lambda p: (p.decided_at or job.created_at, p.position)).id
         return
     _start(session, job)
@@ -420,13 +424,30 @@ def close_round(session: Session, job: FederatedJob, round_: FederatedRound) -> 
         _open_round(session, job, round_.number + 1)
 
 
+def fail_stalled_key_setups(session: Session) -> int:
+    """Fail jobs whose dealer has not handed out the keys within `GRACE_ROUNDS` round timeouts."""
+    now, failed = datetime.now(UTC), 0
+    stalled = session.scalars(
+        select(FederatedJob)
+        .where(FederatedJob.status == "key_setup", FederatedJob.keys_requested_at.is_not(None))
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in stalled:
+        limit = GRACE_ROUNDS * spec_of(job).round_timeout
+        assert job.keys_requested_at is not None
+        if now >= job.keys_requested_at + timedelta(seconds=limit):
+            _fail(job, f"the key dealer did not hand out the job's keys within {limit:g} s")
+            failed += 1
+    return failed
+
+
 def close_due_rounds(session: Session) -> int:
-    """Close rounds whose deadline passed with a quorum of updates.
+    """Close rounds whose deadline passed with a quorum of updates; returns how many changed.
 
     A round short of its quorum at the deadline stays open and closes as soon as the quorum
     is in; after `GRACE_ROUNDS` times the round timeout without it, the job fails.
     """
-    now = datetime.now(UTC)
+    now, changed = datetime.now(UTC), 0
     due = session.scalars(
         select(FederatedRound)
         .join(FederatedJob, FederatedJob.id == FederatedRound.job_id)
@@ -444,6 +465,7 @@ def close_due_rounds(session: Session) -> int:
         spec = spec_of(job)
         if reporters >= spec.quorum:
             close_round(session, job, round_)
+            changed += 1
         elif now >= round_.opened_at + timedelta(seconds=GRACE_ROUNDS * spec.round_timeout):
             round_.status, round_.closed_at = "closed", now
             _fail(
@@ -451,7 +473,8 @@ def close_due_rounds(session: Session) -> int:
                 f"round {round_.number} had {reporters} update(s) after {GRACE_ROUNDS} times its "
                 f"{spec.round_timeout:g} s timeout; the job needs {spec.quorum} (min_domains)",
             )
-    return len(due)
+            changed += 1
+    return changed
 
 
 # --- the end: attestations and the released model ------------------------------------------
@@ -475,9 +498,13 @@ def record_attestation(
 
 
 def _settle(session: Session, job: FederatedJob) -> None:
-    """With every attestation in: one hash → final; any disagreement → the job fails."""
-    active = _active(session, job)
-    hashes = {p.attested_hash for p in active}
+    """With every attestation in: one hash → final; any disagreement → the job fails.
+
+    Every approved domain that sent at least one update must attest; one that never did
+    (down for the whole job) holds nothing the release depends on.
+    """
+    attesters = [p for p in _active(session, job) if p.rounds_reported > 0]
+    hashes = {p.attested_hash for p in attesters}
     if None in hashes:
         return
     if len(hashes) != 1:
@@ -564,6 +591,7 @@ def participant_state(
         keys_ready=spec.secure_aggregation == "none" or job.public_context_digest is not None,
         parameters=job.parameters,
         slots=job.slots,
+        row_scale=job.row_scale,
         secure_aggregation=spec.secure_aggregation,
         attested=participant.attested_hash is not None,
         result_uploaded=job.result_digest is not None,
@@ -580,9 +608,9 @@ def delete_replaced_blobs(session: Session, blobs: BlobStore) -> None:
 
 
 def close_due_rounds_task() -> None:
-    """The background task: close every round past its deadline."""
+    """The background task: close rounds past their deadline, fail stalled key setups."""
     session = db_session()
-    if close_due_rounds(session):
+    if close_due_rounds(session) + fail_stalled_key_setups(session):
         session.commit()
     else:
         session.rollback()

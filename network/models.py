@@ -162,9 +162,12 @@ class FederatedJob(Base):
     weights_digest: Mapped[str] = mapped_column(String(64))
     parameters: Mapped[int]
     slots: Mapped[int]
+    # Published rows of all participants: updates are weights * rows / row_scale.
+    row_scale: Mapped[int] = mapped_column(default=1)
     current_round: Mapped[int] = mapped_column(default=0)
     # A FederatedParticipant's id, without a foreign key: the two tables refer to each other.
     dealer_id: Mapped[int | None]
+    keys_requested_at: Mapped[datetime | None]
     public_context_digest: Mapped[str | None] = mapped_column(String(64))
     result_digest: Mapped[str | None] = mapped_column(String(64))
     final_hash: Mapped[str | None] = mapped_column(String(64))

@@ -2,8 +2,9 @@
 
 Each round the worker starts from the global model (the initial weights, or the last published
 aggregate divided by the rows behind it), trains locally in its child process, multiplies the
-flat weights by its row count, encrypts them with the job's shared CKKS context and sends them
-through its domain. The network adds the ciphertexts; every domain decrypts the same sum.
+flat weights by its row count over the job's `row_scale`, encrypts them with the job's shared
+CKKS context and sends them through its domain. The network adds the ciphertexts; every
+domain decrypts the same sum.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class FederatedRun:
             raise he.UpdateError(f"round {number}'s aggregate has no rows behind it")
         total = he.read_update(aggregate, self._codec(self.task), self._layout(state))
         aggregate.unlink(missing_ok=True)
-        return total / samples
+        return total * (state.row_scale / samples)
 
     # --- one round -------------------------------------------------------------------------------
 
@@ -145,7 +146,8 @@ class FederatedRun:
         samples = int(outcome.metrics.get("samples", 0))
         if samples <= 0:
             return TrainingOutcome("failed", "local training reported no rows")
-        vector = he.flatten(he.read_weights(outcome.weights_path)) * samples
+        weight = samples / state.row_scale
+        vector = he.flatten(he.read_weights(outcome.weights_path)) * weight
         update = output / "update.bin"
         size = he.write_update(vector, self._codec(self.task), self._layout(state), update)
         metrics = {k: outcome.metrics[k] for k in _METRICS if k in outcome.metrics}

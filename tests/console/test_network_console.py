@@ -92,7 +92,8 @@ def test_a_data_scientist_follows_a_federated_job_round_by_round(
     page.evaluate("window.notReloaded = true")
     with Session(engine) as session:
         report(session, job_id, [1])
-    expect(label).to_contain_text("Round 4 of 5: 0 of 2 domains reported")
+    # The page polls every second; a busy machine may take longer than expect's 5 s default.
+    expect(label).to_contain_text("Round 4 of 5: 0 of 2 domains reported", timeout=30_000)
     expect(rounds).to_have_count(4)
     expect(rounds.nth(2)).to_contain_text(f"{weighted(3, 'accuracy'):.4g}")
     reported = page.get_by_test_id("participant-clinic-b").locator("[data-cell=rounds_reported]")

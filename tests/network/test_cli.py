@@ -134,7 +134,8 @@ def test_network_start_runs_threaded_gunicorn_or_the_dev_server(
     [(program, args, env)] = launched
     assert program == sys.executable
     assert args[1:] == [
-        "-m", "gunicorn", "--preload", "--workers", "2", "--threads", "8",
+        "-m", "gunicorn", "--preload", "--workers", "2",
+        "--config", "python:grid_common.gunicorn_conf", "--threads", "8",
         "--bind", "127.0.0.1:8000", "network.wsgi:app",
     ]  # fmt: skip
     assert env["GRID_NODE_NAME"] == "research-net"

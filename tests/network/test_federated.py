@@ -21,11 +21,11 @@ from werkzeug.test import TestResponse
 
 from grid_common import he
 from grid_common.db import db_session
-from grid_common.federated_schemas import invitation_message
+from grid_common.federated_schemas import FederatedSpec, invitation_message
 from grid_common.hashes import spec_hash
 from grid_common.identity import verify_key_from_text
 from grid_common.model_archive import save_for_training
-from network.federated import GRACE_ROUNDS, close_due_rounds
+from network.federated import GRACE_ROUNDS, close_due_rounds, fail_stalled_key_setups
 from network.models import FederatedJob, FederatedParticipant, FederatedRound
 from tests.network.conftest import Signer, approved, dataset
 
@@ -299,15 +299,19 @@ def test_submit_shows_the_job_to_its_scientist(
     assert [p["domain_id"] for p in job["participants"]] == [d.id for d in domains]
     assert {p["status"] for p in job["participants"]} == {"invited"}
     assert job["result"] == "none" and job["last_round"] is None
-    # The scientist recomputes the spec hash from its own files and the domains' ids.
-    assert job["spec_hash"] == spec_hash(
-        model_digest=hashlib.sha256(model_files[0]).hexdigest(),
-        weights_digest=hashlib.sha256(model_files[1]).hexdigest(),
-        plan={"loss": "mse", "epochs": 1},
-        datasets=[f"{d.id}/records" for d in domains],
-        kind="model_centric",
-        domains=[d.id for d in domains],
-    )
+    # The scientist recomputes the spec hash from its own files, the domains' ids and how the
+    # rounds run; any other setting gives another hash.
+    settings = FederatedSpec.model_validate(spec_for(domains, min_domains=2)).round_settings()
+    expected = {
+        "model_digest": hashlib.sha256(model_files[0]).hexdigest(),
+        "weights_digest": hashlib.sha256(model_files[1]).hexdigest(),
+        "plan": {"loss": "mse", "epochs": 1},
+        "datasets": [f"{d.id}/records" for d in domains],
+        "kind": "model_centric",
+        "domains": [d.id for d in domains],
+    }
+    assert job["spec_hash"] == spec_hash(**expected, federated=settings)
+    assert job["spec_hash"] != spec_hash(**expected, federated={**settings, "rounds": 3})
     model = network.get(f"{JOBS}/{job['id']}/model", headers=scientist)
     assert model.status_code == 200 and model.data == model_files[0]
     listed = network.get(JOBS, headers=scientist)
@@ -882,3 +886,34 @@ def test_an_operator_may_cancel_any_job(
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
     assert job.domains[0].call("GET", "/api/v1/fl/invitations").json["items"] == []
     assert error(job.decide(job.domains[0]), 409) == "job_finished"
+
+
+def test_a_dealer_that_never_deals_fails_the_job(
+    created: Callable[..., Job], network_app: Flask
+) -> None:
+    job = created("ckks", round_timeout=10)
+    for signer in job.domains:
+        job.decide(signer)
+    with network_app.app_context():
+        session = db_session()
+        assert fail_stalled_key_setups(session) == 0  # the dealer still has time
+        stored = session.get(FederatedJob, job.id)
+        assert stored is not None and stored.keys_requested_at is not None
+        stored.keys_requested_at -= timedelta(seconds=GRACE_ROUNDS * 10 + 1)
+        session.commit()
+        assert fail_stalled_key_setups(session) == 1
+        session.commit()
+    view = job.view()
+    assert view["status"] == "failed"
+    assert "key dealer" in view["failure_reason"]
+    assert not any(s["deal_keys"] for s in (job.state(d) for d in job.domains))
+
+
+def test_no_decision_once_the_rounds_are_over(created: Callable[..., Job]) -> None:
+    job = created("none", rounds=1, min_domains=2)
+    first, second, late = job.domains
+    for signer in (first, second):
+        assert job.decide(signer).status_code == 200
+    _send_all(job, 1, [first, second])
+    assert job.view()["status"] == "finishing"
+    assert error(job.decide(late), 409) == "job_finished"

@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("weights_digest", sa.String(length=64), nullable=False),
         sa.Column("parameters", sa.Integer(), nullable=False),
         sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("row_scale", sa.Integer(), nullable=False),
+        sa.Column("keys_requested_at", grid_common.db.UtcDateTime(timezone=True), nullable=True),
         sa.Column("current_round", sa.Integer(), nullable=False),
         sa.Column("dealer_id", sa.Integer(), nullable=True),
         sa.Column("public_context_digest", sa.String(length=64), nullable=True),
