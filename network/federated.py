@@ -9,6 +9,7 @@ frame, so memory holds one frame of the aggregate and one of the update at a tim
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -343,11 +344,7 @@ def accept_update(
             f"This domain already sent its update for round {number}.", code="already_sent"
         )
     layout = layout_of(job)
-    context = None
-    if layout.mode == "ckks":
-        assert job.public_context_digest is not None
-        context = blobs.path(job.public_context_digest).read_bytes()
-    codec = he.codec_for(layout.mode, context)
+    codec = _codec(blobs, layout.mode, job.public_context_digest)
     previous = round_.aggregate_digest
     with blobs.staging() as out:
         try:
@@ -379,6 +376,20 @@ def accept_update(
     if reporters >= len(_active(session, job)) or (late and reporters >= spec_of(job).quorum):
         close_round(session, job, round_)
     return round_
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_ckks_codec(context_path: Path) -> he.FrameCodec:
+    # Loading a public context (its public key) takes tens of milliseconds; a job's rounds
+    # reuse one. The path names a content-addressed blob, so it never changes underneath.
+    return he.codec_for("ckks", context_path.read_bytes())
+
+
+def _codec(blobs: BlobStore, mode: he.SecureAggregation, context: str | None) -> he.FrameCodec:
+    if mode == "none":
+        return he.PlainCodec()
+    assert context is not None  # a running CKKS job has its public context
+    return _cached_ckks_codec(blobs.path(context))
 
 
 def _reporter_count(session: Session, round_: FederatedRound) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from domain import privacy
+from domain import federated, privacy
 from domain.api import requests
 from domain.api.common import blobs
 from domain.api.settings import load_settings
@@ -19,6 +19,7 @@ from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated
 from grid_common.db import db_session
 from grid_common.errors import NotFound
+from grid_common.federated_schemas import Invitation
 from grid_common.model_archive import ModelArchiveError, inspect_archive
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import ApprovalIn, DecisionIn, JobLimits, RequestQuery, RequestStatus
@@ -74,9 +75,12 @@ def request_detail(request_id: int) -> str:
         raise NotFound(f"No request with id {request_id}.")
     summary, model_problem, weights_bytes = _model_summary(row)
     plan = TrainingPlan.model_validate(shown.plan) if shown.plan else None
+    participation = federated.participation_of(db_session(), request_id)
+    invitation = Invitation.model_validate(participation.invitation) if participation else None
     return render_template(
         "domain_console/request_detail.html",
         item=shown,
+        invitation=invitation,
         plan=plan,
         model=summary,
         model_problem=model_problem,
