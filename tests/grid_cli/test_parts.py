@@ -168,7 +168,8 @@ def test_domain_start_execs_gunicorn_with_the_node_environment(
     [(program, args, env)] = launched
     assert program == sys.executable
     assert args[1:] == [
-        "-m", "gunicorn", "--preload", "--workers", "3", "--bind", "127.0.0.1:8001",
+        "-m", "gunicorn", "--preload", "--workers", "3",
+        "--config", "python:grid_common.gunicorn_conf", "--bind", "127.0.0.1:8001",
         "domain.wsgi:app",
     ]  # fmt: skip
     assert env["GRID_NODE_NAME"] == "hospital-a"
