@@ -7,7 +7,6 @@ network sync loop; a decision, a completed job or a release also tries at once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from domain.models import (
     NetworkMembership,
     RequestDataset,
 )
-from domain.networks import call_network, node_identity, raise_for
+from domain.networks import NetworkUnavailable, call_network, node_identity, raise_for
 from grid_common import he
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
@@ -100,7 +99,8 @@ class FederatedNetwork:
             return self.call(method, path, data=body, **options)
 
 
-def _verified(invitation: Invitation, membership: NetworkMembership) -> bool:
+def verified(invitation: Invitation, membership: NetworkMembership) -> bool:
+    """Whether the invitation carries a valid signature of the network of this membership."""
     try:
         key = verify_key_from_text(membership.signing_key)
         message = invitation_message(invitation.model_dump(mode="json"))
@@ -124,7 +124,7 @@ def file_invitations(session: Session, membership: NetworkMembership) -> int:
         )
         if known is not None:
             continue
-        if not _verified(invitation, membership):
+        if not verified(invitation, membership):
             log.warning("network %s sent an invitation with a bad signature", membership.name)
             continue
         _file(session, membership, invitation)
@@ -232,8 +232,12 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
     network = FederatedNetwork(session, participation)
     if not participation.decision_reported and item.status in ("approved", "denied"):
         body = {"approved": item.status == "approved", "reason": item.decision_reason or ""}
-        with contextlib.suppress(ApiError):  # a decision the network no longer wants is moot
+        try:
             network.call("POST", "/decision", json_body=body)
+        except NetworkUnavailable:
+            raise  # not delivered: the sync loop tries again
+        except ApiError as exc:  # refused (the job ended meanwhile): nothing more to tell
+            log.info("network refused the decision on request %s: %s", item.id, exc.message)
         participation.decision_reported = True
         session.commit()
     job = session.get(Job, item.id)
