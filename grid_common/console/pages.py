@@ -78,6 +78,27 @@ class NavItem:
     permission: str
 
 
+def page_context(
+    nav: Iterable[NavItem], may: Callable[[str], bool], user: object, node_name: str
+) -> dict[str, Any]:
+    """What every page template of a console gets: the account, its menu, the node's name."""
+    links = []
+    for item in nav:
+        if not may(item.permission):
+            continue
+        url = url_for(item.endpoint)
+        current = request.path == url if url == "/" else request.path.startswith(url)
+        links.append({"url": url, "label": item.label, "current": current})
+    return {
+        "user": user,
+        "nav": links,
+        "may": may,
+        "home_url": url_for("console.overview"),
+        "sign_out_url": url_for("console.sign_out"),
+        "node_name": node_name,
+    }
+
+
 def page(
     bp: Blueprint,
     rule: str,

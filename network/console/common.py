@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request, url_for
+from flask import g
 
 from grid_common.api import AUTHENTICATED
-from grid_common.console import NavItem
+from grid_common.console import NavItem, page_context
 from grid_common.console.pages import make_blueprint
 from network.api.common import config
 from network.auth import Permission, Principal, has_permission
@@ -35,24 +35,6 @@ def may(permission: str) -> bool:
     return permission == AUTHENTICATED or has_permission(operator.role, Permission(permission))
 
 
-def _nav() -> list[dict[str, Any]]:
-    items = []
-    for item in NAV:
-        if not may(item.permission):
-            continue
-        url = url_for(item.endpoint)
-        current = request.path == url if url == "/" else request.path.startswith(url)
-        items.append({"url": url, "label": item.label, "current": current})
-    return items
-
-
 @bp.context_processor
 def _page_context() -> dict[str, Any]:
-    return {
-        "user": signed_in(),
-        "nav": _nav(),
-        "may": may,
-        "home_url": url_for("console.overview"),
-        "sign_out_url": url_for("console.sign_out"),
-        "node_name": f"network {config().name}",
-    }
+    return page_context(NAV, may, signed_in(), f"network {config().name}")
