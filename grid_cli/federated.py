@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from grid_cli.http import GridError
+from grid_cli.jobs import figures, module_with_weights, plot_curves
 from grid_cli.upload import show_progress
 from grid_common.federated_schemas import FINISHED_STATUSES, FederatedJobOut, RoundList
 
@@ -98,7 +97,7 @@ class FederatedJob:
                     task,
                     completed=done,
                     state=_STATE.get(info.status, info.status),
-                    figures=_figures(last.metrics if last and last.status == "closed" else {}),
+                    figures=figures(last.metrics if last and last.status == "closed" else {}),
                 )
                 if info.status in FINISHED_STATUSES:
                     break
@@ -122,60 +121,22 @@ class FederatedJob:
 
     def result(self, model: nn.Module | None = None) -> nn.Module:
         """The trained model: a copy of the submitted model (or `model`) with the final weights."""
-        from safetensors.torch import load_file
-
         base = model if model is not None else self._model
         if base is None:
             raise ValueError(
                 "this FederatedJob was not submitted in this session; pass the architecture: "
                 "fl.result(model=MyNet())"
             )
-        with tempfile.TemporaryDirectory(prefix="grid-result-") as folder:
-            path = self.download_result(Path(folder) / "weights.safetensors")
-            state = load_file(str(path))
-        trained = copy.deepcopy(base)
-        trained.load_state_dict(state)
-        return trained.eval()
+        return module_with_weights(base, self.download_result)
 
     def plot(self, path: str | Path | None = None) -> Any:
         """Per-round curves of the weighted local metrics, saved to `path` if given."""
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         history = self.history
         if not history:
             raise ValueError(f"federated job {self.id} has no closed round to plot yet")
-        panels = [
-            m for m in ("loss", "accuracy") if any(m in r or f"val_{m}" in r for r in history)
-        ]
-        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-        rounds = [r["round"] for r in history]
-        for ax, metric in zip(axes[0], panels, strict=True):
-            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                values = [r.get(key) for r in history]
-                if any(v is not None for v in values):
-                    ax.plot(rounds, values, marker="o", label=label)
-            ax.set_xlabel("round")
-            ax.set_ylabel(f"{metric} (weighted over domains)")
-            ax.legend()
-        figure.suptitle(f"federated job {self.id}")
-        figure.tight_layout()
-        if path is not None:
-            figure.savefig(path)
-            plt.close(figure)
-        return figure
+        note = " (weighted over domains)"
+        return plot_curves(history, "round", note, f"federated job {self.id}", path)
 
     def __repr__(self) -> str:
         domains = ", ".join(p.domain for p in self._info.participants)
         return f"<FederatedJob {self.id} {self._info.status} on {domains}>"
-
-
-def _figures(metrics: dict[str, Any]) -> str:
-    return " · ".join(
-        f"{key} {metrics[key]:.4f}"
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-        if isinstance(metrics.get(key), int | float)
-    )

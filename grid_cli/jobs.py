@@ -6,7 +6,7 @@ import copy
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -144,7 +144,7 @@ class Job:
                     task,
                     completed=min(done, epochs),
                     state=self._info.status,
-                    figures=_figures(latest),
+                    figures=figures(latest),
                 )
                 if self._info.status in FINISHED:
                     break
@@ -170,20 +170,13 @@ class Job:
 
     def result(self, model: nn.Module | None = None) -> nn.Module:
         """The trained model: a copy of the submitted model (or `model`) with the new weights."""
-        from safetensors.torch import load_file
-
         base = model if model is not None else self._model
         if base is None:
             raise ValueError(
                 "this Job was not made by submit_training in this session; pass the model "
                 "architecture: job.result(model=MyNet())"
             )
-        with tempfile.TemporaryDirectory(prefix="grid-result-") as folder:
-            path = self.download_result(Path(folder) / "weights.safetensors")
-            state = load_file(str(path))
-        trained = copy.deepcopy(base)
-        trained.load_state_dict(state)
-        return trained.eval()
+        return module_with_weights(base, self.download_result)
 
     def verify(self, rpc_url: str | None = None, model_file: str | Path | None = None) -> Proof:
         """Check this job on the registry and return a readable proof (`print(proof.render())`).
@@ -212,38 +205,16 @@ class Job:
 
     def plot(self, path: str | Path | None = None) -> Any:
         """Training curves (loss; accuracy when measured) per epoch, saved to `path` if given."""
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         history = self.history
         if not history:
             raise ValueError(f"job {self.id} has no finished epoch to plot yet")
-        panels = [m for m in ("loss", "accuracy") if any(m in p for p in history)]
-        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-        epochs = [p["epoch"] for p in history]
-        for ax, metric in zip(axes[0], panels, strict=True):
-            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                values = [p.get(key) for p in history]
-                if any(v is not None for v in values):
-                    ax.plot(epochs, values, marker="o", label=label)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(metric)
-            ax.legend()
-        figure.suptitle(f"job {self.id}")
-        figure.tight_layout()
-        if path is not None:
-            figure.savefig(path)
-            plt.close(figure)
-        return figure
+        return plot_curves(history, "epoch", "", f"job {self.id}", path)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self._info.status} on {', '.join(self._info.datasets)}>"
 
 
-def _figures(point: dict[str, Any]) -> str:
+def figures(point: dict[str, Any]) -> str:
     parts = []
     if "epoch" in point:
         parts.append(f"epoch {point['epoch']}")
@@ -251,6 +222,46 @@ def _figures(point: dict[str, Any]) -> str:
         if isinstance(point.get(key), int | float):
             parts.append(f"{key} {point[key]:.4f}")
     return " · ".join(parts)
+
+
+def module_with_weights(base: nn.Module, download: Callable[[Path], Path]) -> nn.Module:
+    """A copy of `base` holding the weights `download` saves (safetensors), in eval mode."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory(prefix="grid-result-") as folder:
+        state = load_file(str(download(Path(folder) / "weights.safetensors")))
+    trained = copy.deepcopy(base)
+    trained.load_state_dict(state)
+    return trained.eval()
+
+
+def plot_curves(
+    points: list[dict[str, Any]], x: str, ylabel_note: str, title: str, path: str | Path | None
+) -> Any:
+    """Loss and accuracy (train and validation, where measured) against `x`, one panel each."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [m for m in ("loss", "accuracy") if any(m in p or f"val_{m}" in p for p in points)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    xs = [p[x] for p in points]
+    for ax, metric in zip(axes[0], panels, strict=True):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = [p.get(key) for p in points]
+            if any(v is not None for v in values):
+                ax.plot(xs, values, marker="o", label=label)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric}{ylabel_note}")
+        ax.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path)
+        plt.close(figure)
+    return figure
 
 
 class JobCollection(Sequence[Job]):
