@@ -108,14 +108,20 @@ def _array_columns(arrays: dict[str, np.ndarray]) -> tuple[list[ColumnSchema], i
 
 def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> DatasetSchema:
     """Validate the file and describe its columns (or arrays), dtypes and row count."""
+    labels: np.ndarray | None = None
     if fmt in ("csv", "parquet"):
         if fmt == "csv":
             _check_csv_rows(path)
         df = read_table(path, fmt)
         columns = [ColumnSchema(name=c, dtype=_dtype_name(df[c].dtype)) for c in df.columns]
         row_count = len(df)
+        if label in df.columns:
+            labels = df[label].dropna().to_numpy()
     else:
-        columns, row_count = _array_columns(load_arrays(path, fmt))
+        arrays = load_arrays(path, fmt)
+        columns, row_count = _array_columns(arrays)
+        if label in arrays and arrays[label].ndim == 1:
+            labels = arrays[label]
     if row_count == 0:
         raise DatasetFileError(f"the {fmt} file has no rows")
     names = [c.name for c in columns]
@@ -123,7 +129,20 @@ def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> Datase
         raise DatasetFileError(
             f"label {label!r} is not a column of the file; available: {', '.join(names)}"
         )
-    return DatasetSchema(format=fmt, columns=columns, row_count=row_count)
+    classes = label_classes(labels) if labels is not None else None
+    return DatasetSchema(format=fmt, columns=columns, row_count=row_count, label_classes=classes)
+
+
+def label_classes(values: np.ndarray) -> list[int | float | str] | None:
+    """The label's distinct values when it has at most MAX_LABEL_CLASSES: public schema, which
+    federated analytics lays per-class sums out by. Missing values are left out."""
+    if values.dtype.kind == "b":
+        values = values.astype(np.int64)
+    if values.dtype.kind in "iuf":
+        found = _classes(values)
+        return found.tolist() if found is not None else None
+    text = np.unique(np.asarray([str(v) for v in values if v is not None], dtype=str))
+    return text.tolist() if 0 < len(text) <= MAX_LABEL_CLASSES else None
 
 
 def _classes(values: np.ndarray) -> np.ndarray | None:

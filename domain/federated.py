@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from flask import current_app
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,7 @@ from domain.models import (
 )
 from domain.networks import NetworkUnavailable, call_network, node_identity, raise_for
 from grid_common import he
+from grid_common.analytics.plan import AnalysisPlan
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import ApiError, NotFound
@@ -153,6 +155,10 @@ def _fetch_file(
     return digest
 
 
+def _request_kind(invitation: Invitation) -> str:
+    return "analytics" if invitation.kind == "analytics" else "federated"
+
+
 def _file(session: Session, membership: NetworkMembership, invitation: Invitation) -> None:
     # Imported here: the requests blueprint imports this module for its decision hook.
     from domain.api.requests import rule_matches, start_job
@@ -160,8 +166,10 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
 
     dataset = session.scalar(select(Dataset).where(Dataset.name == invitation.dataset))
     actor = f"network:{membership.name}"
+    kind = _request_kind(invitation)
+    settings = load_settings(session)
     item = AccessRequest(
-        kind="federated",
+        kind=kind,
         requester_id=None,
         requester_label=f"{invitation.requester} via network {membership.name}",
         reason=invitation.reason or f"federated job {invitation.network_job_id}",
@@ -172,10 +180,17 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
             )
         ],
     )
+    plan: TrainingPlan | None = None
     if dataset is None:
         item.status, item.decided_at = "denied", datetime.now(UTC)
         item.decision_reason = f"This domain has no dataset named {invitation.dataset!r}."
+    elif kind == "analytics":
+        problem = _analysis_problem(invitation, dataset)
+        if problem is not None:
+            item.status, item.decided_at = "denied", datetime.now(UTC)
+            item.decision_reason = problem
     else:
+        plan = TrainingPlan.model_validate(invitation.plan)
         item.model_digest = _fetch_file(session, membership, invitation, "model")
         item.weights_digest = _fetch_file(session, membership, invitation, "weights")
     session.add(item)
@@ -186,6 +201,7 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
             network_id=membership.network_id,
             network_job_id=invitation.network_job_id,
             invitation=invitation.model_dump(mode="json"),
+            min_group_size=settings.min_group_size,
         )
     )
     audit.append(
@@ -193,17 +209,11 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
         actor=actor,
         action="requests.filed",
         target=f"request:{item.id}",
-        details={"kind": "federated", "network_job": invitation.network_job_id},
+        details={"kind": kind, "network_job": invitation.network_job_id},
     )
-    if dataset is not None:
-        settings = load_settings(session)
-        plan = TrainingPlan.model_validate(invitation.plan)
+    if item.status == "pending" and dataset is not None:
         matched = next(
-            (
-                r
-                for r in settings.auto_approval
-                if rule_matches(r, None, "federated", [dataset], plan)
-            ),
+            (r for r in settings.auto_approval if rule_matches(r, None, kind, [dataset], plan)),
             None,
         )
         if matched is not None:
@@ -225,13 +235,30 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
     session.commit()
 
 
+def _analysis_problem(invitation: Invitation, dataset: Dataset) -> str | None:
+    """Why this domain cannot run the analysis as signed, checked against its own dataset."""
+    try:
+        plan = AnalysisPlan.model_validate(invitation.plan)
+    except ValidationError as exc:
+        return f"The network sent an analysis this domain cannot read: {exc.errors()[0]['msg']}"
+    columns = {c["name"]: c for c in dataset.schema["columns"]}
+    missing = [c for c in plan.read_columns if c not in columns]
+    if missing:
+        return f"Dataset {dataset.name!r} has no column(s) {', '.join(map(repr, missing))}."
+    return None
+
+
 # --- reports: decision, attestation, released model ---------------------------------------------
 
 
 def _report(session: Session, item: AccessRequest, participation: FederatedParticipation) -> None:
     network = FederatedNetwork(session, participation)
     if not participation.decision_reported and item.status in ("approved", "denied"):
-        body = {"approved": item.status == "approved", "reason": item.decision_reason or ""}
+        body = {
+            "approved": item.status == "approved",
+            "reason": item.decision_reason or "",
+            "min_group_size": participation.min_group_size,
+        }
         try:
             network.call("POST", "/decision", json_body=body)
         except NetworkUnavailable:
@@ -344,3 +371,9 @@ def fetch_aggregate(network: FederatedNetwork, number: int) -> tuple[bytes, int]
 def send_update(network: FederatedNetwork, number: int, update: Path, query: dict[str, Any]) -> Any:
     """Forward the worker's update to the network, signed by this domain; returns its answer."""
     return network.upload("PUT", f"/rounds/{number}/update", update, params=query).json()
+
+
+def report_withheld(network: FederatedNetwork, reason: str) -> ParticipantState:
+    """Tell the network the final sums may not be released (the worker found why)."""
+    answer = network.call("POST", "/withheld", json_body={"reason": reason})
+    return ParticipantState.model_validate(answer.json())

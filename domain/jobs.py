@@ -35,13 +35,18 @@ def request_datasets(session: Session, request: AccessRequest) -> list[Dataset] 
 
 def create_job(session: Session, request: AccessRequest, approval: Approval) -> Job:
     """Queue an approved job request (the job shares its id) and record it on the registry."""
-    assert request.model_digest and request.weights_digest and request.plan
-    spec = spec_hash(
-        model_digest=request.model_digest,
-        weights_digest=request.weights_digest,
-        plan=request.plan,
-        datasets=[d.dataset_name for d in request.datasets],
-    )
+    assert request.plan is not None
+    datasets = [d.dataset_name for d in request.datasets]
+    if request.kind == "analytics":
+        spec = spec_hash(kind="analytics", plan=request.plan, datasets=datasets)
+    else:
+        assert request.model_digest and request.weights_digest
+        spec = spec_hash(
+            model_digest=request.model_digest,
+            weights_digest=request.weights_digest,
+            plan=request.plan,
+            datasets=datasets,
+        )
     job = Job(
         id=request.id,
         status="queued",

@@ -307,6 +307,9 @@ class FederatedParticipation(Base):
     network_id: Mapped[str] = mapped_column(String(32))
     network_job_id: Mapped[int]
     invitation: Mapped[dict[str, Any]]
+    # The owner's minimum group size when the invitation was filed: what an analysis's
+    # approval agreed to, reported with the decision and applied to the released figures.
+    min_group_size: Mapped[int] = mapped_column(default=10, server_default="10")
     decision_reported: Mapped[bool] = mapped_column(default=False)
     attested_hash: Mapped[str | None] = mapped_column(String(64))
     attestation_reported: Mapped[bool] = mapped_column(default=False)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.models import Dataset, PrivacyBudget, PrivacySpend, User
+from grid_common.analytics.plan import AnalysisPlan
 from grid_common.plan import TrainingPlan
 
 # Float sums of epsilons drift in the last digits; a request that fits to this tolerance fits.
@@ -67,39 +69,54 @@ def budget_lines(
     ]
 
 
+def requested_epsilon(kind: str, plan: dict[str, Any] | None) -> float | None:
+    """The epsilon a job request would spend: its DP-SGD budget, or its analysis's noise."""
+    if plan is None:
+        return None
+    dp = (
+        AnalysisPlan.model_validate(plan).dp
+        if kind == "analytics"
+        else TrainingPlan.model_validate(plan).dp
+    )
+    return dp.epsilon if dp is not None else None
+
+
 def check_budget(
-    session: Session, datasets: list[Dataset], user_id: int | None, plan: TrainingPlan
+    session: Session, datasets: list[Dataset], user_id: int | None, epsilon: float | None
 ) -> None:
-    """Refuse a plan that a budget on one of its datasets cannot pay for, saying what is left."""
+    """Refuse a job that a budget on one of its datasets cannot pay for, saying what is left."""
     for dataset in datasets:
         lines = budget_lines(session, dataset, user_id, lock=True)
         if user_id is None:  # a network's requester: only the dataset-wide budget binds it
             lines = [line for line in lines if line.user_id is None]
         if not lines:
             continue
-        if plan.dp is None:
+        if epsilon is None:
             raise BudgetExceeded(
-                f"Dataset {dataset.name!r} has a privacy budget, so jobs on it must train with "
-                "differential privacy: set plan.dp={'epsilon': ..., 'delta': ...}."
+                f"Dataset {dataset.name!r} has a privacy budget, so jobs on it must use "
+                "differential privacy: train with plan.dp={'epsilon': ..., 'delta': ...}, or "
+                "analyse with dp={'epsilon': ..., 'delta': ..., 'bounds': {...}}."
             )
         for line in lines:
-            if plan.dp.epsilon > line.left + _TOLERANCE:
+            if epsilon > line.left + _TOLERANCE:
                 whose = "your budget" if line.user_id is not None else "the dataset's budget"
                 raise BudgetExceeded(
-                    f"Epsilon {plan.dp.epsilon:g} exceeds {whose} on {dataset.name!r}: "
+                    f"Epsilon {epsilon:g} exceeds {whose} on {dataset.name!r}: "
                     f"{line.left:g} of {line.epsilon:g} left."
                 )
 
 
 def charge(
-    session: Session, job_id: int, datasets: list[Dataset], user_id: int | None, plan: TrainingPlan
+    session: Session,
+    job_id: int,
+    datasets: list[Dataset],
+    user_id: int | None,
+    epsilon: float | None,
 ) -> None:
     """Record the epsilon an approved DP job spends on each of its datasets."""
-    if plan.dp is None:
+    if epsilon is None:
         return
     for dataset in datasets:
         session.add(
-            PrivacySpend(
-                job_id=job_id, dataset_id=dataset.id, user_id=user_id, epsilon=plan.dp.epsilon
-            )
+            PrivacySpend(job_id=job_id, dataset_id=dataset.id, user_id=user_id, epsilon=epsilon)
         )

@@ -1,5 +1,6 @@
 """Grid's Python client and `grid` command: sign in to a domain, share data, review requests."""
 
+from grid_cli.analytics import Analysis, AnalyticsJob, HistogramCounts
 from grid_cli.client import (
     Dataset,
     DatasetCollection,
@@ -14,10 +15,15 @@ from grid_cli.federated import FederatedJob, FederatedJobFailed
 from grid_cli.http import GridError
 from grid_cli.jobs import Job, JobCollection, JobFailed
 from grid_cli.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
+from grid_common.analytics.plan import AnalyticsDp, AnalyticsError
 from grid_common.plan import DifferentialPrivacy, TrainingPlan
 from grid_common.schemas import JobLimits
 
 __all__ = [
+    "Analysis",
+    "AnalyticsDp",
+    "AnalyticsError",
+    "AnalyticsJob",
     "Dataset",
     "DatasetCollection",
     "DatasetInfo",
@@ -27,6 +33,7 @@ __all__ = [
     "FederatedJob",
     "FederatedJobFailed",
     "GridError",
+    "HistogramCounts",
     "Job",
     "JobCollection",
     "JobFailed",

@@ -1,10 +1,11 @@
-"""A federated job from the data scientist's side: rounds, their metrics, the attested model."""
+"""Jobs a network runs, from the data scientist's side: rounds, their metrics, the attested
+result."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,16 +30,17 @@ _STATE = {
 
 
 class FederatedJobFailed(GridError):
-    """A federated job ended without a model: failed or cancelled."""
+    """A federated job ended without a result: failed or cancelled."""
 
 
-class FederatedJob:
-    """A federated job on a network; attributes read the last state, `refresh()` fetches anew."""
+class NetworkJob:
+    """A job a network runs across domains; attributes read the last state, `refresh()` fetches
+    anew. `FederatedJob` trains a model, `AnalyticsJob` computes an analysis."""
 
-    def __init__(
-        self, info: FederatedJobOut, client: NetworkClient, model: nn.Module | None = None
-    ) -> None:
-        self._info, self._client, self._model = info, client, model
+    running_label = "training"
+
+    def __init__(self, info: FederatedJobOut, client: NetworkClient) -> None:
+        self._info, self._client = info, client
 
     @property
     def id(self) -> int:
@@ -52,19 +54,9 @@ class FederatedJob:
     def status(self) -> str:
         return self.refresh().info.status
 
-    def refresh(self) -> FederatedJob:
+    def refresh(self) -> Self:
         self._info = self._client.federated_job_info(self.id)
         return self
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """Per closed round: its number, the rows behind it, and the sample-weighted metrics."""
-        rounds = self._client._get(f"/fl/jobs/{self.id}/rounds", RoundList)
-        return [
-            {"round": r.number, "samples": r.samples, **r.metrics}
-            for r in rounds.items
-            if r.status == "closed"
-        ]
 
     def wait(
         self,
@@ -72,12 +64,13 @@ class FederatedJob:
         *,
         progress: bool | None = None,
         poll_interval: float = 0.5,
-    ) -> FederatedJob:
-        """Block until the model is available; one bar over the rounds shows their metrics.
+    ) -> Self:
+        """Block until the result is available; one bar over the rounds shows their metrics.
 
         Raises FederatedJobFailed if the job failed or was cancelled; TimeoutError past `timeout`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        labels = {**_STATE, "running": self.running_label}
         bar = Progress(
             TextColumn("federated job {task.fields[job]} · {task.fields[state]}"),
             BarColumn(),
@@ -96,7 +89,7 @@ class FederatedJob:
                 bar.update(
                     task,
                     completed=done,
-                    state=_STATE.get(info.status, info.status),
+                    state=labels.get(info.status, info.status),
                     figures=figures(last.metrics if last and last.status == "closed" else {}),
                 )
                 if info.status in FINISHED_STATUSES:
@@ -111,13 +104,37 @@ class FederatedJob:
             )
         return self
 
-    def cancel(self) -> FederatedJob:
+    def cancel(self) -> Self:
         self._info = self._client.cancel_federated_job(self.id)
         return self
 
     def download_result(self, path: str | Path) -> Path:
-        """Save the final weights (safetensors), once every domain attested the same hash."""
+        """Save the result (safetensors), once every domain attested the same hash."""
         return self._client.download_federated_result(self.id, path)
+
+    def __repr__(self) -> str:
+        domains = ", ".join(p.domain for p in self._info.participants)
+        return f"<{type(self).__name__} {self.id} {self._info.status} on {domains}>"
+
+
+class FederatedJob(NetworkJob):
+    """A model trained across domains: its rounds, their metrics, the attested model."""
+
+    def __init__(
+        self, info: FederatedJobOut, client: NetworkClient, model: nn.Module | None = None
+    ) -> None:
+        super().__init__(info, client)
+        self._model = model
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per closed round: its number, the rows behind it, and the sample-weighted metrics."""
+        rounds = self._client._get(f"/fl/jobs/{self.id}/rounds", RoundList)
+        return [
+            {"round": r.number, "samples": r.samples, **r.metrics}
+            for r in rounds.items
+            if r.status == "closed"
+        ]
 
     def result(self, model: nn.Module | None = None) -> nn.Module:
         """The trained model: a copy of the submitted model (or `model`) with the final weights."""
@@ -136,7 +153,3 @@ class FederatedJob:
             raise ValueError(f"federated job {self.id} has no closed round to plot yet")
         note = " (weighted over domains)"
         return plot_curves(history, "round", note, f"federated job {self.id}", path)
-
-    def __repr__(self) -> str:
-        domains = ", ".join(p.domain for p in self._info.participants)
-        return f"<FederatedJob {self.id} {self._info.status} on {domains}>"

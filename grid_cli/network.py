@@ -10,12 +10,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import requests
+from pydantic import ValidationError
 
+from grid_cli.analytics import Analysis, AnalyticsJob
 from grid_cli.client import API, DomainClient, NodeClient
 from grid_cli.federated import FederatedJob
 from grid_cli.http import GridError
 from grid_cli.upload import show_progress
+from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
+from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
 from grid_common.federated_schemas import (
+    AnalyticsSpec,
     CkksParamsIn,
     DatasetTarget,
     FederatedJobList,
@@ -296,12 +301,7 @@ class NetworkClient(NodeClient):
         check_forward(model, features)
         spec = FederatedSpec(
             plan=plan,
-            datasets=[
-                DatasetTarget(domain=t.domain.id, dataset=t.dataset.name)
-                if isinstance(t, DatasetRef)
-                else DatasetTarget(domain=t[0], dataset=t[1])
-                for t in targets
-            ],
+            datasets=_targets(targets),
             rounds=rounds,
             strategy=strategy,
             mu=mu,
@@ -333,17 +333,118 @@ class NetworkClient(NodeClient):
             response = self._authorized(send)
         return FederatedJob(FederatedJobOut.model_validate(response.json()), self, model)
 
+    # --- federated analytics ----------------------------------------------------------------
+
+    def submit_analysis(
+        self,
+        datasets: Iterable[DatasetRef | tuple[str, str]],
+        *,
+        statistics: Iterable[str] = (),
+        model: ExactModel | None = None,
+        columns: Iterable[str] | None = None,
+        label: str | None = None,
+        dp: AnalyticsDp | dict[str, Any] | None = None,
+        alpha: float = 1.0,
+        var_smoothing: float = 1e-9,
+        min_domains: int | None = None,
+        round_timeout: float = 300.0,
+        secure_aggregation: SecureAggregation = "ckks",
+        ckks: dict[str, Any] | None = None,
+        reason: str = "",
+    ) -> AnalyticsJob:
+        """Ask the domains of `datasets` for statistics or one exact model; returns at once.
+
+        With search hits, the request is checked against their published schemas before
+        anything is sent (the network checks again); errors name every difference.
+        """
+        targets = list(datasets)
+        try:
+            spec = AnalyticsSpec(
+                datasets=_targets(targets),
+                statistics=list(statistics),
+                model=model,
+                columns=list(columns) if columns is not None else None,
+                label=label,
+                dp=AnalyticsDp.model_validate(dp) if isinstance(dp, dict) else dp,
+                alpha=alpha,
+                var_smoothing=var_smoothing,
+                min_domains=min_domains,
+                round_timeout=round_timeout,
+                secure_aggregation=secure_aggregation,
+                ckks=CkksParamsIn.model_validate(ckks or {}),
+                reason=reason,
+            )
+        except ValidationError as exc:
+            messages = (e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise AnalyticsError("; ".join(messages)) from None
+        if all(isinstance(t, DatasetRef) for t in targets):
+            published = [
+                PublishedTarget(t.domain.name, t.dataset.name, t.dataset.schema, t.dataset.label)
+                for t in targets
+                if isinstance(t, DatasetRef)
+            ]
+            resolve_plan(spec, published)
+        info = self._post("/fl/analytics", spec.model_dump(mode="json"), FederatedJobOut)
+        return AnalyticsJob(info, self)
+
+    def analyze(
+        self,
+        datasets: Iterable[DatasetRef | tuple[str, str]],
+        stats: Iterable[str],
+        *,
+        timeout: float | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Analysis:
+        """Statistics over the rows of every dataset together, computed from encrypted sums.
+
+        `stats`: count, sum, mean, var, std, cov, corr, class_count, class_mean, and
+        histograms `hist:COLUMN:LOW:HIGH:BINS`. Waits for every owner's approval and release;
+        `options` are those of `submit_analysis` (columns, label, dp, min_domains, ...).
+        """
+        job = self.submit_analysis(datasets, statistics=stats, **options)
+        result: Analysis = job.wait(timeout, progress=progress).result()
+        return result
+
+    def fit_exact(
+        self,
+        model: ExactModel,
+        datasets: Iterable[DatasetRef | tuple[str, str]],
+        *,
+        timeout: float | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """A scikit-learn estimator equal to fitting `model` on the pooled rows, from sums.
+
+        `model`: "gaussian_nb", "nearest_centroid", "ridge" (with `alpha`) or "ols". Waits for
+        every owner's approval and release; `options` are those of `submit_analysis`.
+        """
+        job = self.submit_analysis(datasets, model=model, **options)
+        return job.wait(timeout, progress=progress).result()
+
+    # --- every job the network runs --------------------------------------------------------
+
     def federated_job_info(self, job_id: int) -> FederatedJobOut:
         return self._get(f"/fl/jobs/{int(job_id)}", FederatedJobOut)
 
-    def federated_job(self, job_id: int, model: nn.Module | None = None) -> FederatedJob:
-        """A federated job by id; pass the architecture to get `result()` as a module."""
-        return FederatedJob(self.federated_job_info(job_id), self, model)
+    def federated_job(
+        self, job_id: int, model: nn.Module | None = None
+    ) -> FederatedJob | AnalyticsJob:
+        """A job by id; for training, pass the architecture to get `result()` as a module."""
+        return self._job(self.federated_job_info(job_id), model)
 
-    def federated_jobs(self) -> list[FederatedJob]:
-        """Your federated jobs (every job, for operators), newest first."""
+    def federated_jobs(self) -> list[FederatedJob | AnalyticsJob]:
+        """Your federated jobs and analyses (every one, for operators), newest first."""
         listing = self._get("/fl/jobs", FederatedJobList)
-        return [FederatedJob(info, self) for info in listing.items]
+        return [self._job(info) for info in listing.items]
+
+    def _job(
+        self, info: FederatedJobOut, model: nn.Module | None = None
+    ) -> FederatedJob | AnalyticsJob:
+        if info.kind == "analytics":
+            return AnalyticsJob(info, self)
+        return FederatedJob(info, self, model)
 
     def cancel_federated_job(self, job_id: int) -> FederatedJobOut:
         return self._post(f"/fl/jobs/{int(job_id)}/cancel", {}, FederatedJobOut)
@@ -358,3 +459,12 @@ class NetworkClient(NodeClient):
             for chunk in response.iter_content(1 << 20):
                 handle.write(chunk)
         return target
+
+
+def _targets(targets: list[DatasetRef | tuple[str, str]]) -> list[DatasetTarget]:
+    return [
+        DatasetTarget(domain=t.domain.id, dataset=t.dataset.name)
+        if isinstance(t, DatasetRef)
+        else DatasetTarget(domain=t[0], dataset=t[1])
+        for t in targets
+    ]

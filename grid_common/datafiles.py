@@ -60,3 +60,12 @@ def load_arrays(path: Path, fmt: DatasetFormat) -> dict[str, np.ndarray]:
     if not arrays:
         raise DatasetFileError(f"the {fmt} file holds no arrays")
     return arrays
+
+
+def read_frame(path: Path, fmt: DatasetFormat) -> pd.DataFrame:
+    """Any dataset file as a table: CSV and Parquet as they are, npz and safetensors with one
+    column per one-dimensional array (arrays with more dimensions are left out)."""
+    if fmt in ("csv", "parquet"):
+        return read_table(path, fmt)
+    arrays = load_arrays(path, fmt)
+    return pd.DataFrame({name: array for name, array in arrays.items() if array.ndim == 1})

@@ -1,4 +1,5 @@
-"""Wire schemas of federated (model-centric) jobs, for data scientists, networks and domains."""
+"""Wire schemas of federated jobs (training and analytics), for data scientists, networks and
+domains."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, Json, model_validator
 
+from grid_common.analytics.plan import AnalyticsDp, ExactModel, parse_statistic
 from grid_common.hashes import canonical_json
 from grid_common.he import CkksParams, SecureAggregation
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import DATASET_NAME, Strict
 
 Strategy = Literal["fedavg", "fedprox"]
+# A federated job trains a model in rounds, or computes an analysis from one round of sums.
+FederatedKind = Literal["training", "analytics"]
 FederatedStatus = Literal[
     "pending_approval", "key_setup", "running", "finishing", "completed", "failed", "cancelled"
 ]
@@ -59,14 +63,10 @@ class DatasetTarget(Strict):
     dataset: str = Field(pattern=DATASET_NAME.pattern, max_length=100)
 
 
-class FederatedSpec(Strict):
-    """What a data scientist asks the network to run: everything but the model files."""
+class RoundSettings(Strict):
+    """What every federated job names: its datasets, quorum, deadline and aggregation."""
 
-    plan: TrainingPlan = Field(description="Local training each round; epochs are local epochs.")
     datasets: list[DatasetTarget] = Field(min_length=1, max_length=64)
-    rounds: int = Field(default=10, ge=1, le=1000)
-    strategy: Strategy = "fedavg"
-    mu: float = Field(default=0.0, ge=0, le=100, description="FedProx's proximal weight.")
     min_domains: int | None = Field(
         default=None, ge=1, description="Quorum per round; every domain by default."
     )
@@ -76,29 +76,76 @@ class FederatedSpec(Strict):
     reason: str = Field(default="", max_length=10_000)
 
     @model_validator(mode="after")
-    def _consistent(self) -> FederatedSpec:
+    def _targets(self) -> RoundSettings:
         domains = {d.domain for d in self.datasets}
         if len(domains) != len(self.datasets):
             raise ValueError("name one dataset per domain")
-        if self.strategy == "fedprox" and self.mu <= 0:
-            raise ValueError("fedprox needs mu > 0 (the proximal term's weight)")
-        if self.strategy == "fedavg" and self.mu != 0:
-            raise ValueError("mu is FedProx's parameter: set strategy='fedprox' to use it")
         if self.min_domains is not None and self.min_domains > len(self.datasets):
             raise ValueError(
                 f"min_domains is {self.min_domains} but only {len(self.datasets)} domains take part"
             )
-        if self.plan.dp is not None and self.strategy == "fedprox":
-            raise ValueError("FedProx and differential privacy cannot be combined yet")
         return self
 
     @property
     def quorum(self) -> int:
         return self.min_domains or len(self.datasets)
 
+
+class FederatedSpec(RoundSettings):
+    """What a data scientist asks the network to train: everything but the model files."""
+
+    plan: TrainingPlan = Field(description="Local training each round; epochs are local epochs.")
+    rounds: int = Field(default=10, ge=1, le=1000)
+    strategy: Strategy = "fedavg"
+    mu: float = Field(default=0.0, ge=0, le=100, description="FedProx's proximal weight.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederatedSpec:
+        if self.strategy == "fedprox" and self.mu <= 0:
+            raise ValueError("fedprox needs mu > 0 (the proximal term's weight)")
+        if self.strategy == "fedavg" and self.mu != 0:
+            raise ValueError("mu is FedProx's parameter: set strategy='fedprox' to use it")
+        if self.plan.dp is not None and self.strategy == "fedprox":
+            raise ValueError("FedProx and differential privacy cannot be combined yet")
+        return self
+
     def round_settings(self) -> dict[str, Any]:
         """What the spec hash covers besides model, weights, plan and datasets."""
         return self.model_dump(mode="json", exclude={"plan", "datasets", "reason"})
+
+
+class AnalyticsSpec(RoundSettings):
+    """What a data scientist asks the network to compute across datasets, in one round.
+
+    Either `statistics` (names, or `hist:COLUMN:LOW:HIGH:BINS`) or one exact `model`.
+    `columns` are the features (every numeric column but the label by default).
+    """
+
+    statistics: list[str] = Field(default_factory=list, max_length=200)
+    model: ExactModel | None = None
+    alpha: float = Field(default=1.0, ge=0, description="Ridge's regularization strength.")
+    var_smoothing: float = Field(default=1e-9, ge=0, description="Gaussian NB's smoothing.")
+    columns: list[str] | None = Field(default=None, min_length=1, max_length=2000)
+    label: str | None = Field(default=None, max_length=200)
+    dp: AnalyticsDp | None = None
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> AnalyticsSpec:
+        if (self.model is None) == (not self.statistics):
+            raise ValueError("ask for statistics or for one exact model, not both")
+        for name in self.statistics:
+            parse_statistic(name)
+        return self
+
+    @property
+    def rounds(self) -> int:
+        return 1
+
+    def round_settings(self) -> dict[str, Any]:
+        return self.model_dump(
+            mode="json",
+            include={"min_domains", "round_timeout", "secure_aggregation", "ckks"},
+        )
 
 
 class FederatedJobForm(Strict):
@@ -141,9 +188,13 @@ class FederatedJobOut(BaseModel):
     """A federated job as its data scientist and the network's operators see it."""
 
     id: int
+    kind: FederatedKind
     status: FederatedStatus
     submitter: str
-    plan: dict[str, Any]
+    plan: dict[str, Any] = Field(
+        description="A training job's training plan; an analysis's plan, resolved against its "
+        "datasets (features, label, classes, statistics or model)."
+    )
     rounds: int
     strategy: Strategy
     mu: float
@@ -153,7 +204,9 @@ class FederatedJobOut(BaseModel):
     reason: str
     current_round: int
     participants: list[ParticipantOut]
-    parameters: int = Field(description="Values in the model's flat weight vector.")
+    parameters: int = Field(
+        description="Values in each update: the model's flat weights, or the analysis's sums."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -161,7 +214,7 @@ class FederatedJobOut(BaseModel):
     spec_hash: str
     result: ResultAvailability
     result_hash: str | None = Field(
-        description="sha256 of the final weights every domain attested."
+        description="sha256 of the final weights (or released analysis) every domain attested."
     )
     last_round: RoundOut | None
 
@@ -178,10 +231,11 @@ class Invitation(BaseModel):
 
     network_job_id: int
     network_id: str
+    kind: FederatedKind = "training"
     dataset: str
     requester: str
     reason: str
-    plan: dict[str, Any]
+    plan: dict[str, Any] = Field(description="A TrainingPlan, or an analysis's AnalysisPlan.")
     rounds: int
     strategy: Strategy
     mu: float
@@ -190,8 +244,8 @@ class Invitation(BaseModel):
     secure_aggregation: SecureAggregation
     ckks: CkksParamsIn
     participants: list[str] = Field(description="Names of every domain invited.")
-    model_digest: str
-    weights_digest: str
+    model_digest: str | None = Field(description="None for an analysis: it has no model.")
+    weights_digest: str | None
     spec_hash: str
     signature: str = Field(description="The network's Ed25519 signature of everything above.")
 
@@ -208,6 +262,15 @@ class InvitationList(BaseModel):
 class DecisionReport(Strict):
     approved: bool
     reason: str = Field(default="", max_length=10_000)
+    min_group_size: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="The owner's disclosure threshold."
+    )
+
+
+class WithheldIn(Strict):
+    """Why a domain may not release what the final sums give (an analysis's small groups)."""
+
+    reason: str = Field(min_length=1, max_length=2_000)
 
 
 class AttestationIn(Strict):
@@ -228,6 +291,7 @@ class ParticipantState(BaseModel):
     """Where a federated job stands for one participating domain: what its worker does next."""
 
     network_job_id: int
+    kind: FederatedKind = "training"
     status: FederatedStatus
     participant_status: ParticipantStatus
     rounds: int
@@ -248,6 +312,9 @@ class ParticipantState(BaseModel):
     attested: bool
     result_uploaded: bool
     failure_reason: str | None
+    min_group_size: int = Field(
+        default=0, description="The largest minimum group size of the domains that approved."
+    )
     dealer_keys: list[DealerKey] = Field(
         default_factory=list, description="Whom to seal the secret context for (dealer only)."
     )

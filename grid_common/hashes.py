@@ -8,9 +8,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from grid_common.analytics.plan import AnalysisPlan
 from grid_common.plan import TrainingPlan
 
-JobKind = Literal["data_centric", "model_centric"]
+JobKind = Literal["data_centric", "model_centric", "analytics"]
 SPEC_VERSION = 1
 _CHUNK = 1 << 20
 
@@ -35,9 +36,9 @@ def canonical_json(value: Any) -> bytes:
 
 def spec_document(
     *,
-    model_digest: str,
-    weights_digest: str,
-    plan: TrainingPlan | Mapping[str, Any],
+    model_digest: str | None = None,
+    weights_digest: str | None = None,
+    plan: TrainingPlan | AnalysisPlan | Mapping[str, Any],
     datasets: Iterable[str],
     kind: JobKind = "data_centric",
     domains: Iterable[str] = (),
@@ -47,18 +48,17 @@ def spec_document(
     training plan with its defaults filled in, the dataset names and, for a federated job,
     the domains taking part and how the rounds run (rounds, strategy, quorum, timeout,
     aggregation and its CKKS parameters). A data scientist holding those files rebuilds the
-    same document.
+    same document. An analysis has no files: its resolved plan takes their place.
     """
-    normalized = TrainingPlan.model_validate(plan).model_dump(mode="json")
-    document: dict[str, Any] = {
-        "grid.spec": SPEC_VERSION,
-        "kind": kind,
-        "model": _hex64(model_digest, "model_digest"),
-        "weights": _hex64(weights_digest, "weights_digest"),
-        "plan": normalized,
-        "datasets": sorted(set(datasets)),
-    }
-    if kind == "model_centric":
+    document: dict[str, Any] = {"grid.spec": SPEC_VERSION, "kind": kind}
+    if kind == "analytics":
+        document["analysis"] = AnalysisPlan.model_validate(plan).model_dump(mode="json")
+    else:
+        document["model"] = _hex64(model_digest or "", "model_digest")
+        document["weights"] = _hex64(weights_digest or "", "weights_digest")
+        document["plan"] = TrainingPlan.model_validate(plan).model_dump(mode="json")
+    document["datasets"] = sorted(set(datasets))
+    if kind == "model_centric" or (kind == "analytics" and federated is not None):
         document["domains"] = sorted(set(domains))
         document["federated"] = dict(federated or {})
     return document
@@ -66,9 +66,9 @@ def spec_document(
 
 def spec_hash(
     *,
-    model_digest: str,
-    weights_digest: str,
-    plan: TrainingPlan | Mapping[str, Any],
+    model_digest: str | None = None,
+    weights_digest: str | None = None,
+    plan: TrainingPlan | AnalysisPlan | Mapping[str, Any],
     datasets: Iterable[str],
     kind: JobKind = "data_centric",
     domains: Iterable[str] = (),

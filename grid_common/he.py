@@ -237,19 +237,27 @@ class PlainCodec(FrameCodec):
         return self._values(frame, length).copy()
 
 
+# Modulus bits left above the scale in what is sent: sums stay below 2^(headroom - 1). Updates
+# are weights times each domain's share of the rows, so their sums stay near the weights.
+SEND_HEADROOM_BITS = 20
+# Sufficient statistics are raw sums (of squares and cross products too), so they travel at the
+# highest level there is: at the default parameters 100 bits above the scale, sums below 2^99.
+STATISTICS_HEADROOM_BITS = 90
+
+
 class CkksCodec(FrameCodec):
     """CKKS ciphertexts under one job's context; with only the public context it cannot decode.
 
     Values are encoded and encrypted straight at a lower modulus level than a fresh
     ciphertext's: only additions follow, which need no level to spare, so each frame is a
     third smaller and several times cheaper to make, load and add. The level is the lowest
-    that leaves `SEND_HEADROOM_BITS` of modulus above the scale, so sums of row-weighted
-    weights never overflow.
+    that leaves `headroom_bits` of modulus above the scale (`SEND_HEADROOM_BITS` for model
+    updates, `STATISTICS_HEADROOM_BITS` for sufficient statistics), so sums never overflow.
     """
 
     mode: SecureAggregation = "ckks"
 
-    def __init__(self, context: object) -> None:
+    def __init__(self, context: object, headroom_bits: int = SEND_HEADROOM_BITS) -> None:
         import tenseal.sealapi as sealapi
 
         self.context = context
@@ -257,7 +265,7 @@ class CkksCodec(FrameCodec):
         self._seal = context.seal_context().data  # type: ignore[attr-defined]
         self._evaluator = sealapi.Evaluator(self._seal)  # additions need no keys
         self._scale = float(context.global_scale)  # type: ignore[attr-defined]
-        self._level = _sending_level(self._seal, math.log2(self._scale))
+        self._level = _sending_level(self._seal, math.log2(self._scale), headroom_bits)
         public_key = context.public_key().data  # type: ignore[attr-defined]
         self._encryptor = sealapi.Encryptor(self._seal, public_key)
         self._decryptor = None
@@ -333,20 +341,15 @@ class CkksCodec(FrameCodec):
         return np.asarray(self._encoder.decode_double(plaintext)[:length], dtype=np.float64)
 
 
-# Modulus bits left above the scale in what is sent: sums stay below 2^(headroom - 1). Updates
-# are weights times each domain's share of the rows, so their sums stay near the weights.
-SEND_HEADROOM_BITS = 20
-
-
-def _sending_level(seal: Any, scale_bits: float) -> Any:
-    """The parms_id of the lowest level whose modulus still leaves the headroom."""
+def _sending_level(seal: Any, scale_bits: float, headroom_bits: int) -> Any:
+    """The parms_id of the lowest level whose modulus still leaves the headroom (or the top)."""
     level = seal.first_context_data()
     while True:
         following = level.next_context_data()
         if following is None:
             return level.parms_id()
         bits = sum(m.bit_count() for m in following.parms().coeff_modulus())
-        if bits < scale_bits + SEND_HEADROOM_BITS:
+        if bits < scale_bits + headroom_bits:
             return level.parms_id()
         level = following
 
@@ -356,12 +359,16 @@ def _fast_tmp() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
-def codec_for(mode: SecureAggregation, context: bytes | None = None) -> FrameCodec:
+def codec_for(
+    mode: SecureAggregation,
+    context: bytes | None = None,
+    headroom_bits: int = SEND_HEADROOM_BITS,
+) -> FrameCodec:
     if mode == "none":
         return PlainCodec()
     if context is None:
         raise UpdateError("a CKKS job needs its context to read or add updates")
-    return CkksCodec(load_context(context))
+    return CkksCodec(load_context(context), headroom_bits)
 
 
 # --- update files ----------------------------------------------------------------------------

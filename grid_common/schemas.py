@@ -12,8 +12,8 @@ from grid_common.plan import TrainingPlan
 
 RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
 RequestStatus = Literal["pending", "approved", "denied"]
-RequestKind = Literal["access", "job", "federated"]
-JOB_KINDS = ("job", "federated")
+RequestKind = Literal["access", "job", "federated", "analytics"]
+JOB_KINDS = ("job", "federated", "analytics")
 DatasetFormat = Literal["csv", "parquet", "npz", "safetensors"]
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -152,6 +152,13 @@ class Settings(Strict):
     job_limits: JobLimits = Field(
         default_factory=JobLimits, description="Limits of auto-approved jobs; approval default."
     )
+    min_group_size: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Federated analyses withhold any count, mean or histogram cell of fewer "
+        "rows, and any classifier with a class that small.",
+    )
 
 
 # --- datasets ---------------------------------------------------------------
@@ -167,6 +174,10 @@ class DatasetSchema(BaseModel):
     format: DatasetFormat
     columns: list[ColumnSchema]
     row_count: int
+    label_classes: list[int | float | str] | None = Field(
+        default=None,
+        description="The label's distinct values, when it has a label with at most 50 of them.",
+    )
 
 
 def _split_tags(value: Any) -> Any:
@@ -425,7 +436,7 @@ class LeasedJob(BaseModel):
     job_id: int
     attempt: int
     lease_seconds: int
-    plan: TrainingPlan
+    plan: TrainingPlan | None = Field(description="None for an analysis (see `federated`).")
     limits: JobLimits
     datasets: list[LeasedDataset]
     federated: LeasedFederated | None = Field(
@@ -437,11 +448,19 @@ class LeasedFederated(BaseModel):
     """The rounds of a federated job, as this domain's worker runs them."""
 
     network_job_id: int
+    kind: Literal["training", "analytics"] = "training"
     rounds: int
     strategy: Literal["fedavg", "fedprox"]
     mu: float
     secure_aggregation: Literal["ckks", "none"]
     round_timeout: float
+    min_domains: int = Field(default=1, description="The quorum: updates a round needs.")
+    analysis: dict[str, Any] | None = Field(
+        default=None, description="An analysis's plan, as the network signed it."
+    )
+    min_group_size: int = Field(
+        default=0, description="This domain's minimum group size when the request was filed."
+    )
 
 
 class AttemptIn(Strict):

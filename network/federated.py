@@ -1,9 +1,11 @@
 """Federated jobs on the network: invitations, key setup, rounds summed blind, attested results.
 
-The network never holds a secret key. Under CKKS it keeps the public context (no Galois or
-relinearization keys), one sealed secret context per participant that only that domain can
-open, and each round's running sum of ciphertexts. Updates are added as they arrive, frame by
-frame, so memory holds one frame of the aggregate and one of the update at a time.
+A job trains a model in rounds, or computes an analysis (statistics or an exact model) from
+one round of sufficient statistics; both run the same protocol. The network never holds a
+secret key. Under CKKS it keeps the public context (no Galois or relinearization keys), one
+sealed secret context per participant that only that domain can open, and each round's
+running sum of ciphertexts. Updates are added as they arrive, frame by frame, so memory holds
+one frame of the aggregate and one of the update at a time.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grid_common import he
+from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
+from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import Conflict, Forbidden, NotFound, Unprocessable
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
+    AnalyticsSpec,
     DealerKey,
     FederatedSpec,
     ParticipantState,
+    RoundSettings,
     UpdateQuery,
 )
 from grid_common.hashes import spec_hash
+from grid_common.schemas import DatasetSchema
 from network.models import (
     Association,
     FederatedJob,
@@ -45,12 +52,25 @@ METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
 GRACE_ROUNDS = 3
 
 
-def spec_of(job: FederatedJob) -> FederatedSpec:
+def spec_of(job: FederatedJob) -> FederatedSpec | AnalyticsSpec:
+    if job.kind == "analytics":
+        return AnalyticsSpec.model_validate(job.spec)
     return FederatedSpec.model_validate(job.spec)
+
+
+def analysis_of(job: FederatedJob) -> AnalysisPlan:
+    """An analytics job's resolved plan."""
+    assert job.analysis is not None
+    return AnalysisPlan.model_validate(job.analysis)
 
 
 def layout_of(job: FederatedJob) -> he.UpdateLayout:
     return he.UpdateLayout(spec_of(job).secure_aggregation, job.parameters, job.slots)
+
+
+def headroom_of(job: FederatedJob) -> int:
+    """Modulus bits above the scale its updates travel with: sums of statistics need more."""
+    return he.STATISTICS_HEADROOM_BITS if job.kind == "analytics" else he.SEND_HEADROOM_BITS
 
 
 def participants_of(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
@@ -71,7 +91,9 @@ def current_round(session: Session, job: FederatedJob) -> FederatedRound | None:
     )
 
 
-def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Association, str, int]]:
+def _resolve_targets(
+    session: Session, spec: RoundSettings
+) -> list[tuple[Association, IndexedDataset]]:
     """Each (domain, dataset) of the spec as an approved association whose index has it."""
     resolved = []
     for target in spec.datasets:
@@ -88,7 +110,7 @@ def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Associ
                 code="unknown_domain",
             )
         indexed = session.scalar(
-            select(IndexedDataset.row_count).where(
+            select(IndexedDataset).where(
                 IndexedDataset.association_id == association.id,
                 IndexedDataset.name == target.dataset,
             )
@@ -99,10 +121,28 @@ def _resolve_targets(session: Session, spec: FederatedSpec) -> list[tuple[Associ
                 f"{target.dataset!r}; search the index for what it offers.",
                 code="unknown_dataset",
             )
-        resolved.append((association, target.dataset, int(indexed)))
-    if len({a.id for a, _, _ in resolved}) != len(resolved):
+        resolved.append((association, indexed))
+    if len({a.id for a, _ in resolved}) != len(resolved):
         raise Unprocessable("Name one dataset per domain.", code="duplicate_domain")
     return resolved
+
+
+def _invite(
+    session: Session, job: FederatedJob, targets: list[tuple[Association, IndexedDataset]]
+) -> FederatedJob:
+    session.add(job)
+    session.flush()
+    for position, (association, indexed) in enumerate(targets):
+        session.add(
+            FederatedParticipant(
+                job_id=job.id,
+                association_id=association.id,
+                dataset=indexed.name,
+                position=position,
+            )
+        )
+    session.flush()
+    return job
 
 
 def create_job(
@@ -113,37 +153,65 @@ def create_job(
     weights_digest: str,
     parameters: int,
 ) -> FederatedJob:
-    """Record a federated job and invite each of its domains; the caller commits."""
+    """Record a federated training job and invite each of its domains; the caller commits."""
     targets = _resolve_targets(session, spec)
-    document = spec.model_dump(mode="json")
     job = FederatedJob(
+        kind="training",
         submitter_id=submitter_id,
-        spec=document,
+        spec=spec.model_dump(mode="json"),
         spec_hash=spec_hash(
             model_digest=model_digest,
             weights_digest=weights_digest,
             plan=spec.plan,
-            datasets=[f"{a.domain_id}/{name}" for a, name, _ in targets],
+            datasets=[f"{a.domain_id}/{d.name}" for a, d in targets],
             kind="model_centric",
-            domains=[a.domain_id for a, _, _ in targets],
+            domains=[a.domain_id for a, _ in targets],
             federated=spec.round_settings(),
         ),
         model_digest=model_digest,
         weights_digest=weights_digest,
         parameters=parameters,
         slots=spec.ckks.poly_modulus_degree // 2,
-        row_scale=max(1, sum(rows for _, _, rows in targets)),
+        row_scale=max(1, sum(d.row_count for _, d in targets)),
     )
-    session.add(job)
-    session.flush()
-    for position, (association, dataset, _) in enumerate(targets):
-        session.add(
-            FederatedParticipant(
-                job_id=job.id, association_id=association.id, dataset=dataset, position=position
-            )
+    return _invite(session, job, targets)
+
+
+def create_analytics_job(session: Session, submitter_id: int, spec: AnalyticsSpec) -> FederatedJob:
+    """Check an analysis against the published schemas, record it and invite its domains.
+
+    Nothing is recorded when the datasets do not fit it: the error lists every difference.
+    """
+    targets = _resolve_targets(session, spec)
+    published = [
+        PublishedTarget(
+            association.name,
+            indexed.name,
+            DatasetSchema.model_validate(indexed.schema),
+            indexed.label,
         )
-    session.flush()
-    return job
+        for association, indexed in targets
+    ]
+    try:
+        plan = resolve_plan(spec, published)
+    except AnalyticsError as exc:
+        raise Unprocessable(str(exc), code="incompatible_datasets") from None
+    job = FederatedJob(
+        kind="analytics",
+        submitter_id=submitter_id,
+        spec=spec.model_dump(mode="json"),
+        analysis=plan.model_dump(mode="json"),
+        spec_hash=spec_hash(
+            plan=plan,
+            datasets=[f"{a.domain_id}/{d.name}" for a, d in targets],
+            kind="analytics",
+            domains=[a.domain_id for a, _ in targets],
+            federated=spec.round_settings(),
+        ),
+        parameters=plan.layout.size,
+        slots=spec.ckks.poly_modulus_degree // 2,
+    )
+    return _invite(session, job, targets)
 
 
 # --- decisions and key setup ---------------------------------------------------------------
@@ -155,6 +223,7 @@ def record_decision(
     participant: FederatedParticipant,
     approved: bool,
     reason: str,
+    min_group_size: int | None = None,
 ) -> None:
     """A domain's owner decided; the same decision again is harmless, a changed one is not."""
     status = "approved" if approved else "denied"
@@ -169,7 +238,7 @@ def record_decision(
             f"Federated job {job.id} is {job.status}: its rounds are over.", code="job_finished"
         )
     participant.status, participant.decision_reason = status, reason or None
-    participant.decided_at = datetime.now(UTC)
+    participant.decided_at, participant.min_group_size = datetime.now(UTC), min_group_size
     session.flush()
     _advance(session, job)
 
@@ -343,8 +412,7 @@ def accept_update(
         raise Conflict(
             f"This domain already sent its update for round {number}.", code="already_sent"
         )
-    layout = layout_of(job)
-    codec = _codec(blobs, layout.mode, job.public_context_digest)
+    layout, codec = layout_of(job), _codec(blobs, job)
     previous = round_.aggregate_digest
     with blobs.staging() as out:
         try:
@@ -379,17 +447,17 @@ def accept_update(
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_ckks_codec(context_path: Path) -> he.FrameCodec:
+def _cached_ckks_codec(context_path: Path, headroom_bits: int) -> he.FrameCodec:
     # Loading a public context (its public key) takes tens of milliseconds; a job's rounds
     # reuse one. The path names a content-addressed blob, so it never changes underneath.
-    return he.codec_for("ckks", context_path.read_bytes())
+    return he.codec_for("ckks", context_path.read_bytes(), headroom_bits)
 
 
-def _codec(blobs: BlobStore, mode: he.SecureAggregation, context: str | None) -> he.FrameCodec:
-    if mode == "none":
+def _codec(blobs: BlobStore, job: FederatedJob) -> he.FrameCodec:
+    if layout_of(job).mode == "none":
         return he.PlainCodec()
-    assert context is not None  # a running CKKS job has its public context
-    return _cached_ckks_codec(blobs.path(context))
+    assert job.public_context_digest is not None  # a running CKKS job has its public context
+    return _cached_ckks_codec(blobs.path(job.public_context_digest), headroom_of(job))
 
 
 def _reporter_count(session: Session, round_: FederatedRound) -> int:
@@ -542,6 +610,23 @@ def store_result(job: FederatedJob, participant: FederatedParticipant, digest: s
     _complete_if_ready(job)
 
 
+def record_withheld(
+    session: Session, job: FederatedJob, participant: FederatedParticipant, reason: str
+) -> None:
+    """A domain decrypted the final sums and may not release what they give: the job fails.
+
+    An analysis whose rows or classes are smaller than an owner's minimum group size ends
+    here; every domain reaches the same verdict from the same sums, so one report suffices.
+    """
+    if participant.status != "approved":
+        raise Forbidden(f"This domain has not approved federated job {job.id}.")
+    if job.status != "finishing":
+        raise Conflict(f"Federated job {job.id} is {job.status}.", code="not_finishing")
+    association = session.get(Association, participant.association_id)
+    name = association.name if association else "a domain"
+    _fail(job, f"{name} withheld the result: {reason}")
+
+
 def _complete_if_ready(job: FederatedJob) -> None:
     if job.status == "finishing" and job.final_hash and job.result_digest == job.final_hash:
         job.status, job.finished_at = "completed", datetime.now(UTC)
@@ -589,6 +674,8 @@ def participant_state(
     deal = job.status == "key_setup" and job.dealer_id == participant.id
     return ParticipantState(
         network_job_id=job.id,
+        kind=job.kind,  # type: ignore[arg-type]
+        min_group_size=min_group_size(session, job),
         status=job.status,  # type: ignore[arg-type]
         participant_status=participant.status,  # type: ignore[arg-type]
         rounds=spec.rounds,
@@ -609,6 +696,11 @@ def participant_state(
         failure_reason=job.failure_reason,
         dealer_keys=dealer_keys(session, job) if deal else [],
     )
+
+
+def min_group_size(session: Session, job: FederatedJob) -> int:
+    """The strictest minimum group size of the domains that approved: what every one applies."""
+    return max((p.min_group_size or 0 for p in _active(session, job)), default=0)
 
 
 def delete_replaced_blobs(session: Session, blobs: BlobStore) -> None:

@@ -149,17 +149,23 @@ class SeenNonce(Base):
 
 
 class FederatedJob(Base):
-    """A model trained across domains in rounds; the network only ever sums its updates."""
+    """A model trained across domains in rounds, or an analysis computed from one round of sums;
+    the network only ever adds what the domains send."""
 
     __tablename__ = "federated_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     submitter_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="training", server_default="training")
     status: Mapped[str] = mapped_column(String(20), default="pending_approval", index=True)
     spec: Mapped[dict[str, Any]]
+    # An analytics job's plan, resolved against the datasets' schemas when it was submitted.
+    analysis: Mapped[dict[str, Any] | None]
     spec_hash: Mapped[str] = mapped_column(String(64))
-    model_digest: Mapped[str] = mapped_column(String(64))
-    weights_digest: Mapped[str] = mapped_column(String(64))
+    # The model program and initial weights of a training job; none for an analysis.
+    model_digest: Mapped[str | None] = mapped_column(String(64))
+    weights_digest: Mapped[str | None] = mapped_column(String(64))
+    # Values in every update: the model's flat weights, or the analysis's sums.
     parameters: Mapped[int]
     slots: Mapped[int]
     # Published rows of all participants: updates are weights * rows / row_scale.
@@ -192,6 +198,8 @@ class FederatedParticipant(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
     sealed_context_digest: Mapped[str | None] = mapped_column(String(64))
+    # The smallest group its owner lets an analysis release, as reported with the approval.
+    min_group_size: Mapped[int | None]
     samples: Mapped[int | None]
     rounds_reported: Mapped[int] = mapped_column(default=0)
     attested_hash: Mapped[str | None] = mapped_column(String(64))

@@ -121,5 +121,14 @@ class DomainWorkerApi:
             )
         return RoundOut.model_validate(response.json())
 
+    def federated_withheld(self, job_id: int, attempt: int, reason: str) -> ParticipantState:
+        response = self.http.request(
+            "POST",
+            f"{API}/jobs/{job_id}/federated/withheld",
+            params={"attempt": attempt},
+            json={"reason": reason},
+        )
+        return ParticipantState.model_validate(response.json())
+
     def close(self) -> None:
         self.http.close()

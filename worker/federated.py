@@ -1,16 +1,19 @@
-"""One domain's part in a federated job: train each round, send the encrypted update, decrypt.
+"""One domain's part in a federated job: contribute to each round, decrypt what the network sums.
 
-Each round the worker starts from the global model (the initial weights, or the last published
-aggregate divided by the rows behind it), trains locally in its child process, multiplies the
-flat weights by its row count over the job's `row_scale`, encrypts them with the job's shared
-CKKS context and sends them through its domain. The network adds the ciphertexts; every
-domain decrypts the same sum.
+`NetworkRun` is the loop every federated job shares: it follows the job's state at the network
+(through the domain), contributes to each open round, and finishes once the rounds are done.
+`FederatedRun` trains: each round the worker starts from the global model (the initial
+weights, or the last published aggregate divided by the rows behind it), trains locally in its
+child process, multiplies the flat weights by its row count over the job's `row_scale`,
+encrypts them with the job's shared CKKS context and sends them through its domain. The
+network adds the ciphertexts; every domain decrypts the same sum.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -31,31 +34,39 @@ POLL_S = 0.2
 _METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-class FederatedRun:
-    """Runs the rounds of one leased federated job until it ends at the network."""
+class NetworkRun(ABC):
+    """Follows one leased federated job at its network until the job ends there."""
+
+    headroom_bits = he.SEND_HEADROOM_BITS
 
     def __init__(
         self,
         api: DomainWorkerApi,
         leased: LeasedJob,
-        spec: TrainingSpec,
-        child: WarmChild,
+        work: Path,
         on_event: Callable[[TrainingEvent], None],
         should_stop: Callable[[], bool],
     ) -> None:
         assert leased.federated is not None
         self.api, self.leased, self.task = api, leased, leased.federated
-        self.spec, self.child = spec, child
         self.on_event, self.should_stop = on_event, should_stop
         self.wait = threading.Event().wait  # an interruptible sleep between polls
-        self.work = spec.output_dir / "federated"
+        self.work = work
         self.work.mkdir(parents=True, exist_ok=True)
-        self.template = he.read_weights(spec.weights_path)
-        self.weights_layout = he.weights_layout(self.template)
         self.codec: he.FrameCodec | None = None
-        self.global_round = -1  # which aggregate `global_path` holds; 0 = the initial weights
-        self.global_path = self.work / "global.safetensors"
-        self.last_metrics: dict[str, Any] = {}
+
+    @property
+    @abstractmethod
+    def values(self) -> int:
+        """How many values every update of this job holds."""
+
+    @abstractmethod
+    def _contribute(self, state: ParticipantState) -> TrainingOutcome | None:
+        """Send this domain's update to the open round; an outcome ends the job, None goes on."""
+
+    @abstractmethod
+    def _final(self, state: ParticipantState) -> TrainingOutcome:
+        """What the job delivers to the domain once its rounds are done."""
 
     @property
     def _ids(self) -> tuple[int, int]:
@@ -82,7 +93,7 @@ class FederatedRun:
                 self.wait(POLL_S)
                 continue
             if state.status == "running" and state.round_open and not state.submitted:
-                outcome = self._train_round(state)
+                outcome = self._contribute(state)
                 if outcome is not None:
                     return outcome
                 continue
@@ -91,18 +102,73 @@ class FederatedRun:
             self.wait(POLL_S)
         return TrainingOutcome("cancelled", "cancelled")
 
-    # --- keys and the global model -------------------------------------------------------------
-
     def _codec(self, task: LeasedFederated) -> he.FrameCodec:
         if self.codec is None:
             context = None
             if task.secure_aggregation == "ckks":
                 context = self.api.federated_context(*self._ids)
-            self.codec = he.codec_for(task.secure_aggregation, context)
+            self.codec = he.codec_for(task.secure_aggregation, context, self.headroom_bits)
         return self.codec
 
     def _layout(self, state: ParticipantState) -> he.UpdateLayout:
-        return he.UpdateLayout(state.secure_aggregation, self.weights_layout.size, state.slots)
+        return he.UpdateLayout(state.secure_aggregation, self.values, state.slots)
+
+    def _aggregate(self, state: ParticipantState, number: int) -> tuple[np.ndarray, int]:
+        """A closed round's sum, decrypted, and the rows the network counted behind it."""
+        aggregate = self.work / f"round-{number}.agg"
+        samples = self.api.federated_aggregate(*self._ids, number, aggregate)
+        total = he.read_update(aggregate, self._codec(self.task), self._layout(state))
+        aggregate.unlink(missing_ok=True)
+        return total, samples
+
+    def _encrypt(self, state: ParticipantState, vector: np.ndarray, path: Path) -> int:
+        """Write the update for `vector`; returns its size in bytes."""
+        return he.write_update(vector, self._codec(self.task), self._layout(state), path)
+
+    def _send(self, number: int, update: Path, query: dict[str, Any]) -> bool:
+        """Deliver the update, retrying while the domain or network is down; False if refused."""
+        while not self.should_stop():
+            try:
+                self.api.federated_update(*self._ids, number, update, query)
+                return True
+            except GridError as exc:
+                if exc.code in ("round_closed", "already_sent", "not_running"):
+                    self._log(f"round {number}: update not taken ({exc.message})")
+                    return False
+                if exc.status and exc.status < 500:
+                    raise
+                log.warning(
+                    "job %s: round %s update not delivered yet: %s", self._ids[0], number, exc
+                )
+                self.wait(1.0)
+        return False
+
+
+class FederatedRun(NetworkRun):
+    """Trains each round of a leased federated training job."""
+
+    def __init__(
+        self,
+        api: DomainWorkerApi,
+        leased: LeasedJob,
+        spec: TrainingSpec,
+        child: WarmChild,
+        on_event: Callable[[TrainingEvent], None],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        super().__init__(api, leased, spec.output_dir / "federated", on_event, should_stop)
+        self.spec, self.child = spec, child
+        self.template = he.read_weights(spec.weights_path)
+        self.weights_layout = he.weights_layout(self.template)
+        self.global_round = -1  # which aggregate `global_path` holds; 0 = the initial weights
+        self.global_path = self.work / "global.safetensors"
+        self.last_metrics: dict[str, Any] = {}
+
+    @property
+    def values(self) -> int:
+        return self.weights_layout.size
+
+    # --- the global model ------------------------------------------------------------------------
 
     def _global_model(self, state: ParticipantState) -> Path:
         """The weights every domain starts this round from; the same bytes on every domain."""
@@ -117,17 +183,14 @@ class FederatedRun:
         return self.global_path
 
     def _decrypt(self, state: ParticipantState, number: int) -> np.ndarray:
-        aggregate = self.work / f"round-{number}.agg"
-        samples = self.api.federated_aggregate(*self._ids, number, aggregate)
+        total, samples = self._aggregate(state, number)
         if samples <= 0:
             raise he.UpdateError(f"round {number}'s aggregate has no rows behind it")
-        total = he.read_update(aggregate, self._codec(self.task), self._layout(state))
-        aggregate.unlink(missing_ok=True)
         return total * (state.row_scale / samples)
 
     # --- one round -------------------------------------------------------------------------------
 
-    def _train_round(self, state: ParticipantState) -> TrainingOutcome | None:
+    def _contribute(self, state: ParticipantState) -> TrainingOutcome | None:
         """Train and send this round's update; an outcome ends the job, None goes on."""
         number = state.round
         start = self._global_model(state)
@@ -149,7 +212,7 @@ class FederatedRun:
         weight = samples / state.row_scale
         vector = he.flatten(he.read_weights(outcome.weights_path)) * weight
         update = output / "update.bin"
-        size = he.write_update(vector, self._codec(self.task), self._layout(state), update)
+        size = self._encrypt(state, vector, update)
         metrics = {k: outcome.metrics[k] for k in _METRICS if k in outcome.metrics}
         if not self._send(number, update, {"samples": samples, **metrics}):
             return None
@@ -167,24 +230,6 @@ class FederatedRun:
             )
         )
         return None
-
-    def _send(self, number: int, update: Path, query: dict[str, Any]) -> bool:
-        """Deliver the update, retrying while the domain or network is down; False if refused."""
-        while not self.should_stop():
-            try:
-                self.api.federated_update(*self._ids, number, update, query)
-                return True
-            except GridError as exc:
-                if exc.code in ("round_closed", "already_sent", "not_running"):
-                    self._log(f"round {number}: update not taken ({exc.message})")
-                    return False
-                if exc.status and exc.status < 500:
-                    raise
-                log.warning(
-                    "job %s: round %s update not delivered yet: %s", self._ids[0], number, exc
-                )
-                self.wait(1.0)
-        return False
 
     def _final(self, state: ParticipantState) -> TrainingOutcome:
         """Decrypt the last round's aggregate: the job's model, hashed the same on every domain."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from grid_cli.http import GridError
 from grid_common import he
 from grid_common.schemas import LeasedJob
+from worker.analytics import AnalyticsRun
 from worker.child import ChildError, WarmChild
 from worker.domain_api import DomainWorkerApi
 from worker.federated import FederatedRun
@@ -120,7 +121,8 @@ class Worker:
                     stop.wait(self.options.poll_interval_s)
                     continue
                 self.run_job(leased, child)
-                child = WarmChild.start()  # every job gets a fresh process
+                if not _is_analysis(leased):
+                    child = WarmChild.start()  # every training job gets a fresh process
         finally:
             child.kill()
 
@@ -140,22 +142,10 @@ class Worker:
         log.info("job %s attempt %s: started", leased.job_id, leased.attempt)
         try:
             with _Attempt(self.api, leased) as attempt:
-                try:
-                    spec = self._prepare(leased, job_dir)
-                except (GridError, ValueError, OSError) as exc:
-                    child.kill()
-                    outcome = TrainingOutcome("failed", f"could not fetch the job's inputs: {exc}")
-                else:
-                    try:
-                        outcome = self._train(leased, spec, child, attempt)
-                    except ChildError as exc:
-                        # The worker's own fault, not the job's: let the lease run out, so
-                        # the job goes back to the queue for another attempt.
-                        log.error(
-                            "job %s: training process failed to start: %s", *_ids(leased)[:1], exc
-                        )
-                        return None
+                outcome = self._attempt(leased, job_dir, child, attempt)
                 lost = attempt.lease_lost.is_set()
+            if outcome is None:
+                return None
             if lost:
                 log.warning("job %s attempt %s: lease lost, result dropped", *_ids(leased))
                 return None
@@ -164,6 +154,27 @@ class Worker:
             return outcome
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _attempt(
+        self, leased: LeasedJob, job_dir: Path, child: WarmChild, attempt: _Attempt
+    ) -> TrainingOutcome | None:
+        """How the attempt ended; None when the fault is the worker's, not the job's."""
+        if _is_analysis(leased):
+            # An analysis runs no submitted model: the ready training process waits for the
+            # next job that does.
+            return self._analyse(leased, job_dir, attempt)
+        try:
+            spec = self._prepare(leased, job_dir)
+        except (GridError, ValueError, OSError) as exc:
+            child.kill()
+            return TrainingOutcome("failed", f"could not fetch the job's inputs: {exc}")
+        try:
+            return self._train(leased, spec, child, attempt)
+        except ChildError as exc:
+            # The worker's own fault, not the job's: let the lease run out, so the job goes
+            # back to the queue for another attempt.
+            log.error("job %s: training process failed to start: %s", leased.job_id, exc)
+            return None
 
     def _train(
         self, leased: LeasedJob, spec: TrainingSpec, child: WarmChild, attempt: _Attempt
@@ -179,18 +190,41 @@ class Worker:
         finally:
             child.kill()  # kept alive between rounds; done now
 
-    def _prepare(self, leased: LeasedJob, job_dir: Path) -> TrainingSpec:
-        base = f"/jobs/{leased.job_id}"
-        model = self.api.download(f"{base}/model", job_dir / "model.pt2")
-        weights = self.api.download(f"{base}/weights", job_dir / "weights.safetensors")
+    def _analyse(self, leased: LeasedJob, job_dir: Path, attempt: _Attempt) -> TrainingOutcome:
+        """An analysis runs in the worker itself: it sums numbers and runs no submitted code."""
+        try:
+            (data,) = self._datasets(leased)
+            return AnalyticsRun(
+                self.api,
+                leased,
+                (data.path, data.format),
+                job_dir / "analysis",
+                attempt.on_event,
+                attempt.should_stop,
+            ).run()
+        except (GridError, he.UpdateError, ValueError, OSError) as exc:
+            return TrainingOutcome("failed", f"federated analysis failed: {exc}")
+
+    def _datasets(self, leased: LeasedJob) -> list[DataFile]:
+        """The job's dataset files, from the worker's cache or fetched (checked by sha256)."""
         data = []
         for dataset in leased.datasets:
-            if dataset.label is None:
-                raise ValueError(f"dataset {dataset.name!r} has no label column to train on")
             cached = self.cache / f"{dataset.digest}.{dataset.format}"
             if not cached.exists():
-                self.api.download(f"{base}/datasets/{dataset.name}", cached, dataset.digest)
-            data.append(DataFile(cached, dataset.format, dataset.label))
+                path = f"/jobs/{leased.job_id}/datasets/{dataset.name}"
+                self.api.download(path, cached, dataset.digest)
+            data.append(DataFile(cached, dataset.format, dataset.label or ""))
+        return data
+
+    def _prepare(self, leased: LeasedJob, job_dir: Path) -> TrainingSpec:
+        base = f"/jobs/{leased.job_id}"
+        unlabelled = [d.name for d in leased.datasets if d.label is None]
+        if unlabelled:
+            raise ValueError(f"dataset {unlabelled[0]!r} has no label column to train on")
+        assert leased.plan is not None  # every job but an analysis has a training plan
+        model = self.api.download(f"{base}/model", job_dir / "model.pt2")
+        weights = self.api.download(f"{base}/weights", job_dir / "weights.safetensors")
+        data = self._datasets(leased)
         output = job_dir / "output"
         output.mkdir(exist_ok=True)
         limits = leased.limits
@@ -226,3 +260,7 @@ class Worker:
 
 def _ids(leased: LeasedJob) -> tuple[int, int]:
     return leased.job_id, leased.attempt
+
+
+def _is_analysis(leased: LeasedJob) -> bool:
+    return leased.federated is not None and leased.federated.kind == "analytics"

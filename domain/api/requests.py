@@ -116,18 +116,18 @@ def rule_matches(
 
 def start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
     """Queue an approved job request, charging its epsilon; refused if a budget ran out since."""
-    plan = TrainingPlan.model_validate(item.plan)
+    epsilon = privacy.requested_epsilon(item.kind, item.plan)
     datasets = jobs.request_datasets(session, item)
     if datasets is None:
         raise Conflict(
             f"A dataset of request {item.id} was deleted; it cannot run.", code="dataset_deleted"
         )
     try:
-        privacy.check_budget(session, datasets, item.requester_id, plan)
+        privacy.check_budget(session, datasets, item.requester_id, epsilon)
     except privacy.BudgetExceeded as exc:
         raise Conflict(str(exc), code="privacy_budget_exceeded") from None
     jobs.create_job(session, item, approval)
-    privacy.charge(session, item.id, datasets, item.requester_id, plan)
+    privacy.charge(session, item.id, datasets, item.requester_id, epsilon)
 
 
 def _file_request(
@@ -212,7 +212,8 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
     session = db_session()
     datasets = _datasets_named(session, body.datasets)
     try:
-        privacy.check_budget(session, datasets, current_user().id, body.plan)
+        epsilon = body.plan.dp.epsilon if body.plan.dp is not None else None
+        privacy.check_budget(session, datasets, current_user().id, epsilon)
     except privacy.BudgetExceeded as exc:
         raise Unprocessable(str(exc), code="privacy_budget_exceeded") from None
     parts = {}

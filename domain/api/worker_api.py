@@ -16,7 +16,7 @@ from domain.models import AccessRequest, Dataset, Job, Worker
 from grid_common.api import route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
-from grid_common.federated_schemas import Invitation, ParticipantState, RoundOut
+from grid_common.federated_schemas import Invitation, ParticipantState, RoundOut, WithheldIn
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     AttemptFailure,
@@ -93,7 +93,7 @@ def lease(body: WorkerHello) -> LeasedJob | None:
         job_id=job.id,
         attempt=job.attempt,
         lease_seconds=lease_s,
-        plan=TrainingPlan.model_validate(item.plan),
+        plan=None if item.kind == "analytics" else TrainingPlan.model_validate(item.plan),
         limits=JobLimits(
             cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, wall_seconds=job.wall_seconds
         ),
@@ -262,11 +262,15 @@ def _leased_federated(session: Session, job_id: int) -> LeasedFederated | None:
     invitation = Invitation.model_validate(participation.invitation)
     return LeasedFederated(
         network_job_id=invitation.network_job_id,
+        kind=invitation.kind,
         rounds=invitation.rounds,
         strategy=invitation.strategy,
         mu=invitation.mu,
         secure_aggregation=invitation.secure_aggregation,
         round_timeout=invitation.round_timeout,
+        min_domains=invitation.min_domains,
+        analysis=invitation.plan if invitation.kind == "analytics" else None,
+        min_group_size=participation.min_group_size,
     )
 
 
@@ -348,3 +352,17 @@ def federated_update(job_id: int, number: int, query: FederatedUpdateQuery) -> R
                 out.write(chunk)
         answer = federated.send_update(network, number, staged, params)
     return RoundOut.model_validate(answer)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/federated/withheld",
+    methods=["POST"],
+    permission=WORKER,
+    summary="The final sums may not be released (an analysis's small groups); tell the network",
+    query=AttemptIn,
+    body=WithheldIn,
+    response=ParticipantState,
+)
+def federated_withheld(job_id: int, query: AttemptIn, body: WithheldIn) -> ParticipantState:
+    return federated.report_withheld(_network_of_lease(job_id, query.attempt), body.reason)

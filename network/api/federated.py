@@ -1,4 +1,7 @@
-"""Federated jobs: data scientists submit and follow them; domains (signed) take part in them."""
+"""Federated jobs: data scientists submit and follow them; domains (signed) take part in them.
+
+Training jobs arrive as multipart (spec, model, weights); analyses as a JSON spec alone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request, send_file
 from sqlalchemy import select
@@ -17,11 +21,13 @@ from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, NotFound, Unprocessable
 from grid_common.federated_schemas import (
+    AnalyticsSpec,
     AttestationIn,
     DecisionReport,
     FederatedJobForm,
     FederatedJobList,
     FederatedJobOut,
+    FederatedSpec,
     Invitation,
     InvitationList,
     ParticipantOut,
@@ -29,6 +35,7 @@ from grid_common.federated_schemas import (
     RoundList,
     RoundOut,
     UpdateQuery,
+    WithheldIn,
     invitation_message,
 )
 from grid_common.identity import b64encode
@@ -100,12 +107,13 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
     )
     return FederatedJobOut(
         id=job.id,
+        kind=job.kind,  # type: ignore[arg-type]
         status=job.status,  # type: ignore[arg-type]
         submitter=submitter.email if submitter else "",
-        plan=spec.plan.model_dump(mode="json"),
+        plan=_plan(job, spec),
         rounds=spec.rounds,
-        strategy=spec.strategy,
-        mu=spec.mu,
+        strategy=spec.strategy if isinstance(spec, FederatedSpec) else "fedavg",
+        mu=spec.mu if isinstance(spec, FederatedSpec) else 0.0,
         min_domains=spec.quorum,
         round_timeout=spec.round_timeout,
         secure_aggregation=spec.secure_aggregation,
@@ -122,6 +130,12 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
         result_hash=job.final_hash,
         last_round=round_out(session, last) if last is not None else None,
     )
+
+
+def _plan(job: FederatedJob, spec: FederatedSpec | AnalyticsSpec) -> dict[str, Any]:
+    if isinstance(spec, FederatedSpec):
+        return spec.plan.model_dump(mode="json")
+    return federated.analysis_of(job).model_dump(mode="json")
 
 
 # --- the data scientist's side ----------------------------------------------------------------
@@ -185,6 +199,23 @@ def submit(body: FederatedJobForm) -> FederatedJobOut:
         )
         for path in staged.values():
             blobs().commit(path)
+    session.commit()
+    return job_out(session, job)
+
+
+@route(
+    bp,
+    "/analytics",
+    methods=["POST"],
+    permission=Permission.SUBMIT_FEDERATED,
+    summary="Submit an analysis: statistics or an exact model over datasets on several domains",
+    body=AnalyticsSpec,
+    response=FederatedJobOut,
+    status=201,
+)
+def submit_analysis(body: AnalyticsSpec) -> FederatedJobOut:
+    session = db_session()
+    job = federated.create_analytics_job(session, current_operator().id, body)
     session.commit()
     return job_out(session, job)
 
@@ -259,7 +290,7 @@ def cancel_job(job_id: int) -> FederatedJobOut:
 )
 def job_model(job_id: int) -> Response:
     job = _visible_job(job_id)
-    return _send(job.model_digest, "model.pt2")
+    return _send(_model_file(job, "model"), "model.pt2")
 
 
 @route(
@@ -277,7 +308,15 @@ def job_result(job_id: int) -> Response:
             f"The result of job {job.id} is not available ({availability.replace('_', ' ')}).",
             code="result_unavailable",
         )
-    return _send(job.result_digest, "weights.safetensors")
+    name = "analysis.safetensors" if job.kind == "analytics" else "weights.safetensors"
+    return _send(job.result_digest, name)
+
+
+def _model_file(job: FederatedJob, part: str) -> str:
+    digest = job.model_digest if part == "model" else job.weights_digest
+    if digest is None:
+        raise NotFound(f"Federated job {job.id} is an analysis: it has no {part} file.")
+    return digest
 
 
 def _send(digest: str, name: str) -> Response:
@@ -345,13 +384,14 @@ def _invitation(
     fields = {
         "network_job_id": job.id,
         "network_id": identity().node_id,
+        "kind": job.kind,
         "dataset": participant.dataset,
         "requester": submitter.email if submitter else "",
         "reason": spec.reason,
-        "plan": spec.plan.model_dump(mode="json"),
+        "plan": _plan(job, spec),
         "rounds": spec.rounds,
-        "strategy": spec.strategy,
-        "mu": spec.mu,
+        "strategy": spec.strategy if isinstance(spec, FederatedSpec) else "fedavg",
+        "mu": spec.mu if isinstance(spec, FederatedSpec) else 0.0,
         "min_domains": spec.quorum,
         "round_timeout": spec.round_timeout,
         "secure_aggregation": spec.secure_aggregation,
@@ -397,9 +437,8 @@ def invitations() -> InvitationList:
 )
 def participant_file(job_id: int, part: str) -> Response:
     job, _ = _participation(job_id)
-    if part == "model":
-        return _send(job.model_digest, "model.pt2")
-    return _send(job.weights_digest, "weights.safetensors")
+    name = "model.pt2" if part == "model" else "weights.safetensors"
+    return _send(_model_file(job, part), name)
 
 
 @route(
@@ -414,7 +453,9 @@ def participant_file(job_id: int, part: str) -> Response:
 def decision(job_id: int, body: DecisionReport) -> ParticipantState:
     session = db_session()
     job, participant = _participation(job_id, lock=True)
-    federated.record_decision(session, job, participant, body.approved, body.reason)
+    federated.record_decision(
+        session, job, participant, body.approved, body.reason, body.min_group_size
+    )
     session.commit()
     return federated.participant_state(session, job, participant)
 
@@ -566,4 +607,21 @@ def put_result(job_id: int) -> ParticipantState:
         federated.store_result(job, participant, _digest(staged))
         blobs().commit(staged)
         session.commit()
+    return federated.participant_state(session, job, participant)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/withheld",
+    methods=["POST"],
+    permission=SIGNED,
+    summary="A domain may not release what the final sums give; the job fails with the reason",
+    body=WithheldIn,
+    response=ParticipantState,
+)
+def withheld(job_id: int, body: WithheldIn) -> ParticipantState:
+    session = db_session()
+    job, participant = _participation(job_id, lock=True)
+    federated.record_withheld(session, job, participant, body.reason)
+    session.commit()
     return federated.participant_state(session, job, participant)
