@@ -101,7 +101,8 @@ def _array_columns(arrays: dict[str, np.ndarray]) -> tuple[list[ColumnSchema], i
         listed = ", ".join(f"{k!r} has {n}" for k, n in lengths.items())
         raise DatasetFileError(f"arrays must share their first dimension (rows): {listed}")
     columns = [
-        ColumnSchema(name=k, dtype=str(a.dtype), shape=list(a.shape[1:])) for k, a in arrays.items()
+        ColumnSchema(name=k, dtype=str(a.dtype), shape=list(a.shape[1:]), magnitude=magnitude(a))
+        for k, a in arrays.items()
     ]
     return columns, next(iter(lengths.values()))
 
@@ -113,7 +114,12 @@ def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> Datase
         if fmt == "csv":
             _check_csv_rows(path)
         df = read_table(path, fmt)
-        columns = [ColumnSchema(name=c, dtype=_dtype_name(df[c].dtype)) for c in df.columns]
+        columns = [
+            ColumnSchema(
+                name=c, dtype=_dtype_name(df[c].dtype), magnitude=magnitude(df[c].to_numpy())
+            )
+            for c in df.columns
+        ]
         row_count = len(df)
         if label in df.columns:
             labels = df[label].dropna().to_numpy()
@@ -131,6 +137,20 @@ def inspect_dataset(path: Path, fmt: DatasetFormat, label: str | None) -> Datase
         )
     classes = label_classes(labels) if labels is not None else None
     return DatasetSchema(format=fmt, columns=columns, row_count=row_count, label_classes=classes)
+
+
+def magnitude(values: np.ndarray) -> int | None:
+    """The power of two nearest a numeric column's root mean square (None for other columns).
+
+    Published as schema: an order of magnitude over all rows, coarser than what the synthetic
+    mock shows. Federated analytics divides its sums by it so they travel at similar sizes.
+    """
+    if values.dtype.kind not in "biuf" or values.ndim != 1:
+        return None
+    finite = values.astype(np.float64)
+    finite = finite[np.isfinite(finite)]
+    rms = float(np.sqrt(np.mean(finite * finite))) if finite.size else 0.0
+    return int(np.clip(np.round(np.log2(rms)), -250, 250)) if rms > 0 else 0
 
 
 def label_classes(values: np.ndarray) -> list[int | float | str] | None:

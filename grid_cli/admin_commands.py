@@ -181,7 +181,8 @@ def users_invite(email: str, role: str, url: str | None, as_json: bool) -> None:
 
 @main.group()
 def settings() -> None:
-    """The domain's settings: open sign-up, auto-approval rules, default job limits."""
+    """The domain's settings: open sign-up, auto-approval rules, default job limits, and the
+    minimum group size of federated analyses."""
 
 
 def _print_settings(value: Settings, as_json: bool) -> None:
@@ -196,6 +197,7 @@ def _print_settings(value: Settings, as_json: bool) -> None:
             "job_limits.cpu_seconds": limits.cpu_seconds,
             "job_limits.memory_mb": limits.memory_mb,
             "job_limits.wall_seconds": limits.wall_seconds,
+            "min_group_size": value.min_group_size,
         },
     )
     print_table(
@@ -248,6 +250,11 @@ def settings_show(url: str | None, as_json: bool) -> None:
 @click.option("--cpu-seconds", type=int, help="Default job limit: CPU time of one attempt.")
 @click.option("--memory-mb", type=int, help="Default job limit: memory of one attempt.")
 @click.option("--wall-seconds", type=int, help="Default job limit: wall-clock time of one attempt.")
+@click.option(
+    "--min-group-size",
+    type=click.IntRange(min=1),
+    help="Federated analyses withhold any count, mean or histogram cell of fewer rows.",
+)
 @url_option
 @json_option
 def settings_set(
@@ -256,14 +263,17 @@ def settings_set(
     cpu_seconds: int | None,
     memory_mb: int | None,
     wall_seconds: int | None,
+    min_group_size: int | None,
     url: str | None,
     as_json: bool,
 ) -> None:
     """Change the settings (owner only): from a JSON file, or the fields you pass."""
     limits = {"cpu_seconds": cpu_seconds, "memory_mb": memory_mb, "wall_seconds": wall_seconds}
-    if file is None and allow_signup is None and all(v is None for v in limits.values()):
+    flags = [allow_signup, min_group_size, *limits.values()]
+    if file is None and all(v is None for v in flags):
         raise click.UsageError(
-            "nothing to change: pass --file, --allow-signup/--no-allow-signup or a job limit"
+            "nothing to change: pass --file, --allow-signup/--no-allow-signup, a job limit "
+            "or --min-group-size"
         )
     client = open_client(url)
     if file is not None:
@@ -278,6 +288,8 @@ def settings_set(
         current = client.settings.model_dump(mode="json")
     if allow_signup is not None:
         current["allow_signup"] = allow_signup
+    if min_group_size is not None:
+        current["min_group_size"] = min_group_size
     current["job_limits"].update({k: v for k, v in limits.items() if v is not None})
     _print_settings(client.update_settings(_valid_settings(current, "settings")), as_json)
 

@@ -1,15 +1,39 @@
-"""`grid fl …`: federated jobs on a network (yours, or every one for operators)."""
+"""`grid fl …`: federated jobs on a network (yours, or every one for operators): models
+trained in rounds, and analyses (statistics or an exact model) computed from encrypted sums."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, get_args
 
 import click
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
 
+from grid_cli.analytics import Analysis, HistogramCounts
 from grid_cli.cli import json_option, main, url_option
 from grid_cli.network_commands import open_network
 from grid_cli.output import print_json, print_table
+from grid_common.analytics.compute import Release
+from grid_common.analytics.plan import (
+    EXACT_MODELS,
+    REGRESSORS,
+    AnalyticsDp,
+    AnalyticsError,
+    ExactModel,
+    parse_statistic,
+)
 from grid_common.federated_schemas import FederatedJobOut, RoundList
+from grid_common.he import SecureAggregation
+
+# Names, columns and rows shown before "…": the rest is in --json.
+SHOWN_NAMES = 6
+SHOWN_ROWS = 20
+SHOWN_MATRIX_COLUMNS = 12
 
 
 @main.group()
@@ -38,10 +62,21 @@ def fl_list(url: str | None, as_json: bool) -> None:
         return
     print_table(
         "Federated jobs",
-        ["id", "status", "submitter", "rounds", "domains", "aggregation", "result", "created"],
+        [
+            "id",
+            "kind",
+            "status",
+            "submitter",
+            "rounds",
+            "domains",
+            "aggregation",
+            "result",
+            "created",
+        ],
         (
             [
                 j.id,
+                j.kind,
                 j.status,
                 j.submitter,
                 _progress(j),
@@ -60,22 +95,26 @@ def fl_list(url: str | None, as_json: bool) -> None:
 @url_option
 @json_option
 def fl_show(job_id: int, url: str | None, as_json: bool) -> None:
-    """A federated job: its domains and their decisions, and every round's figures."""
+    """A federated job or analysis: what it computes, its domains and their decisions, its
+    rounds."""
     client = open_network(url)
     job = client.federated_job_info(job_id)
     rounds = client._get(f"/fl/jobs/{job_id}/rounds", RoundList).items
     if as_json:
         print_json({**job.model_dump(mode="json"), "round_list": rounds})
         return
+    analysis = job.kind == "analytics"
     fields = {
+        "kind": job.kind,
         "status": job.status + (f" ({job.failure_reason})" if job.failure_reason else ""),
         "submitter": job.submitter,
         "rounds": _progress(job),
-        "aggregation": f"{job.secure_aggregation}, {job.strategy}, quorum {job.min_domains}",
+        **(_analysis_fields(job) if analysis else _training_fields(job)),
         "spec hash": job.spec_hash,
         "result": job.result + (f", sha256 {job.result_hash}" if job.result_hash else ""),
     }
-    print_table(f"Federated job {job.id}", ["field", "value"], fields.items())
+    title = "Analysis" if analysis else "Federated job"
+    print_table(f"{title} {job.id}", ["field", "value"], fields.items())
     print_table(
         "Domains",
         ["domain", "dataset", "decision", "rows", "rounds reported", "attested"],
@@ -84,20 +123,66 @@ def fl_show(job_id: int, url: str | None, as_json: bool) -> None:
             for p in job.participants
         ),
     )
+    metrics = () if analysis else ("loss", "accuracy")
     print_table(
         "Rounds",
-        ["round", "status", "domains", "rows", "loss", "accuracy"],
+        ["round", "status", "domains", "rows", *metrics],
         (
             [
                 r.number,
                 r.status,
                 ", ".join(r.reporters),
                 r.samples,
-                _figure(r.metrics.get("loss")),
-                _figure(r.metrics.get("accuracy")),
+                *(_figure(r.metrics.get(name)) for name in metrics),
             ]
             for r in rounds
         ),
+    )
+
+
+def _training_fields(job: FederatedJobOut) -> dict[str, str]:
+    return {"aggregation": f"{job.secure_aggregation}, {job.strategy}, quorum {job.min_domains}"}
+
+
+def _analysis_fields(job: FederatedJobOut) -> dict[str, str]:
+    """What an analysis computes, from the plan the network resolved against its datasets."""
+    plan = job.plan
+    return {
+        "computes": _computes(plan),
+        "features": _names(plan.get("features") or []),
+        "label": plan.get("label") or "none",
+        "classes": _names(plan.get("classes") or []),
+        "privacy": _privacy(plan.get("dp")),
+        "aggregation": f"{job.secure_aggregation}, quorum {job.min_domains}",
+    }
+
+
+def _computes(plan: dict[str, Any]) -> str:
+    model = plan.get("model")
+    if model is None:
+        return "statistics " + ", ".join(plan.get("statistics", []))
+    params = {"ridge": "alpha", "gaussian_nb": "var_smoothing"}
+    name = params.get(model)
+    return f"model {model}" + (f" ({name} {plan[name]:g})" if name in plan else "")
+
+
+def _names(values: Sequence[object]) -> str:
+    """How many, and the first few: `64: p0, p1, p2, p3, p4, p5, …, p63`."""
+    if not values:
+        return "none"
+    shown = list(values)
+    if len(values) > SHOWN_NAMES + 1:
+        shown = [*values[:SHOWN_NAMES], "…", values[-1]]
+    return f"{len(values)}: {', '.join(map(str, shown))}"
+
+
+def _privacy(dp: dict[str, Any] | None) -> str:
+    if dp is None:
+        return "exact sums; the owners' minimum group sizes apply"
+    bounded = len(dp.get("bounds") or {})
+    return (
+        f"differential privacy: epsilon {dp['epsilon']:g}, delta {dp['delta']:g}, "
+        f"bounds on {bounded} column(s)"
     )
 
 
@@ -125,31 +210,421 @@ def fl_cancel(job_id: int, url: str | None, as_json: bool) -> None:
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to save the weights (default: federated-JOB_ID.safetensors).",
+    help="Where to save it (default: federated-JOB_ID.safetensors, or analysis-JOB_ID."
+    "safetensors for an analysis).",
 )
 @url_option
 @json_option
 def fl_download(job_id: int, output: Path | None, url: str | None, as_json: bool) -> None:
-    """Save a completed job's final weights (safetensors), once every domain attested them."""
+    """Save a completed job's result (safetensors: a model's final weights, an analysis's
+    release), once every domain attested it."""
     from grid_common.hashes import model_hash
 
     client = open_network(url)
     job = client.federated_job_info(job_id)
+    analysis = job.kind == "analytics"
     if job.result != "available":
+        what = "analysis" if analysis else "federated job"
+        result = "result" if analysis else "model"
         raise click.ClickException(
-            f"federated job {job_id} has no model to download yet (status {job.status}, "
+            f"{what} {job_id} has no {result} to download yet (status {job.status}, "
             f"result {job.result}); wait for it to complete: `grid fl show {job_id}`"
         )
-    path = client.download_federated_result(
-        job_id, output or Path(f"federated-{job_id}.safetensors")
-    )
+    default = Path(f"{'analysis' if analysis else 'federated'}-{job_id}.safetensors")
+    path = client.download_federated_result(job_id, output or default)
     digest = model_hash(path)
     if digest != job.result_hash:
         raise click.ClickException(
             f"{path} hashes to {digest}, not to {job.result_hash} that the domains attested: "
-            "it is not this job's model; download it again"
+            "it is not this job's result; download it again"
         )
     if as_json:
-        print_json({"job": job_id, "path": str(path), "sha256": digest})
+        print_json({"job": job_id, "kind": job.kind, "path": str(path), "sha256": digest})
     else:
         click.echo(f"Saved {path} (sha256 {digest}, as every domain attested).")
+
+
+# --- grid fl analyze ------------------------------------------------------------------------
+
+
+def _parse_datasets(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """`DOMAIN:DATASET` pairs (a domain's name or id) as `submit_analysis` takes them."""
+    pairs = []
+    for value in values:
+        domain, _, dataset = value.rpartition(":")
+        if not domain or not dataset:
+            raise click.BadParameter(
+                f"{value!r} is not DOMAIN:DATASET (a domain's name or id, a dataset's name), "
+                "e.g. --dataset hospital-a:digits",
+                ctx,
+                param,
+            )
+        pairs.append((domain, dataset))
+    return pairs
+
+
+def _parse_statistics(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[str]:
+    for value in values:
+        try:
+            parse_statistic(value)
+        except AnalyticsError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return list(values)
+
+
+def _parse_bounds(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, tuple[float, float]]:
+    """`COLUMN=LOW:HIGH` clamping bounds, by column."""
+    bounds = {}
+    for value in values:
+        column, _, limits = value.rpartition("=")
+        low_text, _, high_text = limits.partition(":")
+        try:
+            low, high = float(low_text), float(high_text)
+        except ValueError:
+            low = high = math.nan
+        if not column or not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise click.BadParameter(
+                f"{value!r} is not COLUMN=LOW:HIGH with finite LOW < HIGH, e.g. --bounds age=0:120",
+                ctx,
+                param,
+            )
+        bounds[column] = (low, high)
+    return bounds
+
+
+def _dp(
+    epsilon: float | None, delta: float | None, bounds: dict[str, tuple[float, float]]
+) -> AnalyticsDp | None:
+    """The differential privacy asked for: --epsilon and --delta together, --bounds with them."""
+    if epsilon is None and delta is None:
+        if bounds:
+            raise click.UsageError(
+                "--bounds clamp columns for differential privacy: pass --epsilon and --delta too"
+            )
+        return None
+    if epsilon is None or delta is None:
+        raise click.UsageError("differential privacy needs both --epsilon and --delta")
+    try:
+        return AnalyticsDp(epsilon=epsilon, delta=delta, bounds=bounds)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"--{first['loc'][0]}: " if first["loc"] else ""
+        raise click.UsageError(where + first["msg"].removeprefix("Value error, ")) from None
+
+
+def _check_one_question(model: ExactModel | None, statistics: list[str]) -> None:
+    """An analysis computes statistics or one model, never both."""
+    if model is not None and statistics:
+        raise click.UsageError(
+            "ask for statistics or for one model: pass --stat (repeatable) or --model, not both"
+        )
+    if model is None and not statistics:
+        raise click.UsageError("nothing to compute: pass --stat NAME (repeatable) or --model MODEL")
+
+
+def _hyperparameters(
+    model: ExactModel | None, alpha: float | None, var_smoothing: float | None
+) -> dict[str, Any]:
+    """The options given for the model, each only with the model it belongs to."""
+    given: dict[str, Any] = {}
+    for name, value, owner in (
+        ("alpha", alpha, "ridge"),
+        ("var_smoothing", var_smoothing, "gaussian_nb"),
+    ):
+        if value is None:
+            continue
+        if model != owner:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} is {owner}'s: pass it with --model {owner}")
+        given[name] = value
+    return given
+
+
+@contextmanager
+def _analysis_errors(job_id: int | None = None) -> Iterator[None]:
+    """An analysis that cannot run as asked, or a wait that ran out, as one line."""
+    try:
+        yield
+    except AnalyticsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except TimeoutError as exc:
+        raise click.ClickException(
+            f"{exc}; it goes on: follow it with `grid fl show {job_id}`"
+        ) from None
+
+
+@fl.command("analyze")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    required=True,
+    callback=_parse_datasets,
+    metavar="DOMAIN:DATASET",
+    help="A dataset on a domain (its name or id); repeat, one per domain.",
+)
+@click.option(
+    "--stat",
+    "statistics",
+    multiple=True,
+    callback=_parse_statistics,
+    metavar="NAME",
+    help="count, sum, mean, var, std, cov, corr, class_count, class_mean or "
+    "hist:COLUMN:LOW:HIGH:BINS; repeat for several.",
+)
+@click.option(
+    "--model", type=click.Choice(EXACT_MODELS), help="Fit one exact model instead of statistics."
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    help="A feature column; repeat (default: every numeric column but the label).",
+)
+@click.option("--label", help="The label column: per-class statistics and models need one.")
+@click.option("--alpha", type=float, help="Ridge's regularization strength (default 1.0).")
+@click.option("--var-smoothing", type=float, help="Gaussian NB's smoothing (default 1e-9).")
+@click.option("--min-domains", type=click.IntRange(min=1), help="Quorum (default: every domain).")
+@click.option(
+    "--round-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds the domains have to send their sums once they all approved.",
+)
+@click.option("--epsilon", type=float, help="Differential privacy's epsilon (with --delta).")
+@click.option("--delta", type=float, help="Differential privacy's delta (with --epsilon).")
+@click.option(
+    "--bounds",
+    multiple=True,
+    callback=_parse_bounds,
+    metavar="COLUMN=LOW:HIGH",
+    help="Under differential privacy, clamp a column to [LOW, HIGH]; repeat for each column read.",
+)
+@click.option(
+    "--secure-aggregation",
+    type=click.Choice(get_args(SecureAggregation)),
+    default="ckks",
+    show_default=True,
+    help="none sends plaintext sums: for comparison only.",
+)
+@click.option("--reason", default="", help="Why (every domain's owner reads it).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the result and print it, or print the submitted job and return.",
+)
+@click.option(
+    "--timeout", type=float, help="Stop waiting after this many seconds (the job goes on)."
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@url_option
+@json_option
+def fl_analyze(
+    datasets: list[tuple[str, str]],
+    statistics: list[str],
+    model: ExactModel | None,
+    columns: tuple[str, ...],
+    label: str | None,
+    alpha: float | None,
+    var_smoothing: float | None,
+    min_domains: int | None,
+    round_timeout: float,
+    epsilon: float | None,
+    delta: float | None,
+    bounds: dict[str, tuple[float, float]],
+    secure_aggregation: SecureAggregation,
+    reason: str,
+    wait: bool,
+    timeout: float | None,
+    progress: bool | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Statistics or an exact model over datasets on several domains, from encrypted sums.
+
+    Every domain's owner approves first; figures of fewer rows than an owner's minimum group
+    size are withheld. --json prints the release: what it holds, and every array by name.
+    """
+    _check_one_question(model, statistics)
+    hyperparameters = _hyperparameters(model, alpha, var_smoothing)
+    dp = _dp(epsilon, delta, bounds)
+    client = open_network(url)
+    with _analysis_errors():
+        job = client.submit_analysis(
+            datasets,
+            statistics=statistics,
+            model=model,
+            columns=list(columns) or None,
+            label=label,
+            dp=dp,
+            min_domains=min_domains,
+            round_timeout=round_timeout,
+            secure_aggregation=secure_aggregation,
+            reason=reason,
+            **hyperparameters,
+        )
+    if not wait:
+        _print_submitted(job.info, as_json)
+        return
+    domains = ", ".join(p.domain for p in job.info.participants)
+    click.echo(
+        f"Submitted analysis {job.id} to {domains}; waiting for their owners' approval and "
+        f"the result (Ctrl-C stops waiting, not the analysis: `grid fl show {job.id}`).",
+        err=True,
+    )
+    with _analysis_errors(job.id):
+        released = job.wait(timeout, progress=progress).release()
+    if as_json:
+        print_json(release_json(job.id, released))
+    elif released.info["kind"] == "model":
+        _print_model(job.id, released)
+    else:
+        _print_statistics(Analysis(released, job.id), released)
+
+
+def _print_submitted(job: FederatedJobOut, as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+        return
+    domains = ", ".join(p.domain for p in job.participants)
+    click.echo(
+        f"Submitted analysis {job.id} ({job.status}) to {domains}; follow it with "
+        f"`grid fl show {job.id}`, save its result with `grid fl download {job.id}`."
+    )
+
+
+# --- printing a release ---------------------------------------------------------------------
+
+
+def release_json(job_id: int, released: Release) -> dict[str, Any]:
+    """The release as JSON: its info, and every array as (nested) lists, null where withheld."""
+    values = {name: _plain(array) for name, array in released.tensors.items()}
+    return {"job": job_id, **released.info, "values": values}
+
+
+def _plain(array: np.ndarray) -> Any:
+    numbers = np.asarray(array, dtype=np.float64)
+    values = numbers.astype(object)
+    values[~np.isfinite(numbers)] = None
+    return values.tolist()
+
+
+def _number(value: Any) -> str:
+    number = float(value)
+    if not math.isfinite(number):
+        return "n/a"
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return f"{number:.6g}"
+
+
+def _print_statistics(analysis: Analysis, released: Release) -> None:
+    """The per-column summary, matrices, histograms and class tables, then what was withheld."""
+    title = f"Analysis {analysis.job_id}"
+    summary = analysis.summary
+    if summary.shape[1]:
+        print_table(
+            title,
+            ["column", *summary.index],
+            ([column, *map(_number, summary[column])] for column in summary.columns),
+        )
+    elif "count" in analysis:
+        click.echo(f"{title}: count {_number(analysis['count'])}")
+    for name in ("cov", "corr"):
+        if name in analysis:
+            _print_matrix(name, analysis[name])
+    for name, value in analysis.items():
+        if isinstance(value, HistogramCounts):
+            _print_histogram(name, value)
+    if "class_count" in analysis or "class_mean" in analysis:
+        _print_classes(analysis)
+    _print_notes(analysis.withheld, released.info.get("dp"))
+
+
+def _print_matrix(name: str, matrix: Any) -> None:
+    columns = list(matrix.columns)
+    if len(columns) > SHOWN_MATRIX_COLUMNS:
+        click.echo(f"{name}: {len(columns)} x {len(columns)} (see it whole with --json)")
+        return
+    print_table(
+        name,
+        ["", *columns],
+        ([row, *map(_number, matrix.loc[row])] for row in matrix.index),
+    )
+
+
+def _print_histogram(name: str, histogram: HistogramCounts) -> None:
+    rows = [
+        [_number(low), _number(high), _number(count)]
+        for low, high, count in zip(
+            histogram.edges[:-1], histogram.edges[1:], histogram.counts, strict=True
+        )
+    ]
+    rows.append(["outside", "", _number(histogram.outside)])
+    print_table(name, ["low", "high", "count"], rows)
+
+
+def _print_classes(analysis: Analysis) -> None:
+    """Per class: its count and, for few enough columns, its means."""
+    index = next(analysis[n].index for n in ("class_count", "class_mean") if n in analysis)
+    parts: dict[str, pd.Series] = {}
+    if "class_count" in analysis:
+        parts["count"] = analysis["class_count"]
+    means = analysis.get("class_mean")
+    wide = means is not None and means.shape[1] > SHOWN_MATRIX_COLUMNS
+    if means is not None and not wide:
+        parts.update({f"mean {column}": means[column] for column in means.columns})
+    table = pd.DataFrame(parts, index=index)
+    print_table(
+        f"Per class of {index.name}",
+        ["class", *table.columns],
+        ([value, *map(_number, table.loc[value])] for value in table.index),
+    )
+    if means is not None and wide:
+        click.echo(f"class_mean: {means.shape[0]} x {means.shape[1]} (see it whole with --json)")
+
+
+def _print_notes(withheld: list[str], dp: dict[str, float] | None) -> None:
+    for note in withheld:
+        click.echo(f"Withheld: {note}.")
+    if dp is not None:
+        click.echo(
+            f"Differentially private (epsilon {dp['epsilon']:g}, delta {dp['delta']:g}): "
+            f"the sums carry Gaussian noise of sigma {dp['sigma']:.3g}."
+        )
+
+
+def _print_model(job_id: int, released: Release) -> None:
+    """A model's parameters, briefly: coefficients, or classes and their counts."""
+    info, tensors = released.info, released.tensors
+    model, features, label = info["model"], list(info["features"]), info["label"]
+    params = "".join(f", {k} {v:g}" for k, v in info.get("params", {}).items())
+    click.echo(f"Analysis {job_id}: {model} of {label} on {len(features)} feature(s){params}")
+    if model in REGRESSORS:
+        coef = tensors["coef_"]
+        rows = [[feature, _number(c)] for feature, c in zip(features, coef, strict=True)]
+        _print_rows("Coefficients", ["feature", "coef_"], rows)
+        click.echo(f"intercept_: {_number(tensors['intercept_'])}")
+    else:
+        counts = tensors.get("class_count_")
+        rows = [
+            [value, *([_number(counts[i])] if counts is not None else [])]
+            for i, value in enumerate(info.get("classes", []))
+        ]
+        _print_rows("Classes", ["class", *(["class_count_"] if counts is not None else [])], rows)
+    click.echo(f"In Python, net.federated_job({job_id}).result() is the fitted estimator.")
+
+
+def _print_rows(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table of at most SHOWN_ROWS rows, and how many more there are."""
+    print_table(title, columns, rows[:SHOWN_ROWS])
+    if len(rows) > SHOWN_ROWS:
+        click.echo(f"… and {len(rows) - SHOWN_ROWS} more (see them all with --json)")

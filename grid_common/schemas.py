@@ -168,6 +168,14 @@ class ColumnSchema(BaseModel):
     name: str
     dtype: str
     shape: list[int] = Field(default_factory=list, description="Per-row shape; [] for scalars.")
+    magnitude: int | None = Field(
+        default=None,
+        ge=-250,
+        le=250,
+        description="Numeric columns: the power of two nearest the values' root mean square. "
+        "Federated analytics scales its encrypted sums by it, so columns of very different "
+        "sizes keep their precision side by side.",
+    )
 
 
 class DatasetSchema(BaseModel):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from grid_cli.http import GridError
 from grid_common import he
-from grid_common.analytics.compute import local_sums, release
+from grid_common.analytics.compute import from_wire, local_sums, release, to_wire
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
 from grid_common.analytics.privacy import noise_share, noise_sigma
 from grid_common.datafiles import read_frame
@@ -64,7 +64,7 @@ class AnalyticsRun(NetworkRun):
             # at least the whole noise.
             vector = vector + noise_share(len(vector), self.sigma, self.task.min_domains)
         update = self.work / "update.bin"
-        size = self._encrypt(state, vector, update)
+        size = self._encrypt(state, to_wire(self.plan, vector), update)
         self.rows = len(frame)
         self._log(
             f"summed {complete} of {len(frame)} rows (those with every column the analysis "
@@ -79,7 +79,7 @@ class AnalyticsRun(NetworkRun):
         return None
 
     def _final(self, state: ParticipantState) -> TrainingOutcome:
-        total, _ = self._aggregate(state, state.rounds)
+        total = from_wire(self.plan, self._aggregate(state, state.rounds)[0])
         min_group_size = max(state.min_group_size, self.task.min_group_size)
         try:
             result = release(

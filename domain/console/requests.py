@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
+from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
 from domain import federated, privacy
@@ -15,14 +16,24 @@ from domain.api.settings import load_settings
 from domain.console.common import bp
 from domain.models import AccessRequest, Dataset
 from domain.permissions import Permission
+from grid_common.analytics.plan import AnalysisPlan
 from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated
+from grid_common.console.analytics import AnalysisSummary, summarize
 from grid_common.db import db_session
 from grid_common.errors import NotFound
 from grid_common.federated_schemas import Invitation
 from grid_common.model_archive import ModelArchiveError, inspect_archive
 from grid_common.plan import TrainingPlan
-from grid_common.schemas import ApprovalIn, DecisionIn, JobLimits, RequestQuery, RequestStatus
+from grid_common.schemas import (
+    JOB_KINDS,
+    ApprovalIn,
+    DecisionIn,
+    JobLimits,
+    RequestOut,
+    RequestQuery,
+    RequestStatus,
+)
 
 _STATUSES: tuple[RequestStatus, ...] = ("pending", "approved", "denied")
 
@@ -67,6 +78,23 @@ def _budgets(row: AccessRequest) -> list[DatasetBudget]:
     return found
 
 
+def _training_plan(shown: RequestOut) -> TrainingPlan | None:
+    """A job's or a federated training's plan; an analysis has none."""
+    if shown.plan is None or shown.kind == "analytics":
+        return None
+    return TrainingPlan.model_validate(shown.plan)
+
+
+def _analysis(shown: RequestOut) -> tuple[AnalysisSummary | None, str | None]:
+    """An analysis in words, or why its plan cannot be read (the network signed what it sent)."""
+    if shown.kind != "analytics" or shown.plan is None:
+        return None, None
+    try:
+        return summarize(AnalysisPlan.model_validate(shown.plan)), None
+    except ValidationError as exc:
+        return None, str(exc.errors()[0]["msg"])
+
+
 @page(bp, "/requests/<int:request_id>", permission=AUTHENTICATED, summary="One request, explained")
 def request_detail(request_id: int) -> str:
     shown = requests.get_request(request_id)
@@ -74,14 +102,23 @@ def request_detail(request_id: int) -> str:
     if row is None:
         raise NotFound(f"No request with id {request_id}.")
     summary, model_problem, weights_bytes = _model_summary(row)
-    plan = TrainingPlan.model_validate(shown.plan) if shown.plan else None
+    plan = _training_plan(shown)
+    analysis, analysis_problem = _analysis(shown)
+    dp = plan.dp if plan else analysis.plan.dp if analysis else None
     participation = federated.participation_of(db_session(), request_id)
     invitation = Invitation.model_validate(participation.invitation) if participation else None
     return render_template(
         "domain_console/request_detail.html",
         item=shown,
+        is_job=shown.kind in JOB_KINDS,
         invitation=invitation,
         plan=plan,
+        analysis=analysis,
+        analysis_problem=analysis_problem,
+        epsilon=dp.epsilon if dp else None,
+        # Only a plan that was read tells that the job has no DP (a budget then refuses it).
+        has_plan=plan is not None or analysis is not None,
+        min_group_size=participation.min_group_size if participation else None,
         model=summary,
         model_problem=model_problem,
         weights_bytes=weights_bytes,

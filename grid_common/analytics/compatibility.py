@@ -82,6 +82,15 @@ def resolve_plan(spec: AnalyticsSpec, targets: Sequence[PublishedTarget]) -> Ana
         for name in dict.fromkeys(read)
         if all(_whole(c) for t in targets if (c := t.column(name)) is not None)
     ]
+    magnitudes = {
+        name: max(published)
+        for name in dict.fromkeys(read)
+        if (
+            published := [
+                c.magnitude for t in targets if (c := t.column(name)) and c.magnitude is not None
+            ]
+        )
+    }
     try:
         return AnalysisPlan(
             statistics=spec.statistics,
@@ -92,6 +101,7 @@ def resolve_plan(spec: AnalyticsSpec, targets: Sequence[PublishedTarget]) -> Ana
             label=label if probe.uses_label else None,
             classes=classes,
             integer_columns=integers,
+            magnitudes=magnitudes,
             dp=spec.dp,
         )
     except ValidationError as exc:
@@ -125,9 +135,12 @@ def _features(
             problems.append(f"the label {label!r} cannot be one of the feature columns too")
         features = list(dict.fromkeys(spec.columns))
     else:
-        # Every numeric column but the label; every dataset must have the same ones.
+        # Every numeric column but the label (named, or published); every dataset must have
+        # the same ones.
+        labels = {label, *(t.label for t in targets)}
+
         def numeric(t: PublishedTarget) -> list[str]:
-            return [c.name for c in t.schema.columns if is_numeric(c) and c.name != label]
+            return [c.name for c in t.schema.columns if is_numeric(c) and c.name not in labels]
 
         features = numeric(targets[0])
         for target in targets[1:]:

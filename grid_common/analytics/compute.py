@@ -76,6 +76,16 @@ def local_sums(frame: pd.DataFrame, plan: AnalysisPlan) -> tuple[np.ndarray, int
     return plan.layout.join(parts), len(rows)
 
 
+def to_wire(plan: AnalysisPlan, sums: np.ndarray) -> np.ndarray:
+    """Sums as they travel: each divided by its public power of two (see `slot_scales`)."""
+    return sums / plan.slot_scales()
+
+
+def from_wire(plan: AnalysisPlan, total: np.ndarray) -> np.ndarray:
+    """The decrypted total of what travelled, back in the data's own units."""
+    return total * plan.slot_scales()
+
+
 def _clipped(rows: pd.DataFrame, columns: list[str], plan: AnalysisPlan) -> np.ndarray:
     values = rows[columns].to_numpy(dtype=np.float64)
     if plan.dp is not None:

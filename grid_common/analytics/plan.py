@@ -157,6 +157,11 @@ class AnalysisPlan(BaseModel):
     integer_columns: list[str] = Field(
         default_factory=list, description="Columns holding whole numbers on every dataset."
     )
+    magnitudes: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per column, the power of two its sums are divided by while they travel "
+        "(the largest the datasets published), so every sum has a similar size.",
+    )
     dp: AnalyticsDp | None = None
 
     @model_validator(mode="after")
@@ -232,6 +237,29 @@ class AnalysisPlan(BaseModel):
         if model in REGRESSORS:
             sections += [("y_sum", 1), ("xy", d)]
         return Layout(tuple(sections))
+
+    def slot_scales(self) -> np.ndarray:
+        """What each sum is divided by while it travels: powers of two, so exactly undone.
+
+        CKKS encodes a frame's values to a precision relative to the largest of them; without
+        scaling, a sum of squared incomes would drown a sum of small ratios beside it.
+        """
+        d = len(self.features)
+        feature = np.array([2.0 ** self.magnitudes.get(c, 0) for c in self.features])
+        label = 2.0 ** self.magnitudes.get(self.label, 0) if self.label is not None else 1.0
+        classes = len(self.classes or [])
+        per_section = {
+            "sum": feature,
+            "sumsq": feature**2,
+            "cross": np.outer(feature, feature)[np.triu_indices(d)],
+            "class_sum": np.tile(feature, classes),
+            "class_sumsq": np.tile(feature**2, classes),
+            "y_sum": np.array([label]),
+            "xy": feature * label,
+        }
+        return np.concatenate(
+            [per_section.get(name, np.ones(length)) for name, length in self.layout.sections]
+        )
 
     def whole_number_sections(self) -> set[str]:
         """Sections whose exact sums are whole numbers: counts, and sums of integer columns."""

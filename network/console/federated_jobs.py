@@ -1,4 +1,4 @@
-"""Federated jobs in the network console: the list, a job's rounds live, cancel."""
+"""Federated jobs (training and analyses) in the network console: the list, a job live, cancel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any, get_args
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from grid_common.analytics.plan import AnalysisPlan
 from grid_common.console import page
+from grid_common.console.analytics import AnalysisSummary, summarize
+from grid_common.db import db_session
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
     FederatedJobOut,
@@ -19,7 +22,8 @@ from grid_common.federated_schemas import (
 from network.api import federated as api
 from network.auth import Permission
 from network.console.common import bp, may, signed_in
-from network.federated import METRIC_NAMES
+from network.federated import METRIC_NAMES, min_group_size
+from network.models import FederatedJob
 
 _STATUSES: tuple[str, ...] = get_args(FederatedStatus)
 
@@ -32,8 +36,13 @@ def _may_cancel(job: FederatedJobOut) -> bool:
     return job.submitter == user.email or may(Permission.MANAGE_FEDERATED)
 
 
-def _round(item: RoundOut) -> dict[str, Any]:
-    weighted = {name: item.metrics.get(name) for name in METRIC_NAMES}
+def _metric_names(job: FederatedJobOut) -> tuple[str, ...]:
+    """The weighted metrics a job's rounds carry: an analysis's domains report none."""
+    return () if job.kind == "analytics" else METRIC_NAMES
+
+
+def _round(item: RoundOut, metric_names: tuple[str, ...]) -> dict[str, Any]:
+    weighted = {name: item.metrics.get(name) for name in metric_names}
     return {
         "number": item.number,
         "status": item.status,
@@ -51,6 +60,8 @@ def _when(value: datetime) -> str:
 
 def _where(job: FederatedJobOut, current: RoundOut | None) -> str:
     """Where the job stands, in a sentence."""
+    if job.kind == "analytics" and job.status in ("running", "finishing", "completed"):
+        return _where_analysis(job, current)
     approved = sum(1 for p in job.participants if p.status == "approved")
     if job.status == "pending_approval":
         return (
@@ -77,13 +88,30 @@ def _where(job: FederatedJobOut, current: RoundOut | None) -> str:
     return f"Failed: {job.failure_reason or 'no reason given'}."
 
 
+def _where_analysis(job: FederatedJobOut, current: RoundOut | None) -> str:
+    """Where a running or finished analysis stands: one round of sums, then the release."""
+    if job.status == "running" and current is not None:
+        approved = sum(1 for p in job.participants if p.status == "approved")
+        return (
+            f"Adding the domains' sums: {len(current.reporters)} of {approved} domains sent "
+            f"theirs, {job.min_domains} needed; deadline {_when(current.deadline)}."
+        )
+    if job.status == "finishing":
+        waiting = {
+            "awaiting_attestations": "every domain to attest the released result's hash",
+            "awaiting_upload": "a domain's owner to release the result",
+        }.get(job.result, "the result")
+        return f"The sums are added; waiting for {waiting}."
+    return "Completed: the result is available to its data scientist."
+
+
 def _progress(job: FederatedJobOut, rounds: list[RoundOut]) -> dict[str, Any]:
     """Everything the job page shows that changes while the job runs."""
     current = next((r for r in rounds if r.number == job.current_round), None)
     return {
         "status": job.status,
         "where": _where(job, current),
-        "metrics": list(METRIC_NAMES),
+        "metrics": list(_metric_names(job)),
         "result": job.result,
         "rounds": job.rounds,
         "closed": sum(1 for r in rounds if r.status == "closed"),
@@ -97,8 +125,22 @@ def _progress(job: FederatedJobOut, rounds: list[RoundOut]) -> dict[str, Any]:
             }
             for p in job.participants
         ],
-        "history": [_round(r) for r in rounds],
+        "history": [_round(r, _metric_names(job)) for r in rounds],
     }
+
+
+def _analysis(job: FederatedJobOut) -> AnalysisSummary | None:
+    """What an analysis computes, in words; None for a training job."""
+    if job.kind != "analytics":
+        return None
+    return summarize(AnalysisPlan.model_validate(job.plan))
+
+
+def _min_group_size(job: FederatedJobOut) -> int:
+    """The largest minimum group size of the domains that approved so far (0 before any)."""
+    row = db_session().get(FederatedJob, job.id)
+    assert row is not None  # the API just showed it
+    return min_group_size(db_session(), row)
 
 
 def _job_and_rounds(job_id: int) -> tuple[FederatedJobOut, list[RoundOut]]:
@@ -133,7 +175,9 @@ def federated_job(job_id: int) -> str:
         "network_console/federated_job.html",
         job=job,
         rounds=rounds,
-        metric_names=METRIC_NAMES,
+        analysis=_analysis(job),
+        min_group_size=_min_group_size(job) if job.kind == "analytics" else None,
+        metric_names=_metric_names(job),
         progress=_progress(job, rounds),
         may_cancel=_may_cancel(job),
         finished=job.status in FINISHED_STATUSES,

@@ -1,7 +1,8 @@
 """The network console's federated job pages through Flask's test client: who sees and cancels what.
 
-Jobs are written straight into the network's tables (no domain takes part), their rounds
-closed by the network's own `close_round`, so the pages show what the API would.
+Jobs (training, and analyses) are written straight into the network's tables (no domain takes
+part), their rounds closed by the network's own `close_round`, so the pages show what the API
+would.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grid_common.analytics.plan import AnalysisPlan, AnalyticsDp
+from grid_common.analytics.privacy import noise_sigma
 from grid_common.db import db_session
-from grid_common.federated_schemas import DatasetTarget, FederatedSpec
+from grid_common.federated_schemas import AnalyticsSpec, DatasetTarget, FederatedSpec
 from grid_common.plan import TrainingPlan
 from network.api.accounts import add_operator
 from network.auth import DATA_SCIENTIST
@@ -39,6 +42,16 @@ OTHER = "other-scientist@example.org"
 PASSWORD = "scientist-password"
 HOUR = timedelta(hours=1)
 ACCOUNTS = {"operator": OPERATOR_EMAIL, "scientist": SCIENTIST, "other": OTHER}
+# Each domain's minimum group size; an analysis applies the largest.
+GROUP_SIZES = (10, 25)
+# An analysis as the network resolves it: 1 + 2 + 3 (cross products) + 2 (class counts) sums.
+ANALYSIS = AnalysisPlan(
+    statistics=["count", "corr", "class_count"],
+    features=["x1", "x2"],
+    label="target",
+    classes=[0, 1],
+    dp=AnalyticsDp(epsilon=2.0, delta=1e-5, bounds={"x1": (0, 4), "x2": (-1, 1)}),
+)
 
 
 def local_metrics(number: int, index: int) -> dict[str, float]:
@@ -86,7 +99,8 @@ def report(session: Session, job_id: int, indexes: Sequence[int]) -> None:
         .order_by(FederatedParticipant.position)
     ).all()
     for index in indexes:
-        metrics = local_metrics(round_.number, index)
+        # An analysis's domains send sums and their row count, no metrics.
+        metrics = local_metrics(round_.number, index) if job.kind == "training" else {}
         session.add(
             FederatedUpdate(
                 round_id=round_.id,
@@ -105,10 +119,37 @@ def report(session: Session, job_id: int, indexes: Sequence[int]) -> None:
     session.commit()
 
 
+def _analysis_job(spec: FederatedSpec) -> FederatedJob:
+    """The analysis `ANALYSIS`, with the round settings of `spec`."""
+    analysis = AnalyticsSpec(
+        **spec.model_dump(include={"datasets", "round_timeout", "reason"}),
+        statistics=ANALYSIS.statistics,
+        columns=ANALYSIS.features,
+        label=ANALYSIS.label,
+        dp=ANALYSIS.dp,
+    )
+    return FederatedJob(
+        kind="analytics",
+        spec=analysis.model_dump(mode="json"),
+        analysis=ANALYSIS.model_dump(mode="json"),
+        parameters=ANALYSIS.layout.size,
+    )
+
+
 def seed_job(
-    session: Session, submitter: str, *, closed: int = 2, rounds: int = 5, reason: str = ""
+    session: Session,
+    submitter: str,
+    *,
+    closed: int = 2,
+    rounds: int = 5,
+    reason: str = "",
+    partial: Sequence[int] = (0,),
+    analysis: bool = False,
 ) -> int:
-    """A running job of two domains: `closed` full rounds, then one with one update in."""
+    """A running job of two domains: `closed` full rounds, then one with `partial`'s updates in.
+
+    With `analysis`, the job computes `ANALYSIS` in its one round instead of training.
+    """
     operator = session.scalar(select(Operator).where(Operator.email == submitter))
     assert operator is not None
     spec = FederatedSpec(
@@ -118,16 +159,17 @@ def seed_job(
         round_timeout=HOUR.total_seconds(),
         reason=reason,
     )
-    job = FederatedJob(
-        submitter_id=operator.id,
-        status="running",
-        spec=spec.model_dump(mode="json"),
-        spec_hash="0" * 64,
-        model_digest="1" * 64,
-        weights_digest="2" * 64,
-        parameters=2_410,
-        slots=4096,
+    job = (
+        _analysis_job(spec)
+        if analysis
+        else FederatedJob(
+            spec=spec.model_dump(mode="json"),
+            model_digest="1" * 64,
+            weights_digest="2" * 64,
+            parameters=2_410,
+        )
     )
+    job.submitter_id, job.status, job.spec_hash, job.slots = operator.id, "running", "0" * 64, 4096
     session.add(job)
     session.flush()
     for position, name in enumerate(DOMAINS):
@@ -139,6 +181,7 @@ def seed_job(
                 position=position,
                 status="approved",
                 decision_reason=f"{name} agrees",
+                min_group_size=GROUP_SIZES[position],
             )
         )
     now = datetime.now(UTC)
@@ -147,7 +190,8 @@ def seed_job(
     session.commit()
     for _ in range(closed):
         report(session, job.id, range(len(DOMAINS)))
-    report(session, job.id, [0])
+    if partial:
+        report(session, job.id, partial)
     return job.id
 
 
@@ -305,3 +349,67 @@ def test_a_reason_is_text_never_markup(
     client, _ = console("operator")
     html = client.get(f"/federated/{job_id}").get_data(as_text=True)
     assert "<script>alert" not in html and "&lt;script&gt;alert(" in html
+
+
+@pytest.fixture
+def analyses(network_app: Flask) -> dict[str, int]:
+    """The scientist's analysis with one domain's sums in, and one with every domain's."""
+    with network_app.app_context():
+        session = db_session()
+        add_operator(session, SCIENTIST, PASSWORD, role=DATA_SCIENTIST)
+        return {
+            "running": seed_job(session, SCIENTIST, closed=0, analysis=True),
+            "finishing": seed_job(session, SCIENTIST, closed=1, partial=(), analysis=True),
+        }
+
+
+@pytest.mark.parametrize(
+    ("state", "where"),
+    [
+        ("running", "Adding the domains&#39; sums: 1 of 2 domains sent theirs, 2 needed; deadline"),
+        ("finishing", "The sums are added; waiting for every domain to attest the released"),
+    ],
+)
+def test_an_analysis_page_shows_what_it_computes(
+    analyses: dict[str, int],
+    console: Callable[[str], tuple[FlaskClient, str]],
+    state: str,
+    where: str,
+) -> None:
+    client, _ = console("scientist")
+    job_id = analyses[state]
+    html = client.get(f"/federated/{job_id}").get_data(as_text=True)
+    assert f"Federated analysis {job_id}" in html and where in html
+    for shown in (
+        "the number of rows; the correlation matrix of the features; "
+        "the number of rows of each class",
+        "x1, x2",
+        "target, classes 0, 1",
+        "8: 1 row count, 2 per-column sums, 3 cross products of column pairs (squares included), "
+        "2 per-class counts",
+        "ε = 2.0, δ = 1e-05; values clipped to x1 [0, 4], x2 [-1, 1]",
+        f"\N{GREEK SMALL LETTER SIGMA} = {noise_sigma(ANALYSIS):.4g}",
+        f"{max(GROUP_SIZES)} rows, the largest the approving domains set",
+        "one: every domain sends its sums once",
+    ):
+        assert shown in html, shown
+    for training in ("local epoch", "Strategy", "parameters", "data-chart", "swatch loss"):
+        assert training not in html, training
+
+    progress = client.get(f"/federated/{job_id}/progress").json
+    assert progress["metrics"] == [] and progress["rounds"] == 1
+    assert all("loss" not in r for r in progress["history"])
+
+
+def test_the_list_shows_each_job_s_kind(
+    jobs: dict[str, int],
+    network_app: Flask,
+    console: Callable[[str], tuple[FlaskClient, str]],
+) -> None:
+    with network_app.app_context():
+        analysis = seed_job(db_session(), SCIENTIST, closed=0, analysis=True)
+    client, _ = console("scientist")
+    listed = client.get("/federated").get_data(as_text=True)
+    for job_id, kind in ((jobs["scientist"], "training"), (analysis, "analytics")):
+        row = listed[listed.index(f'data-testid="federated-job-{job_id}"') :]
+        assert row[: row.index("</tr>")].count(f'<td data-testid="kind">{kind}</td>') == 1

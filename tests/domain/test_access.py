@@ -75,6 +75,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/worker/jobs/<int:job_id>/federated/context"): WORKERS,
     ("GET", "/api/v1/worker/jobs/<int:job_id>/federated/rounds/<int:number>/aggregate"): WORKERS,
     ("PUT", "/api/v1/worker/jobs/<int:job_id>/federated/rounds/<int:number>/update"): WORKERS,
+    ("POST", "/api/v1/worker/jobs/<int:job_id>/federated/withheld"): WORKERS,
     ("GET", "/api/v1/audit"): REVIEWERS,
     ("GET", "/api/v1/audit/verify"): REVIEWERS,
     ("GET", "/api/v1/registry"): SIGNED_IN,

@@ -15,6 +15,7 @@ from domain.dataset_files import (
     check_mock_matches,
     detect_format,
     inspect_dataset,
+    label_classes,
     read_mock,
     synthesize_mock,
 )
@@ -91,6 +92,11 @@ def test_detect_format_refuses_unknown_extensions(filename: str) -> None:
         detect_format(filename)
 
 
+def shapes(schema: DatasetSchema) -> list[tuple[str, str, list[int]]]:
+    """Names, dtypes and per-row shapes: what a mock must share with its dataset."""
+    return [(c.name, c.dtype, c.shape) for c in schema.columns]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_table_schema(tmp_path: Path, fmt: DatasetFormat) -> None:
     schema = inspect_dataset(write(tmp_path, fmt, TABLE), fmt, label="label")
@@ -99,16 +105,35 @@ def test_table_schema(tmp_path: Path, fmt: DatasetFormat) -> None:
     assert {c.name: c.dtype for c in schema.columns} == TABLE_DTYPES
     assert [c.name for c in schema.columns] == list(TABLE.columns)
     assert all(c.shape == [] for c in schema.columns)
+    # Root mean squares: age 43.4 ~ 2^5, score 2.3 ~ 2^1 (missing values left out), smoker
+    # 0.71 and label 1.22 ~ 2^0; text has none.
+    magnitudes = {c.name: c.magnitude for c in schema.columns}
+    assert magnitudes == {"email": None, "age": 5, "score": 1, "smoker": 0, "label": 0}
+    assert schema.label_classes == [0, 1, 2]
 
 
 @pytest.mark.parametrize("fmt", ["npz", "safetensors"])
 def test_array_schema(tmp_path: Path, fmt: DatasetFormat) -> None:
     schema = inspect_dataset(write(tmp_path, fmt, ARRAYS), fmt, label="y")
     assert schema.row_count == 12
-    assert {c.name: (c.dtype, c.shape) for c in schema.columns} == {
-        "x": ("float32", [3, 2]),
-        "y": ("int64", []),
+    assert {c.name: (c.dtype, c.shape, c.magnitude) for c in schema.columns} == {
+        "x": ("float32", [3, 2], None),
+        "y": ("int64", [], 1),
     }
+    assert schema.label_classes == [0, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("values", "classes"),
+    [
+        (np.array(["b", "a", "b"], dtype=object), ["a", "b"]),
+        (np.array([1.0, np.nan, 0.0]), [0.0, 1.0]),
+        (np.array([True, False]), [0, 1]),
+        (np.arange(51), None),  # too many to be classes: a continuous label
+    ],
+)
+def test_label_classes_are_published_when_few(values: np.ndarray, classes: list[object]) -> None:
+    assert label_classes(values) == classes
 
 
 @pytest.mark.parametrize(
@@ -215,7 +240,7 @@ def test_table_mock_keeps_the_schema_and_none_of_the_values(
     assert all(name.encode() not in data for name in PRIVATE_NAMES)
     mock_path = write_text(tmp_path, data.decode(), "mock.csv")
     mock_schema = inspect_dataset(mock_path, "csv", label="label")
-    assert mock_schema.columns == schema.columns
+    assert shapes(mock_schema) == shapes(schema)
     assert mock_schema.row_count == 15
     mock = pd.read_csv(mock_path)
     assert set(mock["email"]) <= {f"email_{k}" for k in range(4)}
@@ -245,7 +270,7 @@ def test_array_mock_keeps_dtypes_and_shapes(tmp_path: Path, fmt: DatasetFormat) 
     mock_path = tmp_path / "mock.npz"
     mock_path.write_bytes(data)
     mock_schema = inspect_dataset(mock_path, "npz", label="y")
-    assert mock_schema.columns == schema.columns
+    assert shapes(mock_schema) == shapes(schema)
     assert mock_schema.row_count == 5
     with np.load(mock_path, allow_pickle=False) as mock:
         x, y = mock["x"], mock["y"]

@@ -49,6 +49,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     },
     ("POST", "/api/v1/fl/jobs"): ACCOUNTS,
+    ("POST", "/api/v1/fl/analytics"): ACCOUNTS,
     ("GET", "/api/v1/fl/jobs"): ACCOUNTS,
     ("GET", FL_JOB): ACCOUNTS,
     ("GET", f"{FL_JOB}/rounds"): ACCOUNTS,
@@ -67,12 +68,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("PUT", f"{FL_JOB}/rounds/<int:number>/update"): {"member"},
     ("GET", f"{FL_JOB}/rounds/<int:number>/aggregate"): {"member"},
     ("POST", f"{FL_JOB}/attestation"): {"member"},
+    ("POST", f"{FL_JOB}/withheld"): {"member"},
     ("PUT", f"{FL_JOB}/result"): {"member"},
 }
 # Routes whose body is validated before the caller's place is checked get a valid one.
 BODIES = {
     f"{FL_JOB}/decision": {"approved": False},
     f"{FL_JOB}/attestation": {"model_hash": "0" * 64},
+    f"{FL_JOB}/withheld": {"reason": "too few rows"},
 }
 
 

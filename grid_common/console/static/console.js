@@ -139,7 +139,8 @@ function liveJob(root) {
       label.textContent = `epoch ${latest.epoch} of ${latest.epochs}` +
         (typeof latest.loss === "number" ? `, loss ${latest.loss.toFixed(4)}` : "");
     }
-    drawChart(chart, epochHistory(events));
+    // An analysis's page has no chart: it has no epochs.
+    if (chart) drawChart(chart, epochHistory(events));
   };
   appendLogs(logs, events);
   show();
@@ -221,8 +222,10 @@ function liveFederatedJob(root) {
         return row;
       }));
     }
+    const chart = root.querySelector("[data-chart]");
+    if (!chart) return; // an analysis: no metrics to draw
     const closed = data.history.filter((r) => r.status === "closed").map((r) => ({ ...r, round: r.number }));
-    drawChart(root.querySelector("[data-chart]"), closed, "round");
+    drawChart(chart, closed, "round");
   };
   show(JSON.parse(document.getElementById("fl-progress").textContent));
   if (root.dataset.finished === "true") return;
