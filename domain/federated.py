@@ -33,7 +33,7 @@ from grid_common import he
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
-from grid_common.errors import ApiError, NotFound
+from grid_common.errors import ApiError, Conflict, NotFound
 from grid_common.federated_schemas import (
     Invitation,
     InvitationList,
@@ -42,6 +42,7 @@ from grid_common.federated_schemas import (
 )
 from grid_common.identity import b64decode, verify_key_from_text
 from grid_common.plan import TrainingPlan
+from grid_common.schemas import AutoApprovalRule, JobLimits
 from grid_common.uploads import check_model_archive, check_safetensors
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def _request_kind(invitation: Invitation) -> str:
 
 def _file(session: Session, membership: NetworkMembership, invitation: Invitation) -> None:
     # Imported here: the requests blueprint imports this module for its decision hook.
-    from domain.api.requests import rule_matches, start_job
+    from domain.api.requests import rule_matches
     from domain.api.settings import load_settings
 
     dataset = session.scalar(select(Dataset).where(Dataset.name == invitation.dataset))
@@ -217,22 +218,32 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
             None,
         )
         if matched is not None:
-            item.status, item.auto_approved = "approved", True
-            item.decided_at = datetime.now(UTC)
-            item.decision_reason = "Approved automatically by the domain's auto-approval rule."
-            audit.append(
-                session,
-                actor="system",
-                action="requests.auto_approved",
-                target=f"request:{item.id}",
-                details={"rule": matched.model_dump(mode="json")},
-            )
-            start_job(
-                session,
-                item,
-                jobs.Approval(settings.job_limits, matched.release_on_completion),
-            )
+            _auto_approve(session, item, matched, settings.job_limits)
     session.commit()
+
+
+def _auto_approve(
+    session: Session, item: AccessRequest, rule: AutoApprovalRule, limits: JobLimits
+) -> None:
+    """Approve and queue a request a rule covers, unless a privacy budget cannot pay for it:
+    then it waits for the owner, like any request no rule covers."""
+    from domain.api.requests import start_job
+
+    try:
+        start_job(session, item, jobs.Approval(limits, rule.release_on_completion))
+    except Conflict as exc:
+        log.info("request %s left for the owner: %s", item.id, exc.message)
+        return
+    item.status, item.auto_approved = "approved", True
+    item.decided_at = datetime.now(UTC)
+    item.decision_reason = "Approved automatically by the domain's auto-approval rule."
+    audit.append(
+        session,
+        actor="system",
+        action="requests.auto_approved",
+        target=f"request:{item.id}",
+        details={"rule": rule.model_dump(mode="json")},
+    )
 
 
 def _analysis_problem(invitation: Invitation, dataset: Dataset) -> str | None:

@@ -38,7 +38,7 @@ SHOWN_MATRIX_COLUMNS = 12
 
 @main.group()
 def fl() -> None:
-    """Federated jobs on a network signed in with `grid login NETWORK_URL`."""
+    """Federated jobs and analyses on a network signed in with `grid login NETWORK_URL`."""
 
 
 def _when(value: object) -> str:
@@ -55,7 +55,7 @@ def _progress(job: FederatedJobOut) -> str:
 @url_option
 @json_option
 def fl_list(url: str | None, as_json: bool) -> None:
-    """Your federated jobs, newest first (every job, for operators)."""
+    """Your federated jobs and analyses, newest first (every one, for operators)."""
     found = [j.info for j in open_network(url).federated_jobs()]
     if as_json:
         print_json(found)
@@ -87,6 +87,7 @@ def fl_list(url: str | None, as_json: bool) -> None:
             ]
             for j in found
         ),
+        whole=("kind", "status", "rounds"),
     )
 
 
@@ -210,8 +211,8 @@ def fl_cancel(job_id: int, url: str | None, as_json: bool) -> None:
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to save it (default: federated-JOB_ID.safetensors, or analysis-JOB_ID."
-    "safetensors for an analysis).",
+    help="Where to save it (default: federated-JOB_ID.safetensors, or "
+    "analysis-JOB_ID.safetensors for an analysis).",
 )
 @url_option
 @json_option
@@ -487,7 +488,7 @@ def fl_analyze(
     elif released.info["kind"] == "model":
         _print_model(job.id, released)
     else:
-        _print_statistics(Analysis(released, job.id), released)
+        _print_statistics(Analysis(released, job.id))
 
 
 def _print_submitted(job: FederatedJobOut, as_json: bool) -> None:
@@ -526,7 +527,7 @@ def _number(value: Any) -> str:
     return f"{number:.6g}"
 
 
-def _print_statistics(analysis: Analysis, released: Release) -> None:
+def _print_statistics(analysis: Analysis) -> None:
     """The per-column summary, matrices, histograms and class tables, then what was withheld."""
     title = f"Analysis {analysis.job_id}"
     summary = analysis.summary
@@ -546,7 +547,7 @@ def _print_statistics(analysis: Analysis, released: Release) -> None:
             _print_histogram(name, value)
     if "class_count" in analysis or "class_mean" in analysis:
         _print_classes(analysis)
-    _print_notes(analysis.withheld, released.info.get("dp"))
+    _print_notes(analysis.withheld, analysis.dp)
 
 
 def _print_matrix(name: str, matrix: Any) -> None:
@@ -584,8 +585,8 @@ def _print_classes(analysis: Analysis) -> None:
         parts.update({f"mean {column}": means[column] for column in means.columns})
     table = pd.DataFrame(parts, index=index)
     print_table(
-        f"Per class of {index.name}",
-        ["class", *table.columns],
+        "Per class",
+        [str(index.name or "class"), *table.columns],
         ([value, *map(_number, table.loc[value])] for value in table.index),
     )
     if means is not None and wide:

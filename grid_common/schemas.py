@@ -13,7 +13,8 @@ from grid_common.plan import TrainingPlan
 RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
 RequestStatus = Literal["pending", "approved", "denied"]
 RequestKind = Literal["access", "job", "federated", "analytics"]
-JOB_KINDS = ("job", "federated", "analytics")
+JobKind = Literal["job", "federated", "analytics"]
+JOB_KINDS: tuple[JobKind, ...] = ("job", "federated", "analytics")
 DatasetFormat = Literal["csv", "parquet", "npz", "safetensors"]
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -344,8 +345,10 @@ class JobOut(BaseModel):
     """A job as its data scientist and the domain's reviewers see it."""
 
     id: int
-    kind: Literal["job", "federated"] = Field(
-        default="job", description="federated: this domain's part in a network's federated job."
+    kind: JobKind = Field(
+        default="job",
+        description="federated: this domain's part in a network's federated training; "
+        "analytics: its part in a network's federated analysis.",
     )
     status: JobStatus
     requester: str

@@ -293,7 +293,7 @@ def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
             )
     record(session, f"requests.{status}", f"request:{item.id}", **details)
     session.commit()
-    if item.kind == "federated":
+    if item.kind in ("federated", "analytics"):
         federated.report_soon(item.id)
     return _load_request(item.id)
 

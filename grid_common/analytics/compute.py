@@ -143,11 +143,11 @@ def release(
     size, or a classifier with a class that small.
     """
     exact = noise_sigma == 0
-    sums = plan.layout.split(np.asarray(total, dtype=np.float64))
+    total = np.asarray(total, dtype=np.float64)
     if exact:
-        whole = plan.whole_number_sections()
         # + 0.0 turns the -0.0 that rounding a tiny negative gives into 0.0.
-        sums = {name: np.rint(v) + 0.0 if name in whole else v for name, v in sums.items()}
+        total = np.where(plan.whole_numbers(), np.rint(total) + 0.0, total)
+    sums = plan.layout.split(total)
     n = float(sums["n"][0])
     if n < max(min_group_size, 1):
         raise AnalyticsError(
@@ -169,11 +169,25 @@ def release(
             "withheld": [],
         }
     )
+    totals = Totals(sums, n, min_group_size, exact)
     if plan.model is not None:
-        _model(plan, sums, n, out, min_group_size, exact)
+        _model(plan, totals, out)
     else:
-        _statistics(plan, sums, n, out, min_group_size, exact)
+        _statistics(plan, totals, out)
     return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The decrypted sums by section, the rows behind them, and how they may be released."""
+
+    sums: dict[str, np.ndarray]
+    n: float
+    min_group_size: int
+    exact: bool
+
+    def withheld(self, counts: np.ndarray) -> np.ndarray:
+        return withheld_cells(counts, self.min_group_size, exact=self.exact)
 
 
 def _params(plan: AnalysisPlan) -> dict[str, float]:
@@ -205,14 +219,8 @@ def _moments(plan: AnalysisPlan, sums: dict[str, np.ndarray], n: float) -> dict[
     return found
 
 
-def _statistics(
-    plan: AnalysisPlan,
-    sums: dict[str, np.ndarray],
-    n: float,
-    out: Release,
-    min_group_size: int,
-    exact: bool,
-) -> None:
+def _statistics(plan: AnalysisPlan, totals: Totals, out: Release) -> None:
+    sums, n, min_group_size = totals.sums, totals.n, totals.min_group_size
     moments = _moments(plan, sums, n)
     wanted = set(plan.statistics)
     for name in plan.statistics:
@@ -230,10 +238,10 @@ def _statistics(
                 out.tensors["corr"] = moments["cov"] / np.outer(std, std)
     names = [s for s in plan.statistics if s.startswith("hist:")]  # in plan.histograms' order
     for index, (name, histogram) in enumerate(zip(names, plan.histograms, strict=True)):
-        _histogram(name, index, histogram, sums, out, min_group_size, exact)
+        _histogram(name, index, histogram, totals, out)
     if wanted & {"class_count", "class_mean"}:
         counts = sums["class_n"]
-        withheld = withheld_cells(counts, min_group_size, exact=exact)
+        withheld = totals.withheld(counts)
         out.info["classes"] = plan.classes
         if "class_count" in wanted:
             out.tensors["class_count"] = np.where(withheld, np.nan, counts)
@@ -251,41 +259,27 @@ def _statistics(
             )
 
 
-def _histogram(
-    name: str,
-    index: int,
-    histogram: Histogram,
-    sums: dict[str, np.ndarray],
-    out: Release,
-    min_group_size: int,
-    exact: bool,
-) -> None:
-    cells = sums[f"hist:{index}"]  # the bins, then the rows outside [low, high]
-    withheld = withheld_cells(cells, min_group_size, exact=exact)
+def _histogram(name: str, index: int, histogram: Histogram, totals: Totals, out: Release) -> None:
+    cells = totals.sums[f"hist:{index}"]  # the bins, then the rows outside [low, high]
+    withheld = totals.withheld(cells)
     shown = np.where(withheld, np.nan, cells)
     out.tensors[name] = shown[:-1]
     out.tensors[f"{name}/outside"] = shown[-1:]
     out.tensors[f"{name}/edges"] = histogram.edges
     if withheld.any():
         out.info["withheld"].append(
-            f"{name}: {int(withheld.sum())} cell(s) of fewer than {min_group_size} rows "
+            f"{name}: {int(withheld.sum())} cell(s) of fewer than {totals.min_group_size} rows "
             "(or withheld with one that is)"
         )
 
 
-def _model(
-    plan: AnalysisPlan,
-    sums: dict[str, np.ndarray],
-    n: float,
-    out: Release,
-    min_group_size: int,
-    exact: bool,
-) -> None:
+def _model(plan: AnalysisPlan, totals: Totals, out: Release) -> None:
+    sums, n, min_group_size = totals.sums, totals.n, totals.min_group_size
     d = len(plan.features)
     if plan.model in CLASSIFIERS:
         assert plan.classes is not None
         counts = sums["class_n"]
-        present = counts > 0 if exact else counts >= min_group_size
+        present = counts > 0 if totals.exact else counts >= min_group_size
         small = [plan.classes[i] for i in np.where(present & (counts < min_group_size))[0]]
         if small:
             raise AnalyticsError(

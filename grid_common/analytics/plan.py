@@ -261,12 +261,26 @@ class AnalysisPlan(BaseModel):
             [per_section.get(name, np.ones(length)) for name, length in self.layout.sections]
         )
 
-    def whole_number_sections(self) -> set[str]:
-        """Sections whose exact sums are whole numbers: counts, and sums of integer columns."""
-        names = {"n", "class_n"} | {f"hist:{i}" for i in range(len(self.histograms))}
+    def whole_numbers(self) -> np.ndarray:
+        """Which sums are whole numbers when exact: counts, and sums (of squares, of products)
+        of integer columns. The decrypted total is rounded there, which makes them exact."""
+        d = len(self.features)
         integers = set(self.integer_columns)
-        if set(self.features) <= integers:
-            names |= {"sum", "sumsq", "cross", "class_sum", "class_sumsq"}
-            if self.label in integers:
-                names |= {"y_sum", "xy"}
-        return names
+        feature = np.array([c in integers for c in self.features], dtype=bool)
+        label = self.label in integers
+        classes = len(self.classes or [])
+        per_section = {
+            "sum": feature,
+            "sumsq": feature,
+            "cross": np.outer(feature, feature)[np.triu_indices(d)],
+            "class_sum": np.tile(feature, classes),
+            "class_sumsq": np.tile(feature, classes),
+            "y_sum": np.array([label]),
+            "xy": feature & label,
+        }
+        return np.concatenate(
+            [
+                per_section.get(name, np.ones(length, dtype=bool))
+                for name, length in self.layout.sections
+            ]
+        )

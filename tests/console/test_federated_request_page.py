@@ -12,7 +12,7 @@ from domain.models import AccessRequest, FederatedParticipation, RequestDataset
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.analytics.privacy import noise_sigma
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
-from tests.console.conftest import sign_in
+from tests.console.conftest import csrf_of, sign_in
 from tests.domain.uploads import upload
 
 PLAN = {"loss": "cross_entropy", "epochs": 2, "metrics": ["loss", "accuracy"]}
@@ -202,3 +202,27 @@ def test_an_analysis_the_domain_cannot_read_is_said_so(app: Flask, reviewer: Fla
     page = reviewer.get(f"/requests/{request_id}").get_data(as_text=True)
     assert "The network sent an analysis this domain cannot read" in page
     assert "unknown statistic &#39;median&#39;" in page
+
+
+def test_an_approved_analysis_is_followed_on_its_job_page(
+    app: Flask, reviewer: FlaskClient
+) -> None:
+    request_id = _file_federated_request(app, "ckks", 12, STATISTICS, kind="analytics")
+    token = csrf_of(reviewer.get(f"/requests/{request_id}").get_data(as_text=True))
+    approved = reviewer.post(
+        f"/requests/{request_id}/approve",
+        data={
+            "csrf_token": token,
+            "reason": "fine",
+            "cpu_seconds": "60",
+            "memory_mb": "512",
+            "wall_seconds": "600",
+        },
+    )
+    assert approved.status_code == 302
+    page = reviewer.get(approved.location).get_data(as_text=True)
+    assert f'href="/jobs/{request_id}">Follow the job' in page
+    job = reviewer.get(f"/jobs/{request_id}")
+    assert job.status_code == 200
+    html = job.get_data(as_text=True)
+    assert "One round: the worker sums this dataset" in html and "data-chart" not in html

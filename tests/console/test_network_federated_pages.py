@@ -369,6 +369,7 @@ def analyses(network_app: Flask) -> dict[str, int]:
         ("running", "Adding the domains&#39; sums: 1 of 2 domains sent theirs, 2 needed; deadline"),
         ("finishing", "The sums are added; waiting for every domain to attest the released"),
     ],
+    ids=["running", "finishing"],
 )
 def test_an_analysis_page_shows_what_it_computes(
     analyses: dict[str, int],

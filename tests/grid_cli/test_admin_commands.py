@@ -43,6 +43,7 @@ NEW_PASSWORD = "new-password-123"
         (("users", "update", "3"), "nothing to change: pass --role, --deactivate or --activate"),
         (("users", "invite", "a@example.org", "--role", "king"), "'king' is not one of"),
         (("settings", "set"), "nothing to change: pass --file"),
+        (("settings", "set", "--min-group-size", "0"), "0 is not in the range x>=1"),
         (("settings", "rules", "add", "--release-on-completion"), "a rule needs a condition"),
         (("audit", "list", "--limit", "0"), "0 is not in the range 1<=x<=1000"),
         (("requests", "access", "--reason", "why"), "Missing argument 'DATASET...'"),
@@ -69,6 +70,9 @@ def test_an_owner_manages_settings_from_the_shell(
     )
     assert changed["allow_signup"] is True
     assert changed["job_limits"] == {"cpu_seconds": 3600, "memory_mb": 2048, "wall_seconds": 3600}
+    assert changed["min_group_size"] == Settings().min_group_size
+    grouped = ok_json(run_grid("settings", "set", "--min-group-size", "25", "--json"))
+    assert grouped == {**changed, "min_group_size": 25}
     ruled = ok_json(
         run_grid(
             "settings", "rules", "add", "--dataset-tag", "public", "--kind", "access", "--json"
@@ -85,6 +89,9 @@ def test_an_owner_manages_settings_from_the_shell(
     ]
     table = run_grid("settings", "show").stdout
     assert "public" in table and "2048" in table
+    assert any(
+        line.split() == ["│", "min_group_size", "│", "25", "│"] for line in table.splitlines()
+    )
 
     # What `show --json` prints, edited, goes back with `set --file`; flags apply on top.
     document = json.loads(run_grid("settings", "show", "--json").stdout)
@@ -105,6 +112,7 @@ def test_an_owner_manages_settings_from_the_shell(
     unknown.write_text(json.dumps({"auto_approvals": []}))
     for args, fragments in [
         (("--memory-mb", "10"), ["job_limits.memory_mb", "greater than or equal to 64"]),
+        (("--min-group-size", "2000000"), ["min_group_size", "less than or equal to 1000000"]),
         (("--file", str(not_json)), ["is not JSON", "grid settings show --json"]),
         (("--file", str(unknown)), ["auto_approvals", "grid settings show --json"]),
         (("--file", str(tmp_path / "none.json")), ["No such file or directory", "--help"]),
@@ -113,7 +121,8 @@ def test_an_owner_manages_settings_from_the_shell(
         assert all(f in message for f in fragments), message
     message = failed(run_grid("settings", "rules", "remove", "3"))
     assert "no rule number 3: there are 0" in message and "grid settings show" in message
-    assert ok_json(run_grid("settings", "show", "--json"))["job_limits"]["memory_mb"] == 2048
+    kept = ok_json(run_grid("settings", "show", "--json"))
+    assert (kept["job_limits"]["memory_mb"], kept["min_group_size"]) == (2048, 25)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

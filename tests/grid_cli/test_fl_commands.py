@@ -278,7 +278,7 @@ def test_statistics_print_as_tables_with_what_was_withheld(
         line for line in lines if line[:1].isdigit() and line.count("│") == 2
     ]
     assert "outside │ │ 0" in lines
-    assert "class │ count │ mean p1 │ mean p2" in lines
+    assert "target │ count │ mean p1 │ mean p2" in lines
     assert "2 │ n/a │ n/a │ n/a" in lines and "3 │ n/a │ n/a │ n/a" in lines
     shown_class = frame[frame.target == 0]
     assert f"0 │ 14 │ {shown_class.p1.mean():.6g} │ {shown_class.p2.mean():.6g}" in lines
@@ -302,6 +302,23 @@ def test_statistics_as_json_are_lists_with_null_where_withheld(
     assert values["hist:p1:0:16:4/edges"] == [0, 4, 8, 12, 16]
     assert values["hist:p1:0:16:4/outside"] == [0]
     assert "NaN" not in json.dumps(shown)
+
+
+def test_a_private_analysis_says_how_much_noise_it_carries(
+    run_grid: RunGrid, network: StubNetwork
+) -> None:
+    dp = AnalyticsDp(epsilon=1, delta=1e-5, bounds={"p1": (0, 16), "p2": (-4, 4)})
+    plan = AnalysisPlan(statistics=["count", "mean"], features=["p1", "p2"], dp=dp)
+    network.result = release(plan, local_sums(rows(), plan)[0], min_group_size=5, noise_sigma=0.5)
+    lines = table_lines(
+        run_grid("fl", "analyze", *TWO_DOMAINS, "--stat", "count", "--stat", "mean")
+    )
+    assert lines[-1] == (
+        "Differentially private (epsilon 1, delta 1e-05): the sums carry Gaussian noise of "
+        "sigma 0.5."
+    )
+    shown = ok_json(run_grid("fl", "analyze", *TWO_DOMAINS, "--stat", "count", "--json"))
+    assert shown["dp"] == {"epsilon": 1, "delta": 1e-5, "sigma": 0.5}
 
 
 def test_a_count_alone_prints_one_line(run_grid: RunGrid, network: StubNetwork) -> None:

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
+from flask.testing import FlaskClient
 
 import grid_cli as grid
 from grid_cli.cli import main
+from grid_common import he
+from grid_common.analytics.compute import Release, from_wire, local_sums, release, to_wire
+from grid_common.analytics.plan import AnalysisPlan
+from grid_common.federated_schemas import ParticipantState
 from grid_common.identity import identity_path, load_or_create_identity
+from network import NetworkConfig
 from registry.keys import load_or_create_account
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
 from tests.grid_cli.conftest import DIGITS_CSV
-from tests.network.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD, LiveNode
+from tests.network.conftest import (
+    NETWORK_NAME,
+    OPERATOR_EMAIL,
+    OPERATOR_PASSWORD,
+    LiveNode,
+    Signer,
+)
+from tests.network.test_federated import PASSWORD, account, member, send
 from tests.network.test_live import eventually
 
 
@@ -151,3 +168,138 @@ def test_network_start_runs_threaded_gunicorn_or_the_dev_server(
     [app] = served
     assert app.name == "network" and app.config["GRID"].name == "dev-net"
     assert ok_json(run("network", "info", "--data-dir", node_dir, "--json"))["node_id"]
+
+
+# --- grid fl analyze | list | show | download --------------------------------------------------
+
+
+@pytest.fixture
+def twin_network(
+    network_app: Flask, network_config: NetworkConfig, network_database_url: str, tmp_path: Path
+) -> Iterator[LiveNode]:
+    """The in-process network (`network`) served live as well: one database and data dir, so
+    the CLI sees the jobs that the test's in-process domains take part in."""
+    node = LiveNode(
+        "network",
+        {
+            "GRID_DATA_DIR": str(network_config.data_dir),
+            "GRID_DATABASE_URL": network_database_url,
+            "GRID_NODE_NAME": NETWORK_NAME,
+            "GRID_BACKGROUND": "false",
+        },
+        tmp_path / "twin-network.log",
+        workers=1,
+    )
+    yield node
+    node.stop()
+
+
+def table_lines(result: Result) -> list[str]:
+    """Stdout's lines, table rows as `cell │ cell` with the borders and padding gone."""
+    assert result.exit_code == 0, result.output
+    rows = (line.replace("┃", "│").strip("│ ") for line in result.stdout.splitlines())
+    return [" ".join(row.split()) for row in rows]
+
+
+def domain_rows(index: int) -> pd.DataFrame:
+    """The private rows of the index-th domain's `records`."""
+    values = np.arange(30) + 7 * index
+    return pd.DataFrame({"f0": values % 8, "f1": values % 5, "target": values % 3})
+
+
+def take_part(job_id: int, plan: AnalysisPlan, signers: list[Signer], work: Path) -> bytes:
+    """What the domains' workers do: approve, send plain sums, attest the release, upload it."""
+    path = f"/api/v1/fl/jobs/{job_id}"
+    for signer in signers:
+        decided = signer.call("POST", f"{path}/decision", {"approved": True, "min_group_size": 5})
+        assert decided.status_code == 200, decided.json
+    state = ParticipantState.model_validate(signers[0].call("GET", f"{path}/state").json)
+    layout = he.UpdateLayout("none", plan.layout.size, state.slots)
+    update = work / "update.bin"
+    for index, signer in enumerate(signers):
+        vector, _ = local_sums(domain_rows(index), plan)
+        he.write_update(to_wire(plan, vector), he.codec_for("none"), layout, update)
+        sent = send(signer, "PUT", f"{path}/rounds/1/update?samples=30", update.read_bytes())
+        assert sent.status_code == 200, sent.json
+    aggregate = signers[0].call("GET", f"{path}/rounds/1/aggregate")
+    assert aggregate.status_code == 200, aggregate.get_data(as_text=True)
+    update.write_bytes(aggregate.data)
+    total = from_wire(plan, he.read_update(update, he.codec_for("none"), layout))
+    release(plan, total, min_group_size=5).write(update)
+    final = update.read_bytes()
+    digest = hashlib.sha256(final).hexdigest()
+    for signer in signers:
+        attested = signer.call("POST", f"{path}/attestation", {"model_hash": digest})
+        assert attested.status_code == 200, attested.json
+    uploaded = send(signers[0], "PUT", f"{path}/result", final)
+    assert uploaded.status_code == 200, uploaded.json
+    assert ParticipantState.model_validate(uploaded.json).status == "completed"
+    return final
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_scientist_runs_an_analysis_from_the_shell(
+    run,
+    network: FlaskClient,
+    operator: dict[str, str],
+    make_signer: Callable[[], Signer],
+    twin_network: LiveNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # tables print whole
+    signers = [member(network, operator, make_signer, name) for name in ("hospital-a", "clinic-b")]
+    account(network, operator, "scientist@example.org")
+    ok_json(run("login", twin_network.url, "--email", "scientist@example.org",
+                "--password-stdin", "--json", input=PASSWORD))  # fmt: skip
+    ask = ("fl", "analyze", "--dataset", "hospital-a:records", "--dataset", "clinic-b:records")
+    message = one_line_error(run(*ask, "--stat", "hist:height:0:1:2"))
+    assert "height" in message and "422 incompatible_datasets" in message
+
+    # Waiting past --timeout leaves the analysis running: the note and the error name it.
+    waited = run(*ask, "--stat", "count", "--timeout", "0.2", "--no-progress")
+    assert waited.exit_code == 1
+    note, message = waited.stderr.strip().splitlines()
+    assert note.startswith("Submitted analysis 1 to hospital-a, clinic-b; waiting")
+    assert "still pending_approval; it goes on: follow it with `grid fl show 1`" in message
+    assert ok_json(run("fl", "cancel", "1", "--json"))["status"] == "cancelled"
+
+    submitted = ok_json(
+        run(*ask, "--stat", "count", "--stat", "mean", "--stat", "hist:f0:0:8:4",
+            "--column", "f0", "--column", "f1", "--secure-aggregation", "none",
+            "--no-wait", "--json")
+    )  # fmt: skip
+    job = str(submitted["id"])
+    assert (submitted["kind"], submitted["status"], submitted["rounds"]) == (
+        "analytics", "pending_approval", 1,
+    )  # fmt: skip
+    listed = table_lines(run("fl", "list"))
+    assert any(line.startswith(f"{job} │ analytics │ pending_approval │") for line in listed)
+    assert any(line.startswith("1 │ analytics │ cancelled │") for line in listed)
+    assert "0/1" in " ".join(listed)
+    message = one_line_error(run("fl", "download", job, "-o", str(tmp_path / "early")))
+    assert f"analysis {job} has no result to download yet" in message
+
+    plan = AnalysisPlan.model_validate(submitted["plan"])
+    final = take_part(int(job), plan, signers, tmp_path)
+    shown = table_lines(run("fl", "show", job))
+    assert f"Analysis {job}" in shown and "status │ completed" in shown
+    assert "rounds │ 1/1" in shown and "computes │ statistics count, mean, hist:f0:0:8:4" in shown
+    assert "features │ 2: f0, f1" in shown and "label │ none" in shown
+    assert "round │ status │ domains │ rows" in shown
+    assert "1 │ closed │ hospital-a, clinic-b │ 60" in shown
+    assert f"{job} │ analytics │ completed │ scientist@example.org │ 1/1 │" in " ".join(
+        table_lines(run("fl", "list"))
+    )
+
+    saved = ok_json(run("fl", "download", job, "-o", str(tmp_path / "a.safetensors"), "--json"))
+    assert saved == {
+        "job": int(job),
+        "kind": "analytics",
+        "path": str(tmp_path / "a.safetensors"),
+        "sha256": hashlib.sha256(final).hexdigest(),
+    }
+    downloaded = Release.read(tmp_path / "a.safetensors")
+    assert float(downloaded.tensors["count"]) == 60
+    both = pd.concat([domain_rows(0), domain_rows(1)])
+    assert downloaded.tensors["mean"] == pytest.approx(list(both[["f0", "f1"]].mean()))

@@ -144,3 +144,51 @@ def test_a_forged_invitation_or_a_missing_dataset_files_no_job(
             invitation.model_copy(update={"network_id": "f" * 32}),
         ):
             assert not federated.verified(forged, membership)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_analysis_becomes_an_analytics_request_under_the_owners_disclosure_terms(
+    app: Flask,
+    client: FlaskClient,
+    headers: dict[str, dict[str, str]],
+    live_network: LiveNode,
+) -> None:
+    owner = headers["owner"]
+    assert upload(client, owner, name="digits-a").status_code == 201
+    settings = client.get("/api/v1/settings", headers=owner).json
+    rule = {"kind": "analytics", "release_on_completion": True}
+    settings.update(min_group_size=7, auto_approval=[rule])
+    assert client.put("/api/v1/settings", json=settings, headers=owner).status_code == 200
+    budget = {"epsilon": 2.0, "data_scientist": None}
+    assert (
+        client.put(
+            "/api/v1/datasets/digits-a/privacy-budget", json=budget, headers=owner
+        ).status_code
+        == 200
+    )
+    domain_id = _member(client, owner, live_network.url)
+    _sync(app)
+    scientist = grid.login_network(live_network.url, SCIENTIST, PASSWORD)
+    job = scientist.submit_analysis([(domain_id, "digits-a")], statistics=["mean", "class_count"])
+
+    _sync(app)
+    # The rule covers analyses, but the budget needs differential privacy: the owner decides.
+    [item] = client.get("/api/v1/requests?status=pending", headers=owner).json["items"]
+    assert item["kind"] == "analytics" and item["plan"] == job.info.plan
+    assert item["plan"]["features"] == ["x1", "x2"] and item["plan"]["classes"] == [0, 1]
+    with app.extensions["database"].sessionmaker() as session:
+        participation = session.get(FederatedParticipation, item["id"])
+        assert participation is not None and participation.min_group_size == 7
+    approve = f"/api/v1/requests/{item['id']}/approve"
+    refused = client.post(approve, json={}, headers=owner)
+    assert refused.status_code == 409
+    assert "must use differential privacy" in refused.json["error"]["message"]
+
+    budget["epsilon"] = None
+    client.put("/api/v1/datasets/digits-a/privacy-budget", json=budget, headers=owner)
+    assert client.post(approve, json={}, headers=owner).status_code == 200
+    shown = client.get(f"/api/v1/jobs/{item['id']}", headers=owner)
+    assert shown.status_code == 200 and shown.json["kind"] == "analytics"
+    _sync(app)
+    info = scientist.federated_job_info(job.id)
+    assert info.participants[0].status == "approved" and info.status == "key_setup"
