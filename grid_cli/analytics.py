@@ -128,6 +128,7 @@ class AnalyticsJob(NetworkJob):
     """A federated analysis: statistics or an exact model computed from encrypted sums."""
 
     running_label = "computing"
+    noun = "analysis"
 
     def release(self) -> Release:
         """The released file, read back (needs the job completed)."""

@@ -38,6 +38,7 @@ class NetworkJob:
     anew. `FederatedJob` trains a model, `AnalyticsJob` computes an analysis."""
 
     running_label = "training"
+    noun = "federated job"
 
     def __init__(self, info: FederatedJobOut, client: NetworkClient) -> None:
         self._info, self._client = info, client
@@ -72,7 +73,7 @@ class NetworkJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         labels = {**_STATE, "running": self.running_label}
         bar = Progress(
-            TextColumn("federated job {task.fields[job]} · {task.fields[state]}"),
+            TextColumn(f"{self.noun} {{task.fields[job]}} · {{task.fields[state]}}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[figures]}"),

@@ -450,7 +450,8 @@ class NetworkClient(NodeClient):
         return self._post(f"/fl/jobs/{int(job_id)}/cancel", {}, FederatedJobOut)
 
     def download_federated_result(self, job_id: int, path: str | Path) -> Path:
-        """Save a federated job's final weights (safetensors) to `path`."""
+        """Save a federated job's result (safetensors) to `path`: a training job's final
+        weights, or an analysis's released figures."""
         target = Path(path)
         response = self._authorized(
             lambda: self.http.request("GET", f"{API}/fl/jobs/{int(job_id)}/result", stream=True)
