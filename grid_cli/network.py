@@ -375,8 +375,7 @@ class NetworkClient(NodeClient):
                 reason=reason,
             )
         except ValidationError as exc:
-            messages = (e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            raise AnalyticsError("; ".join(messages)) from None
+            raise AnalyticsError.from_validation(exc) from None
         if all(isinstance(t, DatasetRef) for t in targets):
             published = [
                 PublishedTarget(t.domain.name, t.dataset.name, t.dataset.schema, t.dataset.label)

@@ -105,8 +105,7 @@ def resolve_plan(spec: AnalyticsSpec, targets: Sequence[PublishedTarget]) -> Ana
             dp=spec.dp,
         )
     except ValidationError as exc:
-        messages = (e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise AnalyticsError("; ".join(messages)) from None
+        raise AnalyticsError.from_validation(exc) from None
 
 
 def _label(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ExactModel = Literal["gaussian_nb", "nearest_centroid", "ridge", "ols"]
 EXACT_MODELS: tuple[ExactModel, ...] = ("gaussian_nb", "nearest_centroid", "ridge", "ols")
@@ -40,6 +40,11 @@ ClassValue = int | float | str
 
 class AnalyticsError(ValueError):
     """An analysis that cannot run, or be released, as asked; the message says why and how."""
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> AnalyticsError:
+        """A request or plan pydantic refused, as one line of what is wrong."""
+        return cls("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
 
 
 @dataclass(frozen=True)
