@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -220,7 +221,7 @@ class AnalysisPlan(BaseModel):
         columns += [h.column for h in self.histograms]
         return list(dict.fromkeys(columns))
 
-    @property
+    @cached_property
     def layout(self) -> Layout:
         wanted, model = set(self.statistics), self.model
         d, k = len(self.features), len(self.classes or [])
@@ -249,43 +250,33 @@ class AnalysisPlan(BaseModel):
         CKKS encodes a frame's values to a precision relative to the largest of them; without
         scaling, a sum of squared incomes would drown a sum of small ratios beside it.
         """
-        d = len(self.features)
         feature = np.array([2.0 ** self.magnitudes.get(c, 0) for c in self.features])
         label = 2.0 ** self.magnitudes.get(self.label, 0) if self.label is not None else 1.0
-        classes = len(self.classes or [])
-        per_section = {
-            "sum": feature,
-            "sumsq": feature**2,
-            "cross": np.outer(feature, feature)[np.triu_indices(d)],
-            "class_sum": np.tile(feature, classes),
-            "class_sumsq": np.tile(feature**2, classes),
-            "y_sum": np.array([label]),
-            "xy": feature * label,
-        }
-        return np.concatenate(
-            [per_section.get(name, np.ones(length)) for name, length in self.layout.sections]
-        )
+        return self._per_sum(feature, np.float64(label), np.float64(1.0))
 
     def whole_numbers(self) -> np.ndarray:
         """Which sums are whole numbers when exact: counts, and sums (of squares, of products)
         of integer columns. The decrypted total is rounded there, which makes them exact."""
-        d = len(self.features)
         integers = set(self.integer_columns)
         feature = np.array([c in integers for c in self.features], dtype=bool)
-        label = self.label in integers
-        classes = len(self.classes or [])
+        return self._per_sum(feature, np.bool_(self.label in integers), np.bool_(True))
+
+    def _per_sum(self, feature: np.ndarray, label: np.generic, count: np.generic) -> np.ndarray:
+        """One value per sum of the layout, from one per feature and one for the label.
+
+        A sum over columns gets the product of theirs (for booleans: whether all hold);
+        counts and histogram cells get `count`.
+        """
+        d, classes = len(self.features), len(self.classes or [])
         per_section = {
             "sum": feature,
-            "sumsq": feature,
+            "sumsq": feature * feature,
             "cross": np.outer(feature, feature)[np.triu_indices(d)],
             "class_sum": np.tile(feature, classes),
-            "class_sumsq": np.tile(feature, classes),
+            "class_sumsq": np.tile(feature * feature, classes),
             "y_sum": np.array([label]),
-            "xy": feature & label,
+            "xy": feature * label,
         }
         return np.concatenate(
-            [
-                per_section.get(name, np.ones(length, dtype=bool))
-                for name, length in self.layout.sections
-            ]
+            [per_section.get(name, np.full(length, count)) for name, length in self.layout.sections]
         )
