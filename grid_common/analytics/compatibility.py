@@ -19,6 +19,7 @@ from grid_common.analytics.plan import (
     AnalyticsError,
     ClassValue,
     Histogram,
+    clipped_columns,
     parse_statistic,
 )
 from grid_common.federated_schemas import AnalyticsSpec
@@ -219,9 +220,7 @@ def _check_bounds(
     spec: AnalyticsSpec, features: list[str], label: str | None, problems: list[str]
 ) -> None:
     assert spec.dp is not None
-    needed = list(features)
-    if spec.model in REGRESSORS and label is not None:
-        needed.append(label)
+    needed = clipped_columns(features, label, spec.model)
     missing = [c for c in needed if c not in spec.dp.bounds]
     if missing:
         problems.append(

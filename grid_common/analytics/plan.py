@@ -48,6 +48,11 @@ class AnalyticsError(ValueError):
         return cls("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
 
 
+def clipped_columns(features: list[str], label: str | None, model: str | None) -> list[str]:
+    """The columns differential privacy clips, so needs bounds for: those the sums add up."""
+    return [*features, label] if model in REGRESSORS and label is not None else list(features)
+
+
 @dataclass(frozen=True)
 class Histogram:
     """Counts of a column's values in `bins` equal bins over [low, high], as numpy.histogram."""
@@ -211,6 +216,10 @@ class AnalysisPlan(BaseModel):
         return self.model is not None or any(
             s in STATISTICS and s not in ("count", "class_count") for s in self.statistics
         )
+
+    @property
+    def clipped_columns(self) -> list[str]:
+        return clipped_columns(self.features, self.label, self.model)
 
     @property
     def read_columns(self) -> list[str]:

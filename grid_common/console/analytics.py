@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grid_common.analytics.plan import REGRESSORS, AnalysisPlan, Histogram, parse_statistic
+from grid_common.analytics.plan import AnalysisPlan, Histogram, parse_statistic
 from grid_common.analytics.privacy import noise_sigma
 
 _STATISTICS = {
@@ -110,7 +110,4 @@ def _unbounded(plan: AnalysisPlan) -> list[str]:
     """Columns DP needs bounds for that the plan lacks; without them no noise can be sized."""
     if plan.dp is None:
         return []
-    needed = list(plan.features)
-    if plan.model in REGRESSORS and plan.label is not None:
-        needed.append(plan.label)
-    return [c for c in needed if c not in plan.dp.bounds]
+    return [c for c in plan.clipped_columns if c not in plan.dp.bounds]
