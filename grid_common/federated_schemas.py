@@ -203,6 +203,11 @@ class FederatedJobOut(BaseModel):
     secure_aggregation: SecureAggregation
     reason: str
     current_round: int
+    min_group_size: int = Field(
+        default=0,
+        description="The largest minimum group size of the domains that approved so far: an "
+        "analysis withholds smaller groups (0 before any approved).",
+    )
     participants: list[ParticipantOut]
     parameters: int = Field(
         description="Values in each update: the model's flat weights, or the analysis's sums."

@@ -675,7 +675,7 @@ def participant_state(
     return ParticipantState(
         network_job_id=job.id,
         kind=job.kind,  # type: ignore[arg-type]
-        min_group_size=min_group_size(session, job),
+        min_group_size=min_group_size(participants_of(session, job)),
         status=job.status,  # type: ignore[arg-type]
         participant_status=participant.status,  # type: ignore[arg-type]
         rounds=spec.rounds,
@@ -698,9 +698,10 @@ def participant_state(
     )
 
 
-def min_group_size(session: Session, job: FederatedJob) -> int:
+def min_group_size(participants: list[FederatedParticipant]) -> int:
     """The strictest minimum group size of the domains that approved: what every one applies."""
-    return max((p.min_group_size or 0 for p in _active(session, job)), default=0)
+    approved = (p.min_group_size or 0 for p in participants if p.status == "approved")
+    return max(approved, default=0)
 
 
 def delete_replaced_blobs(session: Session, blobs: BlobStore) -> None:

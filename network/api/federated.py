@@ -83,7 +83,8 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
     spec = federated.spec_of(job)
     submitter = session.get(Operator, job.submitter_id)
     participants = []
-    for p in federated.participants_of(session, job):
+    rows = federated.participants_of(session, job)
+    for p in rows:
         association = session.get(Association, p.association_id)
         assert association is not None
         participants.append(
@@ -107,18 +108,11 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
     )
     return FederatedJobOut(
         id=job.id,
-        kind=job.kind,  # type: ignore[arg-type]
+        **_terms(job, spec),
         status=job.status,  # type: ignore[arg-type]
         submitter=submitter.email if submitter else "",
-        plan=_plan(job, spec),
-        rounds=spec.rounds,
-        strategy=spec.strategy if isinstance(spec, FederatedSpec) else "fedavg",
-        mu=spec.mu if isinstance(spec, FederatedSpec) else 0.0,
-        min_domains=spec.quorum,
-        round_timeout=spec.round_timeout,
-        secure_aggregation=spec.secure_aggregation,
-        reason=spec.reason,
         current_round=job.current_round,
+        min_group_size=federated.min_group_size(rows),
         participants=participants,
         parameters=job.parameters,
         created_at=job.created_at,
@@ -132,10 +126,24 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
     )
 
 
-def _plan(job: FederatedJob, spec: FederatedSpec | AnalyticsSpec) -> dict[str, Any]:
+def _terms(job: FederatedJob, spec: FederatedSpec | AnalyticsSpec) -> dict[str, Any]:
+    """What the job runs, as its data scientist and its invitations show it. An analysis's
+    plan is the one resolved against the datasets; it has no strategy of its own."""
     if isinstance(spec, FederatedSpec):
-        return spec.plan.model_dump(mode="json")
-    return federated.analysis_of(job).model_dump(mode="json")
+        plan, strategy, mu = spec.plan.model_dump(mode="json"), spec.strategy, spec.mu
+    else:
+        plan, strategy, mu = federated.analysis_of(job).model_dump(mode="json"), "fedavg", 0.0
+    return {
+        "kind": job.kind,
+        "plan": plan,
+        "rounds": spec.rounds,
+        "strategy": strategy,
+        "mu": mu,
+        "min_domains": spec.quorum,
+        "round_timeout": spec.round_timeout,
+        "secure_aggregation": spec.secure_aggregation,
+        "reason": spec.reason,
+    }
 
 
 # --- the data scientist's side ----------------------------------------------------------------
@@ -384,17 +392,9 @@ def _invitation(
     fields = {
         "network_job_id": job.id,
         "network_id": identity().node_id,
-        "kind": job.kind,
+        **_terms(job, spec),
         "dataset": participant.dataset,
         "requester": submitter.email if submitter else "",
-        "reason": spec.reason,
-        "plan": _plan(job, spec),
-        "rounds": spec.rounds,
-        "strategy": spec.strategy if isinstance(spec, FederatedSpec) else "fedavg",
-        "mu": spec.mu if isinstance(spec, FederatedSpec) else 0.0,
-        "min_domains": spec.quorum,
-        "round_timeout": spec.round_timeout,
-        "secure_aggregation": spec.secure_aggregation,
         "ckks": spec.ckks.model_dump(mode="json"),
         "participants": names,
         "model_digest": job.model_digest,

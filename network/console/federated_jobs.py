@@ -12,7 +12,6 @@ from werkzeug.wrappers import Response
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.console import page
 from grid_common.console.analytics import AnalysisSummary, summarize
-from grid_common.db import db_session
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
     FederatedJobOut,
@@ -22,8 +21,7 @@ from grid_common.federated_schemas import (
 from network.api import federated as api
 from network.auth import Permission
 from network.console.common import bp, may, signed_in
-from network.federated import METRIC_NAMES, min_group_size
-from network.models import FederatedJob
+from network.federated import METRIC_NAMES
 
 _STATUSES: tuple[str, ...] = get_args(FederatedStatus)
 
@@ -136,13 +134,6 @@ def _analysis(job: FederatedJobOut) -> AnalysisSummary | None:
     return summarize(AnalysisPlan.model_validate(job.plan))
 
 
-def _min_group_size(job: FederatedJobOut) -> int:
-    """The largest minimum group size of the domains that approved so far (0 before any)."""
-    row = db_session().get(FederatedJob, job.id)
-    assert row is not None  # the API just showed it
-    return min_group_size(db_session(), row)
-
-
 def _job_and_rounds(job_id: int) -> tuple[FederatedJobOut, list[RoundOut]]:
     # The API's own views: a job that is not yours (unless you are an operator) is a 404.
     return api.get_job(job_id), api.list_rounds(job_id).items
@@ -176,7 +167,7 @@ def federated_job(job_id: int) -> str:
         job=job,
         rounds=rounds,
         analysis=_analysis(job),
-        min_group_size=_min_group_size(job) if job.kind == "analytics" else None,
+        min_group_size=job.min_group_size if job.kind == "analytics" else None,
         metric_names=_metric_names(job),
         progress=_progress(job, rounds),
         may_cancel=_may_cancel(job),
