@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grid_cli.http import GridError
 from grid_common import he
-from grid_common.schemas import LeasedJob
+from grid_common.schemas import LeasedDataset, LeasedJob
 from worker.analytics import AnalyticsRun
 from worker.child import ChildError, WarmChild
 from worker.domain_api import DomainWorkerApi
@@ -193,11 +193,11 @@ class Worker:
     def _analyse(self, leased: LeasedJob, job_dir: Path, attempt: _Attempt) -> TrainingOutcome:
         """An analysis runs in the worker itself: it sums numbers and runs no submitted code."""
         try:
-            (data,) = self._datasets(leased)
+            ((dataset, path),) = self._datasets(leased)
             return AnalyticsRun(
                 self.api,
                 leased,
-                (data.path, data.format),
+                (path, dataset.format),
                 job_dir / "analysis",
                 attempt.on_event,
                 attempt.should_stop,
@@ -205,26 +205,28 @@ class Worker:
         except (GridError, he.UpdateError, ValueError, OSError) as exc:
             return TrainingOutcome("failed", f"federated analysis failed: {exc}")
 
-    def _datasets(self, leased: LeasedJob) -> list[DataFile]:
-        """The job's dataset files, from the worker's cache or fetched (checked by sha256)."""
-        data = []
+    def _datasets(self, leased: LeasedJob) -> list[tuple[LeasedDataset, Path]]:
+        """Each dataset of the job with its file, from the worker's cache or fetched (checked
+        by sha256)."""
+        found = []
         for dataset in leased.datasets:
             cached = self.cache / f"{dataset.digest}.{dataset.format}"
             if not cached.exists():
                 path = f"/jobs/{leased.job_id}/datasets/{dataset.name}"
                 self.api.download(path, cached, dataset.digest)
-            data.append(DataFile(cached, dataset.format, dataset.label or ""))
-        return data
+            found.append((dataset, cached))
+        return found
 
     def _prepare(self, leased: LeasedJob, job_dir: Path) -> TrainingSpec:
         base = f"/jobs/{leased.job_id}"
-        unlabelled = [d.name for d in leased.datasets if d.label is None]
-        if unlabelled:
-            raise ValueError(f"dataset {unlabelled[0]!r} has no label column to train on")
         assert leased.plan is not None  # every job but an analysis has a training plan
         model = self.api.download(f"{base}/model", job_dir / "model.pt2")
         weights = self.api.download(f"{base}/weights", job_dir / "weights.safetensors")
-        data = self._datasets(leased)
+        data = []
+        for dataset, path in self._datasets(leased):
+            if dataset.label is None:
+                raise ValueError(f"dataset {dataset.name!r} has no label column to train on")
+            data.append(DataFile(path, dataset.format, dataset.label))
         output = job_dir / "output"
         output.mkdir(exist_ok=True)
         limits = leased.limits
