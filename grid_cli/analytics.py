@@ -14,6 +14,7 @@ import pandas as pd
 
 from grid_cli.federated import NetworkJob
 from grid_common.analytics.compute import Release
+from grid_common.analytics.plan import Histogram, parse_statistic
 
 SUMMARY_ROWS = ("count", "sum", "mean", "var", "std")
 
@@ -67,8 +68,10 @@ class Analysis(dict[str, Any]):
             elif name == "class_mean":
                 self[name] = pd.DataFrame(tensors[name], index=classes, columns=features)
             else:
+                histogram = parse_statistic(name)
+                assert isinstance(histogram, Histogram)
                 self[name] = HistogramCounts(
-                    column=name.split(":")[1],
+                    column=histogram.column,
                     counts=tensors[name],
                     edges=tensors[f"{name}/edges"],
                     outside=float(tensors[f"{name}/outside"][0]),
