@@ -36,6 +36,7 @@ from grid_common.db import Database
 from grid_common.errors import register_error_handlers
 from grid_common.identity import load_or_create_identity
 from grid_common.observability import init_app as init_observability
+from grid_common.proxies import trust_proxies
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=1 << 20,
         JSON_SORT_KEYS=False,
     )
+    trust_proxies(app, config.trusted_proxies)
     database = Database(config.database_url)
     migrate.upgrade(database.engine)
     database.init_app(app)

@@ -28,6 +28,7 @@ class DomainConfig:
     login_failure_window_s: int = 15 * 60
     max_login_failures_per_account: int = 5
     max_login_failures_per_address: int = 20
+    trusted_proxies: int = 0
     mock_rows: int = 100
     job_lease_seconds: int = 30
     public_url: str = ""
@@ -55,6 +56,7 @@ class DomainConfig:
             "owner_email": env.get("GRID_OWNER_EMAIL", ""),
             "owner_password": env.get("GRID_OWNER_PASSWORD", ""),
             "job_lease_seconds": _env_int("GRID_JOB_LEASE_SECONDS", 30),
+            "trusted_proxies": _env_int("GRID_TRUSTED_PROXIES", 0),
             "public_url": env.get("GRID_PUBLIC_URL", ""),
             "network_sync_s": env_float("GRID_NETWORK_SYNC_S", 10.0),
             "network_push_interval_s": env_float("GRID_NETWORK_PUSH_INTERVAL_S", 600.0),

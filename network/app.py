@@ -14,6 +14,7 @@ from grid_common.db import Database
 from grid_common.errors import register_error_handlers
 from grid_common.identity import load_or_create_identity
 from grid_common.observability import init_app as init_observability
+from grid_common.proxies import trust_proxies
 from grid_common.signing import SignatureVerifier, SqlNonceStore
 from network import console, migrate, routing
 from network.api import accounts, associations, federated, health, index
@@ -46,6 +47,7 @@ def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask
         MAX_CONTENT_LENGTH=config.max_routed_bytes,
         JSON_SORT_KEYS=False,
     )
+    trust_proxies(app, config.trusted_proxies)
     database = Database(config.database_url)
     migrate.upgrade(database.engine)
     database.init_app(app)

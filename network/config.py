@@ -26,6 +26,7 @@ class NetworkConfig:
     login_failure_window_s: int = 15 * 60
     max_login_failures_per_account: int = 5
     max_login_failures_per_address: int = 20
+    trusted_proxies: int = 0
     join_window_s: int = 3600
     max_joins_per_address: int = 10
     max_joins_per_domain: int = 5
@@ -53,6 +54,7 @@ class NetworkConfig:
             "operator_email": env.get("GRID_OPERATOR_EMAIL", ""),
             "operator_password": env.get("GRID_OPERATOR_PASSWORD", ""),
             "max_joins_per_address": env_int("GRID_MAX_JOINS_PER_ADDRESS", 10),
+            "trusted_proxies": env_int("GRID_TRUSTED_PROXIES", 0),
             "signature_window_s": env_int("GRID_SIGNATURE_WINDOW_S", 60),
             "health_interval_s": env_float("GRID_HEALTH_INTERVAL_S", 30.0),
             "max_routed_bytes": env_int("GRID_MAX_UPLOAD_BYTES", 1 << 30),
