@@ -4,6 +4,13 @@ The data scientist's own `Authorization` header goes through untouched and nothi
 added to it: the network holds no credential of its own at a domain, so it can only carry
 calls, never make them in someone's name. Bodies flow in chunks in both directions, so a
 transfer of any size costs the network the same memory.
+
+A routed answer is served on the network's own origin, where its operators' console session
+lives, and the domain answering may be malicious. So only listed headers cross in either
+direction: never the browser's `Cookie` out, never the domain's `Set-Cookie` (or any other
+header that acts on the origin) back. Pages are refused outright (routing is for the API), and
+every answer is sandboxed (`Content-Security-Policy: sandbox`, `nosniff`): a browser that opens
+one runs no script of it and gives it no access to the origin's cookies or storage.
 """
 
 from __future__ import annotations
@@ -24,25 +31,52 @@ from grid_common.db import db_session
 from grid_common.errors import ApiError, NotFound
 from grid_common.logs import request_id_headers
 from network.api.common import config
+from network.auth import client_address
 from network.models import Association
 
 CHUNK = 64 * 1024
-# Hop-by-hop headers (RFC 9110 §7.6.1) and those this hop sets itself.
-_NOT_FORWARDED = frozenset(
+# What a call carries to the domain: its one credential, `Authorization`, and what describes its
+# body or negotiates the answer. Anything else a browser or client sends (`Cookie`, `Origin`,
+# `Referer`, proxy credentials, hop-by-hop headers) stays here; `Content-Length`,
+# `X-Forwarded-For` and the request id are set by this hop.
+_FORWARDED = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        "authorization",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-encoding",
+        "user-agent",
+        "range",
+        "if-range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
     }
 )
+# What an answer carries back: what describes its body and how to cache or retry it. Never
+# `Set-Cookie`, `Clear-Site-Data`, `Location`, CORS, reporting (`NEL`, `Report-To`) or policy
+# headers, which would act on the network's origin in the domain's name.
+_RELAYED = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "content-range",
+        "accept-ranges",
+        "cache-control",
+        "expires",
+        "etag",
+        "last-modified",
+        "vary",
+        "retry-after",
+        "www-authenticate",
+    }
+)
+# Every routed answer, the network's own errors included, is an inert document to a browser.
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 PREFIX = "/api/v1/domains"
 
 bp = Blueprint("routing", __name__, url_prefix=PREFIX)
@@ -54,6 +88,18 @@ class BadGateway(ApiError):
 
 class GatewayTimeout(ApiError):
     status, code = 504, "domain_timeout"
+
+
+class UnsupportedContent(ApiError):
+    status, code = 502, "unsupported_content"
+
+
+def _is_page(content_type: str) -> bool:
+    """Whether a browser could render this media type as a document with scripts in it."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media in ("text/html", "text/xml", "application/xml", "text/xsl") or media.endswith(
+        "+xml"
+    )
 
 
 class _Pools:
@@ -142,12 +188,18 @@ def _request_body() -> tuple[Iterator[bytes] | None, dict[str, str], bool]:
 
 
 def _forward_headers() -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-    forwarded = request.headers.get("X-Forwarded-For")
-    address = request.remote_addr or ""
-    headers["X-Forwarded-For"] = f"{forwarded}, {address}" if forwarded else address
+    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
+    # The caller as this network knows it (GRID_TRUSTED_PROXIES applies); what the caller wrote
+    # into its own X-Forwarded-For is unverified, so it is not passed on as if it were.
+    headers["X-Forwarded-For"] = client_address()
     headers.update(request_id_headers())  # this hop's id, which replaces a malformed one
     return headers
+
+
+@bp.after_request
+def _sandbox(response: Response) -> Response:
+    response.headers.update(SANDBOX_HEADERS)
+    return response
 
 
 @route(
@@ -155,8 +207,9 @@ def _forward_headers() -> dict[str, str]:
     "/<domain_id>/<path:rest>",
     methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     permission=PUBLIC,
-    summary="Reach an associated domain through the network: the rest of the path, the body "
-    "and the caller's Authorization header go to the domain as they are",
+    summary="Reach an associated domain's API through the network: the rest of the path, the "
+    "body and the caller's Authorization header go to the domain (cookies never do); a page "
+    "is refused (502 unsupported_content) and every answer is sandboxed",
     response_kind="binary",
 )
 def forward(domain_id: str, rest: str) -> Response:
@@ -200,10 +253,23 @@ def forward(domain_id: str, rest: str) -> Response:
             else:
                 upstream.close()
 
-    headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED]
+    content_type = upstream.headers.get("Content-Type")
+    if content_type is not None and _is_page(content_type):
+        upstream.close()
+        current_app.logger.info("routing to %s refused a page answer", domain_id)
+        raise UnsupportedContent(
+            f"Domain {domain_id} answered with a page ({content_type.partition(';')[0]}); "
+            "routing relays only the domain API's JSON and binary answers, so open the "
+            "domain's own URL for its console."
+        )
+    headers = [(k, v) for k, v in upstream.headers.items() if k.lower() in _RELAYED]
     if upstream.headers.get("Content-Length") is not None:
         headers.append(("Content-Length", upstream.headers["Content-Length"]))
     response = Response(relay(), status=upstream.status, headers=headers, direct_passthrough=True)
-    if "Content-Type" not in upstream.headers:
-        del response.headers["Content-Type"]
+    if content_type is None:
+        # Flask would label it text/html; an untyped body goes out as bytes, never as a page.
+        if upstream.status in (204, 304):
+            del response.headers["Content-Type"]
+        else:
+            response.headers["Content-Type"] = "application/octet-stream"
     return response
