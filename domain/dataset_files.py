@@ -24,12 +24,17 @@ EXTENSIONS: dict[str, DatasetFormat] = {
 }
 MAX_LABEL_CLASSES = 50
 MAX_PLACEHOLDERS = 20
+# Rounds of redrawing the few draws that land on a private value or outside the column's range;
+# each round keeps most draws, so the bound is only a guard against a degenerate column.
+_REDRAWS = 100
 TABLE_METHOD = (
-    "independent per-column normal (mean, std, clipped to min/max; ints rounded), "
-    "bools Bernoulli(p), strings as placeholder tokens, label drawn from its class values"
+    "independent per-column normal (mean, std; never clipped to the private min/max, no float "
+    "equal to a private value, non-negative columns kept so; ints rounded), bools Bernoulli(p), "
+    "strings as placeholder tokens, label drawn from its class values"
 )
 ARRAY_METHOD = (
-    "independent per-array normal (mean, std over all elements, clipped to min/max; ints rounded), "
+    "independent per-array normal (mean, std over all elements; never clipped to the private "
+    "min/max, no float equal to a private value, non-negative arrays kept so; ints rounded), "
     "bools Bernoulli(p), strings as placeholder tokens, label drawn from its class values"
 )
 
@@ -155,7 +160,8 @@ def magnitude(values: np.ndarray) -> int | None:
 
 def label_classes(values: np.ndarray) -> list[int | float | str] | None:
     """The label's distinct values when it has at most MAX_LABEL_CLASSES: public schema, which
-    federated analytics lays per-class sums out by. Missing values are left out."""
+    federated analytics lays per-class sums out by. Missing values are left out, and a numeric
+    label with a fractional value is a measurement (a regression target), not classes."""
     if values.dtype.kind == "b":
         values = values.astype(np.int64)
     if values.dtype.kind in "iuf":
@@ -166,23 +172,57 @@ def label_classes(values: np.ndarray) -> list[int | float | str] | None:
 
 
 def _classes(values: np.ndarray) -> np.ndarray | None:
-    # Label classes are public schema, so a small class set may be reproduced verbatim.
+    # Label classes are public schema, so a small class set may be reproduced verbatim. Only
+    # whole numbers are classes: a small table's measured target (98765.4321) would otherwise
+    # be published, and copied into its mock, row by row.
     if values.dtype.kind not in "iuf":
         return None
     classes = np.unique(values[~np.isnan(values)] if values.dtype.kind == "f" else values)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(classes) & (classes % 1 == 0)):
+        return None
     return classes if 0 < len(classes) <= MAX_LABEL_CLASSES else None
 
 
-def _numeric(values: np.ndarray, size: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    # Only aggregate statistics reach the mock; no individual value is copied.
+def _numeric(
+    values: np.ndarray, size: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]
+) -> np.ndarray:
+    """Draws for a bool or numeric column of `dtype`, shaped by aggregate statistics only.
+
+    Normal draws with the column's mean and standard deviation, never clipped to its private
+    minimum or maximum (clipping piles draws up on exactly those values). A column without a
+    negative value gets none (only that one bit about its minimum shows). A float draw that
+    equals a private value, compared as the mock stores it, is drawn again, so no float in the
+    mock is a private value. Integers are rounded draws: one may equal an integer in the data,
+    but how often depends only on the mean and deviation, never on whether a row holds it, so
+    rejecting those would be what gives rows away. A float that cannot be drawn apart from the
+    private values within `_REDRAWS` rounds stays missing.
+    """
+    if dtype.kind == "b":
+        return rng.random(size) < (values.mean() if values.size else 0.5)
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
-    if values.dtype.kind == "b":
-        return rng.random(size) < (finite.mean() if finite.size else 0.5)
     if finite.size == 0:
         return np.full(size, np.nan)
-    lo, hi = float(finite.min()), float(finite.max())
-    out = np.clip(rng.normal(float(finite.mean()), float(finite.std()), size), lo, hi)
-    return np.rint(out) if values.dtype.kind in "iu" else out
+    mean, spread = float(finite.mean(dtype=np.float64)), float(finite.std(dtype=np.float64))
+    # One distinct value: its mean is that value, so the draws spread around it instead.
+    spread = spread or abs(mean) or 1.0
+    integral = dtype.kind in "iu"
+    info = np.iinfo(dtype) if integral else np.finfo(dtype)
+    lowest = max(0.0, float(info.min)) if float(finite.min()) >= 0 else float(info.min)
+    private = None if integral else np.unique(finite.astype(dtype))
+    out = np.full(int(np.prod(size)), np.nan)
+    pending = np.arange(out.size)
+    for _ in range(_REDRAWS):
+        if pending.size == 0:
+            break
+        draws = rng.normal(mean, spread, pending.size)
+        if integral:
+            draws = np.rint(draws)
+        keep = (draws >= lowest) & (draws <= float(info.max))
+        if private is not None:
+            keep[keep] = ~np.isin(draws[keep].astype(dtype), private)
+        out[pending[keep]] = draws[keep]
+        pending = pending[~keep]
+    return out.reshape(size)
 
 
 def _placeholders(name: str, distinct: int, size: tuple[int, ...], rng: np.random.Generator) -> Any:
@@ -191,13 +231,15 @@ def _placeholders(name: str, distinct: int, size: tuple[int, ...], rng: np.rando
 
 
 def synthesize_mock(
-    path: Path, schema: DatasetSchema, rows: int, seed: int = 0, *, label: str | None = None
+    path: Path, schema: DatasetSchema, rows: int, *, label: str | None = None
 ) -> tuple[bytes, DatasetFormat, str]:
     """A synthetic mock with the dataset's schema built from per-column statistics only."""
     rows = min(rows, schema.row_count)
     if rows < 1:
         raise ValueError("a mock needs at least one row")
-    rng = np.random.default_rng(seed)
+    # Fresh OS entropy: with a known seed the published mock would hand back the exact mean and
+    # deviation, and show which draws were redrawn for equalling a private value.
+    rng = np.random.default_rng()
     if schema.format in ("csv", "parquet"):
         df = read_table(path, schema.format)
         out: dict[str, Any] = {}
@@ -207,14 +249,16 @@ def synthesize_mock(
             if dtype == "string":
                 values = _placeholders(col, int(s.nunique()), (rows,), rng).astype(object)
             elif dtype == "bool":
-                values = _numeric(s.to_numpy(dtype=bool), (rows,), rng)
+                values = _numeric(s.to_numpy(dtype=bool), (rows,), rng, np.dtype(bool))
             else:
                 raw = s.to_numpy(dtype="float64", na_value=np.nan)
                 classes = _classes(raw) if col == label else None
+                # The mock is CSV: its floats are float64 whatever width the file had.
+                stored = np.dtype(dtype if dtype.startswith(("int", "uint")) else "float64")
                 values = (
                     rng.choice(classes, rows)
                     if classes is not None
-                    else _numeric(raw, (rows,), rng)
+                    else _numeric(raw, (rows,), rng, stored)
                 )
                 if dtype.startswith(("int", "uint")):
                     values = np.rint(values).astype(dtype)
@@ -231,7 +275,11 @@ def synthesize_mock(
             mock[key] = _placeholders(key, len(np.unique(arr)), size, rng)
             continue
         classes = _classes(arr) if key == label else None
-        drawn = rng.choice(classes, size) if classes is not None else _numeric(arr, size, rng)
+        drawn = (
+            rng.choice(classes, size)
+            if classes is not None
+            else _numeric(arr, size, rng, arr.dtype)
+        )
         mock[key] = drawn.astype(arr.dtype)
     buf = io.BytesIO()
     np.savez(buf, **cast(dict[str, Any], mock))

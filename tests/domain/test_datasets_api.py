@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -151,10 +152,14 @@ def test_path_like_file_names_never_reach_the_filesystem(app, client, headers, t
 
 def test_delete_removes_the_row_and_unshared_blobs(app, client, headers) -> None:
     upload(client, headers["owner"], "first")
-    upload(client, headers["owner"], "second")  # same bytes: the blob is shared
+    upload(client, headers["owner"], "second")  # same bytes: the data blob is shared
+    data_blob = Path(app.config["GRID"].data_dir) / "blobs" / sha256(CSV).hexdigest()[:2]
+    data_blob /= sha256(CSV).hexdigest()
     blobs_before = stored_blobs(app)
     assert client.delete("/api/v1/datasets/first", headers=headers["owner"]).status_code == 204
-    assert stored_blobs(app) == blobs_before  # still used by "second"
+    # Only the first's mock (each synthetic mock is drawn afresh) is gone; the data stays.
+    assert data_blob in stored_blobs(app)
+    assert len(stored_blobs(app)) == len(blobs_before) - 1
     assert client.delete("/api/v1/datasets/second", headers=headers["admin"]).status_code == 204
     assert stored_blobs(app) == []
     assert client.get("/api/v1/datasets/second", headers=headers["owner"]).status_code == 404
