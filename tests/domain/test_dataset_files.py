@@ -280,6 +280,23 @@ def test_array_mock_keeps_dtypes_and_shapes(tmp_path: Path, fmt: DatasetFormat) 
     assert set(y.tolist()) <= {0, 1, 3}
 
 
+def test_mocks_of_degenerate_columns_copy_no_value_and_keep_their_dtype(tmp_path: Path) -> None:
+    # A constant column (its mean is its value), one row, small unsigned and signed integers.
+    arrays = {
+        "constant": np.full((6, 2), 7.25, dtype=np.float32),
+        "pixels": np.array([0, 255, 255, 254, 253, 255], dtype=np.uint8),
+        "delta": np.array([-128, 127, 0, 1, -1, 5], dtype=np.int8),
+    }
+    path = write(tmp_path, "npz", arrays)
+    data, _, _ = synthesize_mock(path, inspect_dataset(path, "npz", label=None), rows=6)
+    with np.load(io.BytesIO(data), allow_pickle=False) as mock:
+        assert not np.isin(mock["constant"], [7.25]).any() and np.isfinite(mock["constant"]).all()
+        assert mock["pixels"].dtype == np.uint8 and mock["delta"].dtype == np.int8
+    single = write_text(tmp_path, "charge\n98765.4321\n", "single.csv")
+    data, _, _ = synthesize_mock(single, inspect_dataset(single, "csv", label=None), rows=5)
+    assert 98765.4321 not in set(pd.read_csv(io.BytesIO(data))["charge"])
+
+
 def test_string_arrays_get_placeholders(tmp_path: Path) -> None:
     path = write(tmp_path, "npz", {"name": np.array(PRIVATE_NAMES)})
     schema = inspect_dataset(path, "npz", label=None)
