@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch import nn
+
 import grid_cli as grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +63,8 @@ def seed_domain(base: str, scratch: Path) -> tuple[str, int]:
     for name in ("digits-a", "digits-b", "breast-cancer"):
         owner.upload_dataset(name, data, label="target", description="bench", progress=False)
     scientist = grid.login(base, *SCIENTIST)
-    request = scientist.request_access("digits-a", reason="bench")
+    model = nn.Sequential(nn.Linear(2, 2))
+    request = scientist.submit_training(model, "digits-a", {"loss": "cross_entropy"}, "bench")
     assert scientist.access_token is not None
     return scientist.access_token, request.id
 

@@ -7,6 +7,7 @@ network sync loop; a decision, a completed job or a release also tries at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from domain.models import (
     FederatedParticipation,
     Job,
     NetworkMembership,
+    PinnedPeer,
     RequestDataset,
 )
 from domain.networks import NetworkUnavailable, call_network, node_identity, raise_for
@@ -38,9 +40,13 @@ from grid_common.federated_schemas import (
     Invitation,
     InvitationList,
     ParticipantState,
+    PeerKey,
     invitation_message,
+    key_statement_verifies,
+    peer_protection,
+    sign_key_statement,
 )
-from grid_common.identity import b64decode, verify_key_from_text
+from grid_common.identity import b64decode, node_id_for, verify_key_from_text
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import AutoApprovalRule, JobLimits
 from grid_common.uploads import check_model_archive, check_safetensors
@@ -147,13 +153,79 @@ def _fetch_file(
             for chunk in response.iter_content(_CHUNK):
                 out.write(chunk)
         if part == "model":
-            check_model_archive(staged)
+            check_model_archive(staged, dp=invitation.plan.get("dp") is not None)
         else:
             check_safetensors(staged, "weights")
         digest, _, _ = _blobs().commit(staged)
     if digest != expected:
         raise NotFound(f"The network's {part} file does not match its signed invitation.")
     return digest
+
+
+def pin_peer_keys(
+    session: Session, membership: NetworkMembership, invitation: Invitation
+) -> str | None:
+    """Check the participants' keys the invitation introduces; why they cannot be trusted, or
+    None after pinning the peers seen for the first time.
+
+    Each node id must be the hash of its Ed25519 key and this domain's own entry its own keys.
+    A peer this network introduced before must come with the node id and X25519 key pinned
+    then (trust on first use): a network cannot swap a known peer's keys for its own.
+    """
+    me = node_identity()
+    peers = invitation.participant_keys
+    if invitation.secure_aggregation == "ckks" and not peers:
+        return (
+            "The network's invitation names no participant keys, so the job's keys cannot "
+            "be checked."
+        )
+    fresh = []
+    for peer in peers:
+        try:
+            genuine = node_id_for(b64decode(peer.signing_key, length=32)) == peer.domain_id
+        except ValueError:
+            genuine = False
+        if not genuine:
+            return (
+                f"The network introduces peer {peer.name!r} with a signing key that is not "
+                "its node id's."
+            )
+        if peer.domain_id == me.node_id:
+            if (peer.signing_key, peer.encryption_key) != (
+                me.signing_public_key,
+                me.encryption_public_key,
+            ):
+                return (
+                    "The network introduces this domain with keys that are not its own: it "
+                    "may be swapping keys."
+                )
+            continue
+        pinned = session.scalars(
+            select(PinnedPeer).where(
+                ((PinnedPeer.network_id == membership.network_id) & (PinnedPeer.name == peer.name))
+                | (PinnedPeer.domain_id == peer.domain_id)
+            )
+        ).all()
+        if any(
+            (p.domain_id, p.encryption_key) != (peer.domain_id, peer.encryption_key) for p in pinned
+        ):
+            return (
+                f"The network introduces peer {peer.name!r} with other keys than those pinned "
+                "when this domain first saw it: the network may be swapping keys. Confirm with "
+                f"{peer.name}'s owner before trusting new keys."
+            )
+        if not any(p.network_id == membership.network_id for p in pinned):
+            fresh.append(peer)
+    for peer in fresh:
+        session.add(
+            PinnedPeer(
+                network_id=membership.network_id,
+                name=peer.name,
+                domain_id=peer.domain_id,
+                encryption_key=peer.encryption_key,
+            )
+        )
+    return None
 
 
 def _request_kind(invitation: Invitation) -> str:
@@ -181,17 +253,23 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
             )
         ],
     )
-    plan: TrainingPlan | None = None
-    if dataset is None:
+    peers_ok, peers = peer_protection(invitation, settings.min_peers)
+    keys_problem = pin_peer_keys(session, membership, invitation)
+    if keys_problem is not None:
+        item.status, item.decided_at = "denied", datetime.now(UTC)
+        item.decision_reason = keys_problem
+    elif dataset is None:
         item.status, item.decided_at = "denied", datetime.now(UTC)
         item.decision_reason = f"This domain has no dataset named {invitation.dataset!r}."
+    elif not peers_ok:
+        item.status, item.decided_at, item.decision_reason = "denied", datetime.now(UTC), peers
     elif kind == "analytics":
         problem = _analysis_problem(invitation, dataset)
         if problem is not None:
             item.status, item.decided_at = "denied", datetime.now(UTC)
             item.decision_reason = problem
     else:
-        plan = TrainingPlan.model_validate(invitation.plan)
+        TrainingPlan.model_validate(invitation.plan)  # a plan outside the allow-list fails here
         item.model_digest = _fetch_file(session, membership, invitation, "model")
         item.weights_digest = _fetch_file(session, membership, invitation, "weights")
     session.add(item)
@@ -203,6 +281,7 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
             network_job_id=invitation.network_job_id,
             invitation=invitation.model_dump(mode="json"),
             min_group_size=settings.min_group_size,
+            min_peers=settings.min_peers,
         )
     )
     audit.append(
@@ -214,7 +293,11 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
     )
     if item.status == "pending" and dataset is not None:
         matched = next(
-            (r for r in settings.auto_approval if rule_matches(r, None, kind, [dataset], plan)),
+            (
+                r
+                for r in settings.auto_approval
+                if rule_matches(r, None, kind, [dataset], invitation.plan, invitation)
+            ),
             None,
         )
         if matched is not None:
@@ -269,6 +352,7 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
             "approved": item.status == "approved",
             "reason": item.decision_reason or "",
             "min_group_size": participation.min_group_size,
+            "min_peers": participation.min_peers,
         }
         try:
             network.call("POST", "/decision", json_body=body)
@@ -287,7 +371,11 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
         participation.attestation_reported = True
         session.commit()
     if job.result_status == "released" and not participation.result_uploaded:
-        if not network.state().result_uploaded:
+        # Every owner's release is its own signed call: the network hands a joint result to
+        # the data scientist only once each domain whose data is in it has released it.
+        if network.state().result_uploaded:
+            network.call("POST", "/release", json_body={"model_hash": job.result_digest})
+        else:
             network.upload("PUT", "/result", _blobs().path(job.result_digest))
         participation.result_uploaded = True
         session.commit()
@@ -356,21 +444,108 @@ def state_for_worker(network: FederatedNetwork) -> ParticipantState:
     return state
 
 
+class KeysRefused(Conflict):
+    """The job's keys fail this domain's checks: it encrypts nothing (409 `keys_refused`)."""
+
+    code = "keys_refused"
+
+
+def _peers(network: FederatedNetwork) -> dict[str, PeerKey]:
+    """The participants' keys as the invitation introduced them (checked and pinned on filing)."""
+    return {peer.domain_id: peer for peer in network.invitation.participant_keys}
+
+
 def _deal_keys(network: FederatedNetwork, state: ParticipantState) -> None:
+    """Make the job's CKKS keys, box the secret context from this domain to each participant,
+    and hand over the public context with this domain's signature of its digest.
+
+    Each participant's X25519 key is the invitation's, never one the network names now.
+    """
+    me, peers = node_identity(), _peers(network)
+    for holder in state.dealer_keys:
+        peer = peers.get(holder.domain_id)
+        if peer is None or peer.encryption_key != holder.encryption_key:
+            raise _refuse(
+                network,
+                f"the network asked this domain, the key dealer, to seal the job's key for "
+                f"{peer.name if peer else 'a domain the invitation does not name'} under a "
+                "key the invitation does not give: the network may be swapping keys",
+            )
     keys = he.make_job_keys(network.invitation.ckks.to_params())
     with _blobs().staging() as staged:
         for holder in state.dealer_keys:
-            staged.write_bytes(he.seal_for(holder.encryption_key, keys.secret_context))
+            boxed = he.box_for(
+                me.encryption_key, peers[holder.domain_id].encryption_key, keys.secret_context
+            )
+            staged.write_bytes(boxed)
             network.upload("PUT", f"/keys/sealed/{holder.domain_id}", staged)
+        signature = sign_key_statement(
+            me,
+            network_id=network.network_id,
+            network_job_id=state.network_job_id,
+            public_context=keys.public_context,
+        )
         staged.write_bytes(keys.public_context)
-        network.upload("PUT", "/keys/public", staged)
+        network.upload("PUT", "/keys/public", staged, params={"signature": signature})
     log.info("dealt the CKKS keys of federated job %s", state.network_job_id)
 
 
+def _refuse(network: FederatedNetwork, reason: str) -> KeysRefused:
+    """Tell the network this domain refuses the job's keys (the job fails there); the error
+    to raise. A network that ignores it gains nothing: this domain encrypts nothing."""
+    log.warning("federated job %s: %s", network.base, reason)
+    try:
+        network.call("POST", "/keys/refused", json_body={"reason": reason})
+    except (ApiError, OSError) as exc:
+        log.info("could not report the refused keys to the network: %s", exc)
+    return KeysRefused(f"This domain refuses the job's keys: {reason}.")
+
+
 def secret_context(network: FederatedNetwork) -> bytes:
-    """This domain's secret context of the job, unsealed with the node's X25519 key."""
+    """This domain's secret context of the job, once it proved to come from the key dealer.
+
+    Before any worker encrypts with it: the dealer's Ed25519 signature must cover the public
+    context the network holds, the box must open as one from the dealer's X25519 key to this
+    domain's, and the secret context inside must belong to that public context.
+    """
+    state = network.state()
+    dealer = _peers(network).get(state.dealer or "")
+    if dealer is None:
+        raise _refuse(network, "the network names a key dealer the job's invitation does not")
+    public = network.call("GET", "/keys/public").content
+    if not state.public_context_signature or not key_statement_verifies(
+        dealer.signing_key,
+        state.public_context_signature,
+        network_id=network.network_id,
+        network_job_id=state.network_job_id,
+        dealer_id=dealer.domain_id,
+        public_context_digest=hashlib.sha256(public).hexdigest(),
+    ):
+        raise _refuse(
+            network,
+            f"the key dealer {dealer.name}'s signature on the CKKS public context does not "
+            "verify: the network may have swapped keys",
+        )
     sealed = network.call("GET", "/keys/sealed").content
-    return he.unseal(node_identity().encryption_key, sealed)
+    try:
+        secret = he.unbox(node_identity().encryption_key, dealer.encryption_key, sealed)
+    except he.UpdateError:
+        raise _refuse(
+            network,
+            f"the secret context sealed for this domain was not boxed by the key dealer "
+            f"{dealer.name}: the network may have swapped keys",
+        ) from None
+    try:
+        matches = he.public_form(secret) == public
+    except he.UpdateError:
+        matches = False
+    if not matches:
+        raise _refuse(
+            network,
+            f"the secret context from the key dealer {dealer.name} does not belong to the "
+            "public context it signed: the network may have swapped keys",
+        )
+    return secret
 
 
 def fetch_aggregate(network: FederatedNetwork, number: int) -> tuple[bytes, int]:

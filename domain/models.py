@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from grid_common.db import UtcDateTime, utcnow
@@ -207,6 +207,9 @@ class Job(Base):
     memory_mb: Mapped[int]
     wall_seconds: Mapped[int]
     release_on_completion: Mapped[bool] = mapped_column(default=False)
+    # The owner's live-metrics setting when the job was approved: changing it later never
+    # exposes a running or finished job's metrics retroactively.
+    live_metrics: Mapped[bool] = mapped_column(default=True, server_default=true())
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -214,6 +217,8 @@ class Job(Base):
     result_attempt: Mapped[int | None]
     result_digest: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # DP jobs: the epsilon the accountant actually spent (every round and epoch of the job).
+    epsilon_spent: Mapped[float | None]
     result_status: Mapped[str] = mapped_column(String(16), default="none")
     released_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     released_at: Mapped[datetime | None]
@@ -236,7 +241,8 @@ class JobEvent(Base):
 
 
 class PrivacyBudget(Base):
-    """The epsilon a dataset may spend in all, or (with a user) one data scientist may spend."""
+    """The epsilon a dataset may spend in all, or one data scientist may spend on it: a local
+    account (user), or a network's data scientist (network id and the email it vouches for)."""
 
     __tablename__ = "privacy_budgets"
     __table_args__ = (UniqueConstraint("dataset_id", "user_id"),)
@@ -244,11 +250,14 @@ class PrivacyBudget(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    network_id: Mapped[str | None] = mapped_column(String(32))
+    scientist: Mapped[str | None] = mapped_column(String(320))
     epsilon: Mapped[float]
 
 
 class PrivacySpend(Base):
-    """Epsilon an approved DP job spends on a dataset, charged to its data scientist."""
+    """Epsilon an approved DP job spends on a dataset, charged to its data scientist (a local
+    account, or a network's data scientist as in PrivacyBudget)."""
 
     __tablename__ = "privacy_spends"
 
@@ -258,6 +267,8 @@ class PrivacySpend(Base):
         ForeignKey("datasets.id", ondelete="CASCADE"), index=True
     )
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    network_id: Mapped[str | None] = mapped_column(String(32))
+    scientist: Mapped[str | None] = mapped_column(String(320))
     epsilon: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -295,6 +306,25 @@ class NetworkMembership(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class PinnedPeer(Base):
+    """A peer domain's keys as a network first introduced it (trust on first use).
+
+    A network names its domains; whenever it introduces one again (an invitation's
+    participants), the node id and X25519 key must be the ones pinned here, so a network
+    cannot later swap a peer's keys for its own. The Ed25519 key hashes to the node id.
+    """
+
+    __tablename__ = "pinned_peers"
+    __table_args__ = (UniqueConstraint("network_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    network_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    domain_id: Mapped[str] = mapped_column(String(32), index=True)
+    encryption_key: Mapped[str] = mapped_column(String(64))
+    pinned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class FederatedParticipation(Base):
     """This domain's part in a network's federated job: the signed invitation and what was sent."""
 
@@ -310,6 +340,8 @@ class FederatedParticipation(Base):
     # The owner's minimum group size when the invitation was filed: what an analysis's
     # approval agreed to, reported with the decision and applied to the released figures.
     min_group_size: Mapped[int] = mapped_column(default=10, server_default="10")
+    # The owner's minimum of domains in an aggregate without DP when the invitation was filed.
+    min_peers: Mapped[int] = mapped_column(default=3, server_default="3")
     decision_reported: Mapped[bool] = mapped_column(default=False)
     attested_hash: Mapped[str | None] = mapped_column(String(64))
     attestation_reported: Mapped[bool] = mapped_column(default=False)

@@ -1,14 +1,23 @@
-"""Privacy budgets: the epsilon each dataset, and each data scientist on it, may still spend."""
+"""Privacy budgets: the epsilon each dataset, and each data scientist on it (local, or a
+network's), may still spend."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
-from domain.models import Dataset, PrivacyBudget, PrivacySpend, User
+from domain.models import (
+    AccessRequest,
+    Dataset,
+    FederatedParticipation,
+    NetworkMembership,
+    PrivacyBudget,
+    PrivacySpend,
+    User,
+)
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.plan import TrainingPlan
 
@@ -21,52 +30,102 @@ class BudgetExceeded(Exception):
 
 
 @dataclass(frozen=True)
+class Spender:
+    """Whom a request's epsilon is charged to: a local account, or a network's data scientist.
+
+    A network's data scientist is the email the network signed into the invitation, scoped to
+    that network's node id: another network cannot spend (or dodge) their budget, and the
+    dataset-wide budget binds every request whatever the network claims.
+    """
+
+    user_id: int | None = None
+    network_id: str | None = None
+    scientist: str | None = None
+
+    @classmethod
+    def of_request(cls, session: Session, item: AccessRequest) -> Spender:
+        if item.requester_id is not None:
+            return cls(user_id=item.requester_id)
+        participation = session.get(FederatedParticipation, item.id)
+        if participation is None:  # no requester at all: only dataset-wide budgets bind
+            return cls()
+        email = str(participation.invitation.get("requester", ""))
+        return cls(network_id=participation.network_id, scientist=email.lower())
+
+    def owns(self, row: type[PrivacyBudget] | type[PrivacySpend]) -> Any:
+        """The SQL condition that a budget or spend row is this spender's own."""
+        if self.user_id is not None:
+            return row.user_id == self.user_id
+        return (row.network_id == self.network_id) & (row.scientist == self.scientist)
+
+
+@dataclass(frozen=True)
 class BudgetLine:
-    """One budget on a dataset: everyone's (no user) or one data scientist's."""
+    """One budget on a dataset: everyone's, or one data scientist's (local or via a network)."""
 
     user_id: int | None
     email: str | None
     epsilon: float
     spent: float
+    network: str | None = None
 
     @property
     def left(self) -> float:
         return max(self.epsilon - self.spent, 0.0)
 
 
-def spent(session: Session, dataset_id: int, user_id: int | None = None) -> float:
+def spent(session: Session, dataset_id: int, spender: Spender | None = None) -> float:
     """Epsilon spent on a dataset by everyone, or by one data scientist."""
     query = select(func.coalesce(func.sum(PrivacySpend.epsilon), 0.0)).where(
         PrivacySpend.dataset_id == dataset_id
     )
-    if user_id is not None:
-        query = query.where(PrivacySpend.user_id == user_id)
+    if spender is not None:
+        query = query.where(spender.owns(PrivacySpend))
     return float(session.scalar(query) or 0.0)
 
 
+def _dataset_wide() -> Any:
+    return PrivacyBudget.user_id.is_(None) & PrivacyBudget.network_id.is_(None)
+
+
 def budget_lines(
-    session: Session, dataset: Dataset, user_id: int | None = None, *, lock: bool = False
+    session: Session, dataset: Dataset, spender: Spender | None = None, *, lock: bool = False
 ) -> list[BudgetLine]:
-    """The dataset's budgets with what each has spent; with `user_id`, only those binding them.
+    """The dataset's budgets with what each has spent; with `spender`, only those binding them.
 
     `lock` holds the budget rows until commit, so two approvals cannot both spend the rest.
     """
     query = (
-        select(PrivacyBudget, User.email)
+        select(PrivacyBudget, User.email, NetworkMembership.name)
         .outerjoin(User, User.id == PrivacyBudget.user_id)
+        .outerjoin(NetworkMembership, NetworkMembership.network_id == PrivacyBudget.network_id)
         .where(PrivacyBudget.dataset_id == dataset.id)
-        .order_by(PrivacyBudget.user_id.is_not(None), User.email)
+        .order_by(
+            PrivacyBudget.user_id.is_not(None) | PrivacyBudget.network_id.is_not(None),
+            User.email,
+            PrivacyBudget.scientist,
+        )
     )
     if lock:
         query = query.with_for_update(of=PrivacyBudget)
-    if user_id is not None:
-        query = query.where((PrivacyBudget.user_id.is_(None)) | (PrivacyBudget.user_id == user_id))
-    return [
-        BudgetLine(
-            budget.user_id, email, budget.epsilon, spent(session, dataset.id, budget.user_id)
+    if spender is not None:
+        own = spender.owns(PrivacyBudget) if spender != Spender() else false()
+        query = query.where(_dataset_wide() | own)
+    lines = []
+    for budget, email, network_name in session.execute(query):
+        whose, network = None, None
+        if budget.user_id is not None:
+            whose = Spender(user_id=budget.user_id)
+        elif budget.network_id is not None:
+            whose = Spender(network_id=budget.network_id, scientist=budget.scientist)
+            # A network the domain has left since keeps its budgets, shown by its id.
+            email, network = budget.scientist, network_name or budget.network_id
+        lines.append(
+            BudgetLine(
+                budget.user_id, email, budget.epsilon, spent(session, dataset.id, whose), network
+            )
         )
-        for budget, email in session.execute(query)
-    ]
+    return lines
 
 
 def requested_epsilon(kind: str, plan: dict[str, Any] | None) -> float | None:
@@ -82,13 +141,11 @@ def requested_epsilon(kind: str, plan: dict[str, Any] | None) -> float | None:
 
 
 def check_budget(
-    session: Session, datasets: list[Dataset], user_id: int | None, epsilon: float | None
+    session: Session, datasets: list[Dataset], spender: Spender, epsilon: float | None
 ) -> None:
     """Refuse a job that a budget on one of its datasets cannot pay for, saying what is left."""
     for dataset in datasets:
-        lines = budget_lines(session, dataset, user_id, lock=True)
-        if user_id is None:  # a network's requester: only the dataset-wide budget binds it
-            lines = [line for line in lines if line.user_id is None]
+        lines = budget_lines(session, dataset, spender, lock=True)
         if not lines:
             continue
         if epsilon is None:
@@ -99,7 +156,10 @@ def check_budget(
             )
         for line in lines:
             if epsilon > line.left + _TOLERANCE:
-                whose = "your budget" if line.user_id is not None else "the dataset's budget"
+                if line.network is not None:
+                    whose = f"the budget of {line.email} via network {line.network}"
+                else:
+                    whose = "your budget" if line.user_id is not None else "the dataset's budget"
                 raise BudgetExceeded(
                     f"Epsilon {epsilon:g} exceeds {whose} on {dataset.name!r}: "
                     f"{line.left:g} of {line.epsilon:g} left."
@@ -110,7 +170,7 @@ def charge(
     session: Session,
     job_id: int,
     datasets: list[Dataset],
-    user_id: int | None,
+    spender: Spender,
     epsilon: float | None,
 ) -> None:
     """Record the epsilon an approved DP job spends on each of its datasets."""
@@ -118,5 +178,12 @@ def charge(
         return
     for dataset in datasets:
         session.add(
-            PrivacySpend(job_id=job_id, dataset_id=dataset.id, user_id=user_id, epsilon=epsilon)
+            PrivacySpend(
+                job_id=job_id,
+                dataset_id=dataset.id,
+                user_id=spender.user_id,
+                network_id=spender.network_id,
+                scientist=spender.scientist,
+                epsilon=epsilon,
+            )
         )

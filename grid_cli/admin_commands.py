@@ -31,9 +31,9 @@ from grid_cli.job_commands import budgets, jobs, results
 from grid_cli.network_commands import associations, open_network
 from grid_cli.output import describe_error, print_json, print_table
 from grid_common.hashes import sha256_file
-from grid_common.schemas import RequestKind, RoleName, Settings
+from grid_common.schemas import AutoApprovalRule, JobKind, JobOut, RoleName, Settings
 
-KINDS = list(get_args(RequestKind))
+KINDS = list(get_args(JobKind))
 NEW_PASSWORD_ENV = "GRID_NEW_PASSWORD"
 
 
@@ -181,8 +181,8 @@ def users_invite(email: str, role: str, url: str | None, as_json: bool) -> None:
 
 @main.group()
 def settings() -> None:
-    """The domain's settings: open sign-up, auto-approval rules, default job limits, and the
-    minimum group size of federated analyses."""
+    """The domain's settings: open sign-up, auto-approval rules, default job limits, the
+    minimum group size of federated analyses, and whether metrics stream live."""
 
 
 def _print_settings(value: Settings, as_json: bool) -> None:
@@ -198,23 +198,37 @@ def _print_settings(value: Settings, as_json: bool) -> None:
             "job_limits.memory_mb": limits.memory_mb,
             "job_limits.wall_seconds": limits.wall_seconds,
             "min_group_size": value.min_group_size,
+            "min_peers": value.min_peers,
+            "live_metrics": value.live_metrics,
         },
     )
     print_table(
         "Auto-approval rules",
-        ["#", "data scientist", "dataset tag", "kind", "max epochs", "release on completion"],
+        ["#", "data scientist", "dataset tag", "kind", "limits", "release on completion"],
         (
             [
                 number,
                 rule.data_scientist or "any",
                 rule.dataset_tag or "any",
                 rule.kind or "any",
-                rule.max_epochs or "",
+                _rule_limits(rule),
                 rule.release_on_completion,
             ]
             for number, rule in enumerate(value.auto_approval, start=1)
         ),
     )
+
+
+def _rule_limits(rule: AutoApprovalRule) -> str:
+    """A rule's conditions on the job itself, in a few words."""
+    limits = [
+        f"≤{rule.max_epochs} epochs" if rule.max_epochs else "",
+        rule.secure_aggregation or "",
+        f"ε≤{rule.max_epsilon:g}" if rule.max_epsilon else "",
+        f"≤{rule.max_rounds} rounds" if rule.max_rounds else "",
+        f"≥{rule.min_peers} peers" if rule.min_peers else "",
+    ]
+    return ", ".join(limit for limit in limits if limit)
 
 
 def _valid_settings(document: Any, source: str) -> Settings:
@@ -255,6 +269,17 @@ def settings_show(url: str | None, as_json: bool) -> None:
     type=click.IntRange(min=1),
     help="Federated analyses withhold any count, mean or histogram cell of fewer rows.",
 )
+@click.option(
+    "--min-peers",
+    type=click.IntRange(min=3),
+    help="Federated jobs without DP release an aggregate only when this many domains are in it.",
+)
+@click.option(
+    "--live-metrics/--no-live-metrics",
+    default=None,
+    help="Show data scientists loss, accuracy and row counts of jobs without DP as they run, "
+    "or hold them until the result's release (fixed for a job when it is approved).",
+)
 @url_option
 @json_option
 def settings_set(
@@ -264,16 +289,18 @@ def settings_set(
     memory_mb: int | None,
     wall_seconds: int | None,
     min_group_size: int | None,
+    min_peers: int | None,
+    live_metrics: bool | None,
     url: str | None,
     as_json: bool,
 ) -> None:
     """Change the settings (owner only): from a JSON file, or the fields you pass."""
     limits = {"cpu_seconds": cpu_seconds, "memory_mb": memory_mb, "wall_seconds": wall_seconds}
-    flags = [allow_signup, min_group_size, *limits.values()]
+    flags = [allow_signup, min_group_size, min_peers, live_metrics, *limits.values()]
     if file is None and all(v is None for v in flags):
         raise click.UsageError(
-            "nothing to change: pass --file, --allow-signup/--no-allow-signup, a job limit "
-            "or --min-group-size"
+            "nothing to change: pass --file, --allow-signup/--no-allow-signup, a job limit, "
+            "--min-group-size/--min-peers or --live-metrics/--no-live-metrics"
         )
     client = open_client(url)
     if file is not None:
@@ -290,6 +317,10 @@ def settings_set(
         current["allow_signup"] = allow_signup
     if min_group_size is not None:
         current["min_group_size"] = min_group_size
+    if min_peers is not None:
+        current["min_peers"] = min_peers
+    if live_metrics is not None:
+        current["live_metrics"] = live_metrics
     current["job_limits"].update({k: v for k, v in limits.items() if v is not None})
     _print_settings(client.update_settings(_valid_settings(current, "settings")), as_json)
 
@@ -305,6 +336,24 @@ def settings_rules() -> None:
 @click.option("--kind", type=click.Choice(KINDS), help="Only requests of this kind.")
 @click.option("--max-epochs", type=click.IntRange(1), help="Jobs only: at most this many epochs.")
 @click.option(
+    "--secure-aggregation",
+    type=click.Choice(["ckks"]),
+    help="Federated jobs and analyses only: their updates must be encrypted.",
+)
+@click.option(
+    "--max-epsilon",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Only requests with differential privacy spending at most this epsilon.",
+)
+@click.option(
+    "--max-rounds", type=click.IntRange(1), help="Federated only: at most this many rounds."
+)
+@click.option(
+    "--min-peers",
+    type=click.IntRange(1),
+    help="Federated only: every round needs at least this many domains (its min_domains).",
+)
+@click.option(
     "--release-on-completion", is_flag=True, help="Jobs only: release results as they come in."
 )
 @url_option
@@ -314,6 +363,10 @@ def settings_rules_add(
     dataset_tag: str | None,
     kind: str | None,
     max_epochs: int | None,
+    secure_aggregation: str | None,
+    max_epsilon: float | None,
+    max_rounds: int | None,
+    min_peers: int | None,
     release_on_completion: bool,
     url: str | None,
     as_json: bool,
@@ -324,11 +377,16 @@ def settings_rules_add(
         "dataset_tag": dataset_tag,
         "kind": kind,
         "max_epochs": max_epochs,
+        "secure_aggregation": secure_aggregation,
+        "max_epsilon": max_epsilon,
+        "max_rounds": max_rounds,
+        "min_peers": min_peers,
     }
     if all(v is None for v in rule.values()):
-        # A rule without conditions approves every request; that takes a deliberate --file.
+        # A rule without conditions would approve every request; the domain refuses it too.
         raise click.UsageError(
-            "a rule needs a condition: --data-scientist, --dataset-tag, --kind or --max-epochs"
+            "a rule needs a condition: --data-scientist, --dataset-tag, --kind, --max-epochs, "
+            "--secure-aggregation, --max-epsilon, --max-rounds or --min-peers"
         )
     client = open_client(url)
     current = client.settings.model_dump(mode="json")
@@ -483,25 +541,19 @@ def requests_show(request_id: int, url: str | None, as_json: bool) -> None:
             "decided at": _when(info.decided_at),
             "filed": _when(info.created_at),
             "plan": json.dumps(info.plan) if info.plan else None,
+            "peer domains": info.peers,
+            "live metrics": info.live_metrics,
         },
     )
 
 
-@requests.command("access")
-@click.argument("dataset_names", metavar="DATASET...", nargs=-1, required=True)
-@click.option("--reason", required=True, help="Why you need it (the reviewers see it).")
-@url_option
-@json_option
-def requests_access(
-    dataset_names: tuple[str, ...], reason: str, url: str | None, as_json: bool
-) -> None:
-    """Ask for access to one dataset or several."""
-    with fix_on(404, "see the names with `grid datasets list`"):
-        request = open_client(url).request_access(list(dataset_names), reason=reason)
-    if as_json:
-        print_json(request.info)
-    else:
-        click.echo(f"Request {request.id} filed: {request.status}.")
+def _spent(info: JobOut) -> str | None:
+    """A DP job's spend as its accountant counted it, against what was approved."""
+    dp = (info.plan or {}).get("dp") if info.kind != "analytics" else None
+    if info.epsilon_spent is None:
+        return None
+    approved = f" of {dp['epsilon']:g} approved (delta {dp['delta']:g})" if dp else ""
+    return f"{info.epsilon_spent:.4g}{approved}"
 
 
 @jobs.command("show")
@@ -532,6 +584,7 @@ def jobs_show(job_id: int, url: str | None, as_json: bool) -> None:
                 else None
             ),
             "metrics": json.dumps(info.metrics) if info.metrics else None,
+            "epsilon spent": _spent(info),
             "why it ended": info.failure_reason,
             "result": info.result_status,
             "filed": _when(info.created_at),
@@ -640,16 +693,26 @@ def _print_saved(path: Path, as_json: bool, **about: Any) -> None:
 @budgets.command("clear")
 @click.argument("dataset")
 @click.option("--data-scientist", help="Whose budget (email); default: the dataset's, for all.")
+@click.option(
+    "--network",
+    help="With --data-scientist: a network's data scientist (the network's name as joined).",
+)
 @url_option
 @json_option
-def budgets_clear(dataset: str, data_scientist: str | None, url: str | None, as_json: bool) -> None:
+def budgets_clear(
+    dataset: str, data_scientist: str | None, network: str | None, url: str | None, as_json: bool
+) -> None:
     """Lift an epsilon cap set with `grid budgets set` (spending stays on record)."""
     with fix_on(404, "see the names with `grid datasets list` and accounts with `grid users list`"):
-        budget = open_client(url).set_privacy_budget(dataset, None, data_scientist=data_scientist)
+        budget = open_client(url).set_privacy_budget(
+            dataset, None, data_scientist=data_scientist, network=network
+        )
     if as_json:
         print_json(budget)
     else:
         whose = data_scientist or "everyone"
+        if network is not None:
+            whose += f" via network {network}"
         click.echo(f"Budget of {whose} on {budget.dataset} lifted ({len(budget.budgets)} left).")
 
 

@@ -599,12 +599,6 @@ class DomainClient(NodeClient):
     def request(self, request_id: int) -> Request:
         return Request(self._get(f"/requests/{int(request_id)}", RequestOut), self)
 
-    def request_access(self, datasets: str | Iterable[str], reason: str) -> Request:
-        """Ask the owner for access to one dataset or several."""
-        names = [datasets] if isinstance(datasets, str) else list(datasets)
-        body = {"datasets": names, "reason": reason}
-        return Request(self._post("/requests", body, RequestOut), self)
-
     def approve(
         self,
         request: int | Request,
@@ -670,7 +664,7 @@ class DomainClient(NodeClient):
         except TrainingDataError as exc:
             raise ModelCheckError(f"dataset {first.name!r} cannot train a model: {exc}") from None
         dry_run(model, features, labels, plan)
-        exported = export_model(model, features)
+        exported = export_model(model, features, dp=plan.dp is not None)
         with exported.folder:
             spec = spec_hash_of_files(exported.program, exported.weights, plan=plan, datasets=names)
             fields = [("reason", reason), ("plan", plan.model_dump_json())]
@@ -749,10 +743,16 @@ class DomainClient(NodeClient):
         return self._get(f"/datasets/{quote(dataset, safe='')}/privacy-budget", PrivacyBudgetOut)
 
     def set_privacy_budget(
-        self, dataset: str, epsilon: float | None, *, data_scientist: str | None = None
+        self,
+        dataset: str,
+        epsilon: float | None,
+        *,
+        data_scientist: str | None = None,
+        network: str | None = None,
     ) -> PrivacyBudgetOut:
-        """Cap the epsilon jobs may spend on a dataset (or one data scientist's); None lifts it."""
-        body = {"epsilon": epsilon, "data_scientist": data_scientist}
+        """Cap the epsilon jobs may spend on a dataset (or one data scientist's: a local account,
+        or with `network` a network's data scientist); None lifts it."""
+        body = {"epsilon": epsilon, "data_scientist": data_scientist, "network": network}
         response = self._call(
             "PUT", f"/datasets/{quote(dataset, safe='')}/privacy-budget", json=body
         )

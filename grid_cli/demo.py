@@ -199,7 +199,7 @@ class Demo:
                 bar.update(task, completed=shown, state=info.status.replace("_", " "))
                 if info.status in ("failed", "cancelled"):
                     raise DemoFailed(f"federated job {fl.id} {info.status}: {info.failure_reason}")
-                if info.result in ("awaiting_upload", "available") and shown == rounds:
+                if info.result in ("awaiting_release", "available") and shown == rounds:
                     break
                 time.sleep(0.3)
         final = fl.info.result_hash

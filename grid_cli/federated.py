@@ -110,7 +110,8 @@ class NetworkJob:
         return self
 
     def download_result(self, path: str | Path) -> Path:
-        """Save the result (safetensors), once every domain attested the same hash."""
+        """Save the result (safetensors), once every domain attested the same hash and every
+        owner whose data is in it released it."""
         return self._client.download_federated_result(self.id, path)
 
     def __repr__(self) -> str:

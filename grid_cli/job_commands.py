@@ -227,16 +227,26 @@ def budgets() -> None:
 @click.argument("dataset")
 @click.argument("epsilon", type=float)
 @click.option("--data-scientist", help="Whose budget (email); default: the dataset's, for all.")
+@click.option(
+    "--network",
+    help="With --data-scientist: a network's data scientist (the network's name as joined).",
+)
 @url_option
 @json_option
 def budgets_set(
-    dataset: str, epsilon: float, data_scientist: str | None, url: str | None, as_json: bool
+    dataset: str,
+    epsilon: float,
+    data_scientist: str | None,
+    network: str | None,
+    url: str | None,
+    as_json: bool,
 ) -> None:
     """Cap the epsilon DP jobs may spend on a dataset; jobs on it must then train with DP."""
-    _print_budget(
-        open_client(url).set_privacy_budget(dataset, epsilon, data_scientist=data_scientist),
-        as_json,
+    client = open_client(url)
+    budget = client.set_privacy_budget(
+        dataset, epsilon, data_scientist=data_scientist, network=network
     )
+    _print_budget(budget, as_json)
 
 
 @budgets.command("show")
@@ -255,11 +265,14 @@ def _print_budget(budget: Any, as_json: bool) -> None:
     print_table(
         f"Privacy budget of {budget.dataset} (spent in all: {budget.spent:g})",
         ["whose", "epsilon", "spent", "left"],
-        (
-            [b.data_scientist or "everyone", f"{b.epsilon:g}", f"{b.spent:g}", f"{b.left:g}"]
-            for b in budget.budgets
-        ),
+        ([_whose(b), f"{b.epsilon:g}", f"{b.spent:g}", f"{b.left:g}"] for b in budget.budgets),
     )
+
+
+def _whose(line: Any) -> str:
+    if line.network is not None:
+        return f"{line.data_scientist} via network {line.network}"
+    return str(line.data_scientist or "everyone")
 
 
 def _when(value: Any) -> str:

@@ -3,14 +3,17 @@ domains."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
+from nacl.exceptions import BadSignatureError
 from pydantic import BaseModel, Field, Json, model_validator
 
 from grid_common.analytics.plan import AnalyticsDp, ExactModel, parse_statistic
 from grid_common.hashes import canonical_json
 from grid_common.he import CkksParams, SecureAggregation
+from grid_common.identity import NodeIdentity, b64decode, b64encode, verify_key_from_text
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import DATASET_NAME, Strict
 
@@ -22,9 +25,13 @@ FederatedStatus = Literal[
 ]
 ParticipantStatus = Literal["invited", "approved", "denied"]
 RoundStatus = Literal["open", "closed"]
-ResultAvailability = Literal["none", "awaiting_attestations", "awaiting_upload", "available"]
+ResultAvailability = Literal["none", "awaiting_attestations", "awaiting_release", "available"]
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 ALLOWED_DEGREES = (4096, 8192, 16384, 32768)
+# Path 5: an aggregate of two lets each domain subtract its own part and read the other's; so
+# an aggregate reaches the domains only when at least this many contributed, unless each
+# domain's part is differentially private on its own.
+MIN_CONTRIBUTORS = 3
 
 
 class CkksParamsIn(Strict):
@@ -90,6 +97,34 @@ class RoundSettings(Strict):
     def quorum(self) -> int:
         return self.min_domains or len(self.datasets)
 
+    @property
+    def differentially_private(self) -> bool:
+        """Whether each domain's contribution is differentially private on its own."""
+        return False
+
+    def required_contributors(self, owners_min: int = MIN_CONTRIBUTORS) -> int:
+        """How many domains must be in an aggregate before any domain may read it (1: any).
+
+        A job of one domain has no peer to read; a differentially private one bounds what a
+        peer learns; every other needs the larger of 3 and the strictest owner's minimum.
+        """
+        if len(self.datasets) == 1 or self.differentially_private:
+            return 1
+        return max(MIN_CONTRIBUTORS, owners_min)
+
+    def peer_problem(self) -> str | None:
+        """Why this job would let a domain read another's contribution, or None if it cannot."""
+        needed = self.required_contributors()
+        if self.quorum >= needed:
+            return None
+        dp = "train with plan.dp" if isinstance(self, FederatedSpec) else "analyse with dp"
+        return (
+            f"Rounds of this job could close with {self.quorum} domain(s), and then each one "
+            "learns another's contribution by subtracting its own from the sum. Add a domain so "
+            f"that at least {needed} take part (and min_domains is at least {needed}), or {dp} "
+            "(differential privacy on each domain's contribution)."
+        )
+
 
 class FederatedSpec(RoundSettings):
     """What a data scientist asks the network to train: everything but the model files."""
@@ -108,6 +143,10 @@ class FederatedSpec(RoundSettings):
         if self.plan.dp is not None and self.strategy == "fedprox":
             raise ValueError("FedProx and differential privacy cannot be combined yet")
         return self
+
+    @property
+    def differentially_private(self) -> bool:
+        return self.plan.dp is not None
 
     def round_settings(self) -> dict[str, Any]:
         """What the spec hash covers besides model, weights, plan and datasets."""
@@ -141,6 +180,10 @@ class AnalyticsSpec(RoundSettings):
     def rounds(self) -> int:
         return 1
 
+    @property
+    def differentially_private(self) -> bool:
+        return self.dp is not None
+
     def round_settings(self) -> dict[str, Any]:
         return self.model_dump(
             mode="json",
@@ -164,6 +207,7 @@ class ParticipantOut(BaseModel):
     samples: int | None = Field(description="Training rows it reported in its last round.")
     rounds_reported: int
     attested: bool
+    released: bool = Field(default=False, description="Its owner released the result (signed by its domain).")
 
 
 class RoundOut(BaseModel):
@@ -249,10 +293,123 @@ class Invitation(BaseModel):
     secure_aggregation: SecureAggregation
     ckks: CkksParamsIn
     participants: list[str] = Field(description="Names of every domain invited.")
+    participant_keys: list[PeerKey] = Field(
+        default_factory=list,
+        description="Every invited domain's node id and public keys: the dealer seals to these, "
+        "and a participant checks the dealer's signature and box against them.",
+    )
     model_digest: str | None = Field(description="None for an analysis: it has no model.")
     weights_digest: str | None
     spec_hash: str
     signature: str = Field(description="The network's Ed25519 signature of everything above.")
+
+
+class PeerKey(BaseModel):
+    """A participating domain as the network introduces it: its node id and public keys."""
+
+    domain_id: str
+    name: str
+    signing_key: str = Field(description="Ed25519; its hash is the node id.")
+    encryption_key: str = Field(description="X25519; secret contexts are boxed to it.")
+
+
+def key_statement_message(
+    *, network_id: str, network_job_id: int, dealer_id: str, public_context_digest: str
+) -> bytes:
+    """The bytes a key dealer signs: this job's CKKS public context is the one it made.
+
+    It names the network and job, so a statement from another job cannot stand for this one.
+    """
+    return canonical_json(
+        {
+            "purpose": "grid-ckks-public-context:v1",
+            "network_id": network_id,
+            "network_job_id": network_job_id,
+            "dealer_id": dealer_id,
+            "public_context_sha256": public_context_digest,
+        }
+    )
+
+
+def sign_key_statement(
+    dealer: NodeIdentity, *, network_id: str, network_job_id: int, public_context: bytes
+) -> str:
+    """The dealer's signature (base64url) that `public_context` is this job's, as it made it."""
+    message = key_statement_message(
+        network_id=network_id,
+        network_job_id=network_job_id,
+        dealer_id=dealer.node_id,
+        public_context_digest=hashlib.sha256(public_context).hexdigest(),
+    )
+    return b64encode(dealer.signing_key.sign(message).signature)
+
+
+def key_statement_verifies(
+    signing_key: str,
+    signature: str,
+    *,
+    network_id: str,
+    network_job_id: int,
+    dealer_id: str,
+    public_context_digest: str,
+) -> bool:
+    """Whether `signature` is the dealer's (by its Ed25519 key) over this job's public context."""
+    message = key_statement_message(
+        network_id=network_id,
+        network_job_id=network_job_id,
+        dealer_id=dealer_id,
+        public_context_digest=public_context_digest,
+    )
+    try:
+        verify_key_from_text(signing_key).verify(message, b64decode(signature, length=64))
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
+class PublicContextQuery(Strict):
+    """What travels beside the dealer's public context, in the signed query string."""
+
+    signature: str = Field(
+        min_length=86,
+        max_length=86,
+        description="The dealer's Ed25519 signature of `key_statement_message` (base64url).",
+    )
+
+
+class KeysRefusedIn(Strict):
+    """Why a participant refuses the job's keys (they fail its checks): the job fails."""
+
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
+def peer_protection(invitation: Invitation, min_peers: int) -> tuple[bool, str]:
+    """What a peer domain can learn of this domain's part, in words for its owner, and whether
+    the job can release anything under the owner's `min_peers` at all."""
+    domains, quorum = len(invitation.participants), invitation.min_domains
+    dp = invitation.plan.get("dp")
+    needed = max(MIN_CONTRIBUTORS, min_peers)
+    if domains == 1:
+        return True, "This domain is the job's only one: no peer domain sees its contribution."
+    if dp is not None:
+        return True, (
+            f"Differential privacy (epsilon {dp['epsilon']:g}, delta {dp['delta']:g}) protects "
+            "this domain's contribution on its own, so a round may close with as few as "
+            f"{quorum} domain(s): a peer that subtracts its own part from the sum learns only a "
+            "differentially private result."
+        )
+    if domains < needed:
+        return False, (
+            f"Without differential privacy an aggregate must hold at least {needed} domains "
+            f"(this domain's minimum is {min_peers}), and this job has {domains}: a peer could "
+            "read this domain's contribution by subtracting its own. The job needs more "
+            "domains or differential privacy."
+        )
+    return True, (
+        f"Every aggregate the domains read holds at least {needed} domains' contributions "
+        f"(this domain's minimum is {min_peers}; the job has {domains}): a peer learns only "
+        "the sum of the others'. A round with fewer fails instead of being released."
+    )
 
 
 def invitation_message(fields: dict[str, Any]) -> bytes:
@@ -269,6 +426,12 @@ class DecisionReport(Strict):
     reason: str = Field(default="", max_length=10_000)
     min_group_size: int | None = Field(
         default=None, ge=1, le=1_000_000, description="The owner's disclosure threshold."
+    )
+    min_peers: int | None = Field(
+        default=None,
+        ge=MIN_CONTRIBUTORS,
+        le=1000,
+        description="The domains the owner requires in an aggregate without DP.",
     )
 
 
@@ -290,6 +453,9 @@ class UpdateQuery(Strict):
     accuracy: float | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    epsilon: float | None = Field(
+        default=None, ge=0, description="DP: what this domain's accountant has spent so far."
+    )
 
 
 class ParticipantState(BaseModel):
@@ -315,6 +481,7 @@ class ParticipantState(BaseModel):
     )
     secure_aggregation: SecureAggregation
     attested: bool
+    released: bool = Field(default=False, description="This domain's release of the result is recorded.")
     result_uploaded: bool
     failure_reason: str | None
     min_group_size: int = Field(
@@ -322,6 +489,10 @@ class ParticipantState(BaseModel):
     )
     dealer_keys: list[DealerKey] = Field(
         default_factory=list, description="Whom to seal the secret context for (dealer only)."
+    )
+    dealer: str | None = Field(default=None, description="The key dealer's domain id (CKKS).")
+    public_context_signature: str | None = Field(
+        default=None, description="The dealer's signature of the public context's digest."
     )
 
 
@@ -331,3 +502,4 @@ class DealerKey(BaseModel):
 
 
 ParticipantState.model_rebuild()
+Invitation.model_rebuild()

@@ -6,12 +6,21 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, Json, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    Json,
+    field_validator,
+    model_validator,
+)
 
 from grid_common.plan import TrainingPlan
 
 RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
 RequestStatus = Literal["pending", "approved", "denied"]
+# "access": only requests filed before plain access requests were removed (they granted nothing).
 RequestKind = Literal["access", "job", "federated", "analytics"]
 JobKind = Literal["job", "federated", "analytics"]
 JOB_KINDS: tuple[JobKind, ...] = ("job", "federated", "analytics")
@@ -127,16 +136,61 @@ class ApiKeyList(BaseModel):
 # --- settings ---------------------------------------------------------------
 
 
+RULE_CONDITIONS = (
+    "data_scientist",
+    "dataset_tag",
+    "kind",
+    "max_epochs",
+    "secure_aggregation",
+    "max_epsilon",
+    "max_rounds",
+    "min_peers",
+)
+
+
 class AutoApprovalRule(Strict):
-    """A request is approved on filing when every condition a rule sets holds."""
+    """A request is approved on filing when every condition a rule sets holds.
+
+    A rule must set at least one condition: one without would approve every request.
+    """
 
     data_scientist: EmailStr | None = Field(default=None, description="Requester's email.")
     dataset_tag: str | None = Field(default=None, description="Every dataset carries this tag.")
-    kind: RequestKind | None = None
+    kind: JobKind | None = None
     max_epochs: int | None = Field(default=None, ge=1, description="Jobs only: plan limit.")
+    secure_aggregation: Literal["ckks"] | None = Field(
+        default=None,
+        description="Federated jobs and analyses only: their updates must be encrypted (CKKS).",
+    )
+    max_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="The request must use differential privacy with at most this epsilon.",
+    )
+    max_rounds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Federated jobs and analyses only: at most this many rounds.",
+    )
+    min_peers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Federated jobs and analyses only: every round needs at least this many "
+        "domains (the job's quorum, min_domains), this one included.",
+    )
     release_on_completion: bool = Field(
         default=False, description="Jobs only: release the result as soon as it is stored."
     )
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> AutoApprovalRule:
+        if all(getattr(self, name) is None for name in RULE_CONDITIONS):
+            raise ValueError(
+                "an auto-approval rule needs at least one condition (data_scientist, "
+                "dataset_tag, kind, max_epochs, secure_aggregation, max_epsilon, max_rounds or "
+                "min_peers); without one it would approve every request"
+            )
+        return self
 
 
 class JobLimits(Strict):
@@ -159,6 +213,19 @@ class Settings(Strict):
         le=1_000_000,
         description="Federated analyses withhold any count, mean or histogram cell of fewer "
         "rows, and any classifier with a class that small.",
+    )
+    min_peers: int = Field(
+        default=3,
+        ge=3,
+        le=1000,
+        description="A federated job without differential privacy releases an aggregate to "
+        "this domain's peers only when at least this many domains contributed to it.",
+    )
+    live_metrics: bool = Field(
+        default=True,
+        description="Jobs without differential privacy show their data scientist loss, accuracy "
+        "and row counts as they run; off, these wait for the result's release. Fixed for a job "
+        "when it is approved. DP jobs always withhold them until release.",
     )
 
 
@@ -251,11 +318,6 @@ class MockSample(BaseModel):
 # --- requests ---------------------------------------------------------------
 
 
-class AccessRequestIn(Strict):
-    datasets: list[str] = Field(min_length=1, max_length=50)
-    reason: str = Field(min_length=1, max_length=10_000)
-
-
 class DecisionIn(Strict):
     reason: str = Field(default="", max_length=10_000)
 
@@ -284,6 +346,16 @@ class RequestOut(BaseModel):
     auto_approved: bool
     plan: dict[str, Any] | None
     created_at: datetime
+    peers: str | None = Field(
+        default=None,
+        description="Federated requests: what a peer domain can learn of this domain's part, "
+        "and what stops it (at least 3 domains in every aggregate, or differential privacy).",
+    )
+    live_metrics: str | None = Field(
+        default=None,
+        description="Job requests: what the data scientist reads of loss, accuracy and row "
+        "counts before the result's release, and why.",
+    )
 
 
 class RequestList(BaseModel):
@@ -363,6 +435,21 @@ class JobOut(BaseModel):
     cancel_requested: bool
     failure_reason: str | None
     metrics: dict[str, Any] | None
+    epsilon_spent: float | None = Field(
+        default=None,
+        description="DP jobs: the epsilon the privacy accountant actually spent (all rounds and "
+        "epochs of a federated job), at the plan's delta; at most the approved epsilon.",
+    )
+    metrics_withheld: bool = Field(
+        default=False,
+        description="True while loss, accuracy and row counts wait for the result's release "
+        "(differential privacy, or the owner's live-metrics setting when the job was approved). "
+        "Under DP exact row counts stay withheld after the release too.",
+    )
+    live_metrics: bool | None = Field(
+        default=None,
+        description="The owner's live-metrics setting, recorded with the job at approval.",
+    )
     result_status: ResultStatus
     created_at: datetime
     started_at: datetime | None
@@ -516,10 +603,18 @@ class PrivacyBudgetIn(Strict):
     data_scientist: EmailStr | None = Field(
         default=None, description="Whose budget; none sets the dataset's budget for everyone."
     )
+    network: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="With data_scientist: a network's data scientist (the network's name or "
+        "id as this domain joined it), bound on federated jobs and analyses from that network.",
+    )
 
 
 class PrivacyBudgetLine(BaseModel):
     data_scientist: str | None
+    network: str | None = Field(default=None, description="The data scientist's network.")
     epsilon: float
     spent: float
     left: float

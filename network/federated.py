@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,12 +29,14 @@ from grid_common.db import db_session
 from grid_common.errors import Conflict, Forbidden, NotFound, Unprocessable
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
+    MIN_CONTRIBUTORS,
     AnalyticsSpec,
     DealerKey,
     FederatedSpec,
     ParticipantState,
     RoundSettings,
     UpdateQuery,
+    key_statement_verifies,
 )
 from grid_common.hashes import spec_hash
 from grid_common.schemas import DatasetSchema
@@ -48,6 +51,8 @@ from network.models import (
 
 log = logging.getLogger(__name__)
 METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Shown per domain only, never averaged: under DP, the epsilon its accountant has spent so far.
+OWN_METRIC_NAMES = ("epsilon",)
 # How many round timeouts a round may stay open short of its quorum before the job fails.
 GRACE_ROUNDS = 3
 
@@ -145,6 +150,13 @@ def _invite(
     return job
 
 
+def _require_peers(spec: RoundSettings) -> None:
+    """Refuse a job whose rounds could close with so few domains that one reads another."""
+    problem = spec.peer_problem()
+    if problem is not None:
+        raise Unprocessable(problem, code="too_few_domains")
+
+
 def create_job(
     session: Session,
     submitter_id: int,
@@ -155,6 +167,7 @@ def create_job(
 ) -> FederatedJob:
     """Record a federated training job and invite each of its domains; the caller commits."""
     targets = _resolve_targets(session, spec)
+    _require_peers(spec)
     job = FederatedJob(
         kind="training",
         submitter_id=submitter_id,
@@ -183,6 +196,7 @@ def create_analytics_job(session: Session, submitter_id: int, spec: AnalyticsSpe
     Nothing is recorded when the datasets do not fit it: the error lists every difference.
     """
     targets = _resolve_targets(session, spec)
+    _require_peers(spec)
     published = [
         PublishedTarget(
             association.name,
@@ -224,6 +238,7 @@ def record_decision(
     approved: bool,
     reason: str,
     min_group_size: int | None = None,
+    min_peers: int | None = None,
 ) -> None:
     """A domain's owner decided; the same decision again is harmless, a changed one is not."""
     status = "approved" if approved else "denied"
@@ -239,6 +254,7 @@ def record_decision(
         )
     participant.status, participant.decision_reason = status, reason or None
     participant.decided_at, participant.min_group_size = datetime.now(UTC), min_group_size
+    participant.min_peers = min_peers
     session.flush()
     _advance(session, job)
 
@@ -257,6 +273,10 @@ def _advance(session: Session, job: FederatedJob) -> None:
             f"only {len(approved)} of {len(participants)} domains approved and "
             f"{len(undecided)} may still; the job needs {spec.quorum} (min_domains)",
         )
+        return
+    needed = required_contributors(session, job)
+    if len(approved) + len(undecided) < needed:
+        _fail(job, _too_few_reason(len(approved) + len(undecided), needed, "domains may take part"))
         return
     if len(approved) < spec.quorum:
         return
@@ -332,8 +352,12 @@ def store_public_context(
     dealer: FederatedParticipant,
     context_path: Path,
     digest: str,
+    network_id: str,
+    signature: str,
 ) -> None:
-    """Check and keep the public context; with every sealed key in, round 1 opens."""
+    """Check and keep the public context and the dealer's signature of its digest; with every
+    sealed key in, round 1 opens. Participants check that signature themselves: an honest
+    network refuses a bad one early, a dishonest one cannot forge it."""
     _require_dealer(job, dealer)
     try:
         context = he.load_context(context_path.read_bytes())
@@ -352,6 +376,20 @@ def store_public_context(
             f"The context was made with {params}, the job asks for {expected}.",
             code="context_mismatch",
         )
+    association = session.get(Association, dealer.association_id)
+    assert association is not None
+    if not key_statement_verifies(
+        association.signing_key,
+        signature,
+        network_id=network_id,
+        network_job_id=job.id,
+        dealer_id=association.domain_id,
+        public_context_digest=digest,
+    ):
+        raise Unprocessable(
+            "The signature does not cover this public context of this job.",
+            code="bad_key_signature",
+        )
     missing = [p for p in key_holders(session, job) if p.sealed_context_digest is None]
     if missing:
         raise Conflict(
@@ -359,8 +397,19 @@ def store_public_context(
             "before the public context.",
             code="keys_incomplete",
         )
-    job.public_context_digest = digest
+    job.public_context_digest, job.public_context_signature = digest, signature
     _start(session, job)
+
+
+def record_keys_refused(
+    session: Session, job: FederatedJob, participant: FederatedParticipant, reason: str
+) -> None:
+    """A participant found the job's keys fail its checks and encrypts nothing: the job fails."""
+    if job.status in FINISHED_STATUSES:
+        return
+    association = session.get(Association, participant.association_id)
+    name = association.name if association else "a domain"
+    _fail(job, f"{name} refused the job's CKKS keys: {reason}")
 
 
 # --- rounds --------------------------------------------------------------------------------
@@ -424,7 +473,11 @@ def accept_update(
         digest, _, _ = blobs.commit(out)
     round_.aggregate_digest = digest
     round_.samples += query.samples
-    metrics = {k: v for k, v in query.model_dump().items() if k in METRIC_NAMES and v is not None}
+    metrics = {
+        k: v
+        for k, v in query.model_dump().items()
+        if k in METRIC_NAMES + OWN_METRIC_NAMES and v is not None
+    }
     session.add(
         FederatedUpdate(
             round_id=round_.id,
@@ -441,9 +494,42 @@ def accept_update(
         session.info.setdefault("blobs_to_delete", []).append(previous)
     reporters = _reporter_count(session, round_)
     late = datetime.now(UTC) >= round_.deadline
-    if reporters >= len(_active(session, job)) or (late and reporters >= spec_of(job).quorum):
+    needed = required_contributors(session, job)
+    if reporters >= len(_active(session, job)) and reporters < needed:
+        # Nobody else can send: an aggregate this small would expose its reporters.
+        _withhold_round(session, round_)
+        _fail(job, _too_few_reason(reporters, needed, f"domains sent round {number}"))
+    elif reporters >= len(_active(session, job)) or (
+        late and reporters >= max(spec_of(job).quorum, needed)
+    ):
         close_round(session, job, round_)
     return round_
+
+
+def required_contributors(session: Session, job: FederatedJob) -> int:
+    """The domains an aggregate of this job must hold before the domains may read it.
+
+    3, or more if an approving owner's `min_peers` says so (the strictest applies); 1 for a
+    job with one domain or with differential privacy on each domain's contribution.
+    """
+    owners = (p.min_peers or 0 for p in participants_of(session, job) if p.status == "approved")
+    return spec_of(job).required_contributors(max(owners, default=MIN_CONTRIBUTORS))
+
+
+def _too_few_reason(count: int, needed: int, what: str) -> str:
+    return (
+        f"only {count} {what}; without differential privacy an aggregate is released only "
+        f"when at least {needed} domains contributed, so that no domain can read another's "
+        "contribution by subtracting its own"
+    )
+
+
+def _withhold_round(session: Session, round_: FederatedRound) -> None:
+    """Close a round without publishing its sum: no domain may fetch it, and its blob goes."""
+    round_.status, round_.closed_at = "closed", datetime.now(UTC)
+    if round_.aggregate_digest is not None:
+        session.info.setdefault("blobs_to_delete", []).append(round_.aggregate_digest)
+        round_.aggregate_digest = None
 
 
 @functools.lru_cache(maxsize=16)
@@ -542,15 +628,25 @@ def close_due_rounds(session: Session) -> int:
         assert job is not None
         reporters = _reporter_count(session, round_)
         spec = spec_of(job)
-        if reporters >= spec.quorum:
+        needed = max(spec.quorum, required_contributors(session, job))
+        if reporters >= needed:
             close_round(session, job, round_)
             changed += 1
         elif now >= round_.opened_at + timedelta(seconds=GRACE_ROUNDS * spec.round_timeout):
-            round_.status, round_.closed_at = "closed", now
+            # The job fails and the partial sum is never published: with fewer updates than
+            # the job needs, it could be one domain's update, or two that expose each other.
+            _withhold_round(session, round_)
+            if reporters < spec.quorum:
+                why = f"the job needs {spec.quorum} (min_domains)"
+            else:
+                why = (
+                    "without differential privacy an aggregate is released only when at least "
+                    f"{needed} domains contributed"
+                )
             _fail(
                 job,
                 f"round {round_.number} had {reporters} update(s) after {GRACE_ROUNDS} times its "
-                f"{spec.round_timeout:g} s timeout; the job needs {spec.quorum} (min_domains)",
+                f"{spec.round_timeout:g} s timeout; {why}",
             )
             changed += 1
     return changed
@@ -582,7 +678,7 @@ def _settle(session: Session, job: FederatedJob) -> None:
     Every approved domain that sent at least one update must attest; one that never did
     (down for the whole job) holds nothing the release depends on.
     """
-    attesters = [p for p in _active(session, job) if p.rounds_reported > 0]
+    attesters = _contributors(session, job)
     hashes = {p.attested_hash for p in attesters}
     if None in hashes:
         return
@@ -590,24 +686,44 @@ def _settle(session: Session, job: FederatedJob) -> None:
         _fail(job, "the domains decrypted different final models (their attested hashes differ)")
         return
     job.final_hash = hashes.pop()
-    _complete_if_ready(job)
+    _complete_if_ready(session, job)
 
 
-def store_result(job: FederatedJob, participant: FederatedParticipant, digest: str) -> None:
-    """Keep the plaintext model a domain uploaded after its owner released it."""
+def _contributors(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
+    """The domains whose data is in the result: approved, with at least one update sent."""
+    return [p for p in _active(session, job) if p.rounds_reported > 0]
+
+
+def record_release(
+    session: Session, job: FederatedJob, participant: FederatedParticipant, digest: str
+) -> None:
+    """A domain's owner released the result this domain attested (by hand or by their own
+    release-on-completion); the call is signed by the domain, so no one else can release it."""
     if job.status not in ("finishing", "completed"):
         raise Conflict(
-            f"Federated job {job.id} is {job.status}; it takes no result.", code="not_finished"
+            f"Federated job {job.id} is {job.status}; it has no result to release.",
+            code="not_finished",
         )
     if participant.attested_hash is None:
-        raise Conflict("Attest the final model's hash before uploading it.", code="not_attested")
+        raise Conflict("Attest the final model's hash before releasing it.", code="not_attested")
     if digest != participant.attested_hash:
         raise Unprocessable(
-            "The uploaded weights do not hash to what this domain attested.", code="hash_mismatch"
+            "The released weights do not hash to what this domain attested.", code="hash_mismatch"
         )
+    if participant.released_at is None:
+        participant.released_at = datetime.now(UTC)
+    session.flush()
+    _complete_if_ready(session, job)
+
+
+def store_result(
+    session: Session, job: FederatedJob, participant: FederatedParticipant, digest: str
+) -> None:
+    """Keep the plaintext model a domain uploaded after its owner released it: its release."""
+    record_release(session, job, participant, digest)
     if job.result_digest is None:
         job.result_digest = digest
-    _complete_if_ready(job)
+    _complete_if_ready(session, job)
 
 
 def record_withheld(
@@ -627,8 +743,12 @@ def record_withheld(
     _fail(job, f"{name} withheld the result: {reason}")
 
 
-def _complete_if_ready(job: FederatedJob) -> None:
-    if job.status == "finishing" and job.final_hash and job.result_digest == job.final_hash:
+def _complete_if_ready(session: Session, job: FederatedJob) -> None:
+    """Complete the job once its result is agreed, uploaded and released by every owner whose
+    data is in it: no single owner's release hands a joint result to the data scientist."""
+    if job.status != "finishing" or not job.final_hash or job.result_digest != job.final_hash:
+        return
+    if all(p.released_at is not None for p in _contributors(session, job)):
         job.status, job.finished_at = "completed", datetime.now(UTC)
 
 
@@ -636,7 +756,7 @@ def result_availability(job: FederatedJob) -> str:
     if job.status == "completed":
         return "available"
     if job.status == "finishing":
-        return "awaiting_attestations" if job.final_hash is None else "awaiting_upload"
+        return "awaiting_attestations" if job.final_hash is None else "awaiting_release"
     return "none"
 
 
@@ -692,10 +812,19 @@ def participant_state(
         row_scale=job.row_scale,
         secure_aggregation=spec.secure_aggregation,
         attested=participant.attested_hash is not None,
+        released=participant.released_at is not None,
         result_uploaded=job.result_digest is not None,
         failure_reason=job.failure_reason,
         dealer_keys=dealer_keys(session, job) if deal else [],
+        dealer=_dealer_domain_id(session, job),
+        public_context_signature=job.public_context_signature,
     )
+
+
+def _dealer_domain_id(session: Session, job: FederatedJob) -> str | None:
+    dealer = session.get(FederatedParticipant, job.dealer_id) if job.dealer_id else None
+    association = session.get(Association, dealer.association_id) if dealer else None
+    return association.domain_id if association else None
 
 
 def min_group_size(participants: list[FederatedParticipant]) -> int:
@@ -716,5 +845,6 @@ def close_due_rounds_task() -> None:
     session = db_session()
     if close_due_rounds(session) + fail_stalled_key_setups(session):
         session.commit()
+        delete_replaced_blobs(session, current_app.extensions["blobs"])
     else:
         session.rollback()

@@ -175,6 +175,9 @@ class FederatedJob(Base):
     dealer_id: Mapped[int | None]
     keys_requested_at: Mapped[datetime | None]
     public_context_digest: Mapped[str | None] = mapped_column(String(64))
+    # The dealer's Ed25519 signature of that digest (for this network and job): participants
+    # check it, so a network that swapped the public context is caught.
+    public_context_signature: Mapped[str | None] = mapped_column(String(100))
     result_digest: Mapped[str | None] = mapped_column(String(64))
     final_hash: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(Text)
@@ -200,10 +203,15 @@ class FederatedParticipant(Base):
     sealed_context_digest: Mapped[str | None] = mapped_column(String(64))
     # The smallest group its owner lets an analysis release, as reported with the approval.
     min_group_size: Mapped[int | None]
+    # The fewest domains its owner lets an aggregate without DP hold, reported with approval.
+    min_peers: Mapped[int | None]
     samples: Mapped[int | None]
     rounds_reported: Mapped[int] = mapped_column(default=0)
     attested_hash: Mapped[str | None] = mapped_column(String(64))
     attested_at: Mapped[datetime | None]
+    # When its owner released the joint result (its signed release or upload); the data
+    # scientist gets the result only once every domain that contributed has released it.
+    released_at: Mapped[datetime | None]
 
 
 class FederatedRound(Base):

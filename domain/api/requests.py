@@ -1,9 +1,15 @@
-"""Requests: data scientists ask for access or a job; owners approve or deny, or rules do."""
+"""Requests: data scientists ask for a job; owners approve or deny, or rules do.
+
+Plain access requests were removed: their approval granted nothing (every signed-in account
+reads metadata and mocks, and each job is approved on its own), so an owner could believe they
+had granted or withheld something they had not. Past ones stay on record.
+"""
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, request
 from sqlalchemy import ColumnElement, select
@@ -13,15 +19,16 @@ from domain import federated, jobs, privacy
 from domain.api.common import blobs, record
 from domain.api.settings import load_settings
 from domain.auth import Principal, current_user
-from domain.models import AccessRequest, Dataset, RequestDataset, User
+from domain.disclosure import request_note
+from domain.models import AccessRequest, Dataset, Job, RequestDataset, User
 from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.federated_schemas import Invitation, peer_protection
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     JOB_KINDS,
-    AccessRequestIn,
     ApprovalIn,
     AutoApprovalRule,
     DecisionIn,
@@ -102,16 +109,35 @@ def rule_matches(
     requester_email: str | None,
     kind: str,
     datasets: list[Dataset],
-    plan: TrainingPlan | None,
+    plan: dict[str, Any] | None,
+    joint: Invitation | None = None,
 ) -> bool:
-    """Whether an auto-approval rule covers a request; a network's requester has no local email."""
+    """Whether an auto-approval rule covers a request; a network's requester has no local email.
+
+    `joint` is the signed invitation of a federated job or analysis. A condition a request
+    cannot show it meets (rounds of a local job, epsilon of a job without DP) fails the rule.
+    """
     if rule.data_scientist is not None and rule.data_scientist.lower() != requester_email:
         return False
     if rule.kind is not None and rule.kind != kind:
         return False
     if rule.dataset_tag is not None and not all(rule.dataset_tag in d.tags for d in datasets):
         return False
-    return rule.max_epochs is None or (plan is not None and plan.epochs <= rule.max_epochs)
+    if rule.max_epochs is not None:
+        epochs = plan.get("epochs") if plan is not None and kind != "analytics" else None
+        if epochs is None or epochs > rule.max_epochs:
+            return False
+    if rule.max_epsilon is not None:
+        epsilon = privacy.requested_epsilon(kind, plan)
+        if epsilon is None or epsilon > rule.max_epsilon:
+            return False
+    if rule.secure_aggregation is not None and (
+        joint is None or joint.secure_aggregation != rule.secure_aggregation
+    ):
+        return False
+    if rule.max_rounds is not None and (joint is None or joint.rounds > rule.max_rounds):
+        return False
+    return rule.min_peers is None or (joint is not None and joint.min_domains >= rule.min_peers)
 
 
 def start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
@@ -122,12 +148,13 @@ def start_job(session: Session, item: AccessRequest, approval: jobs.Approval) ->
         raise Conflict(
             f"A dataset of request {item.id} was deleted; it cannot run.", code="dataset_deleted"
         )
+    spender = privacy.Spender.of_request(session, item)
     try:
-        privacy.check_budget(session, datasets, item.requester_id, epsilon)
+        privacy.check_budget(session, datasets, spender, epsilon)
     except privacy.BudgetExceeded as exc:
         raise Conflict(str(exc), code="privacy_budget_exceeded") from None
     jobs.create_job(session, item, approval)
-    privacy.charge(session, item.id, datasets, item.requester_id, epsilon)
+    privacy.charge(session, item.id, datasets, spender, epsilon)
 
 
 def _file_request(
@@ -161,7 +188,8 @@ def _file_request(
     )
     settings = load_settings(session)
     rules = settings.auto_approval
-    matched = next((r for r in rules if rule_matches(r, user.email, kind, datasets, plan)), None)
+    shown = plan.model_dump(mode="json") if plan else None
+    matched = next((r for r in rules if rule_matches(r, user.email, kind, datasets, shown)), None)
     if matched is not None:
         item.status, item.auto_approved = "approved", True
         item.decided_at = datetime.now(UTC)
@@ -172,28 +200,10 @@ def _file_request(
             f"request:{item.id}",
             rule=matched.model_dump(mode="json"),
         )
-        if kind == "job":
-            approval = jobs.Approval(settings.job_limits, matched.release_on_completion)
-            start_job(session, item, approval)
+        approval = jobs.Approval(settings.job_limits, matched.release_on_completion)
+        start_job(session, item, approval)
     session.commit()
     return item
-
-
-@route(
-    bp,
-    "",
-    methods=["POST"],
-    permission=Permission.SUBMIT_REQUESTS,
-    summary="Ask for access to datasets",
-    body=AccessRequestIn,
-    response=RequestOut,
-    status=201,
-)
-def file_access_request(body: AccessRequestIn) -> RequestOut:
-    session = db_session()
-    datasets = _datasets_named(session, body.datasets)
-    item = _file_request(session, kind="access", reason=body.reason, datasets=datasets)
-    return _load_request(item.id)
 
 
 @route(
@@ -213,7 +223,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
     datasets = _datasets_named(session, body.datasets)
     try:
         epsilon = body.plan.dp.epsilon if body.plan.dp is not None else None
-        privacy.check_budget(session, datasets, current_user().id, epsilon)
+        privacy.check_budget(session, datasets, privacy.Spender(user_id=current_user().id), epsilon)
     except privacy.BudgetExceeded as exc:
         raise Unprocessable(str(exc), code="privacy_budget_exceeded") from None
     parts = {}
@@ -227,7 +237,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
         for field, file in parts.items():
             staged[field] = stack.enter_context(blobs().staging())
             file.save(staged[field])
-        check_model_archive(staged["model"])
+        check_model_archive(staged["model"], dp=body.plan.dp is not None)
         check_safetensors(staged["weights"], "weights")
         model_digest, _, _ = blobs().commit(staged["model"])
         weights_digest, _, _ = blobs().commit(staged["weights"])
@@ -269,6 +279,15 @@ def get_request(request_id: int) -> RequestOut:
     user = current_user()
     if not found or (found[0].requester != user.email and not _may_triage(user)):
         raise NotFound(f"No request with id {request_id}.")
+    participation = federated.participation_of(db_session(), request_id)
+    if participation is not None:
+        invitation = Invitation.model_validate(participation.invitation)
+        found[0].peers = peer_protection(invitation, participation.min_peers)[1]
+    if found[0].kind in JOB_KINDS:
+        # Until approval the setting as it stands; from then on the one recorded with the job.
+        job = db_session().get(Job, request_id)
+        live = job.live_metrics if job else load_settings(db_session()).live_metrics
+        found[0].live_metrics = request_note(found[0].plan, live)
     return found[0]
 
 
@@ -282,15 +301,10 @@ def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
     item.status, item.decision_reason = status, body.reason
     item.decided_by, item.decided_at = current_user().id, datetime.now(UTC)
     details: dict[str, object] = {"reason": body.reason}
-    if isinstance(body, ApprovalIn):
-        if item.kind not in JOB_KINDS and (body.limits is not None or body.release_on_completion):
-            raise Unprocessable("Limits and release_on_completion apply to job requests only.")
-        if item.kind in JOB_KINDS:
-            limits = body.limits or load_settings(session).job_limits
-            start_job(session, item, jobs.Approval(limits, body.release_on_completion))
-            details.update(
-                limits=limits.model_dump(), release_on_completion=body.release_on_completion
-            )
+    if isinstance(body, ApprovalIn):  # every pending request is a job's (access ones are gone)
+        limits = body.limits or load_settings(session).job_limits
+        start_job(session, item, jobs.Approval(limits, body.release_on_completion))
+        details.update(limits=limits.model_dump(), release_on_completion=body.release_on_completion)
     record(session, f"requests.{status}", f"request:{item.id}", **details)
     session.commit()
     if item.kind in ("federated", "analytics"):

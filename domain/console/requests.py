@@ -73,7 +73,8 @@ def _budgets(row: AccessRequest) -> list[DatasetBudget]:
     found = []
     for named in row.datasets:
         dataset = session.get(Dataset, named.dataset_id) if named.dataset_id else None
-        lines = privacy.budget_lines(session, dataset, row.requester_id) if dataset else []
+        spender = privacy.Spender.of_request(session, row)
+        lines = privacy.budget_lines(session, dataset, spender) if dataset else []
         found.append(DatasetBudget(named.dataset_name, dataset is not None, lines))
     return found
 

@@ -30,8 +30,11 @@ from grid_common.federated_schemas import (
     FederatedSpec,
     Invitation,
     InvitationList,
+    KeysRefusedIn,
     ParticipantOut,
     ParticipantState,
+    PeerKey,
+    PublicContextQuery,
     RoundList,
     RoundOut,
     UpdateQuery,
@@ -98,6 +101,7 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
                 samples=p.samples,
                 rounds_reported=p.rounds_reported,
                 attested=p.attested_hash is not None,
+                released=p.released_at is not None,
             )
         )
     last = session.scalar(
@@ -185,7 +189,7 @@ def submit(body: FederatedJobForm) -> FederatedJobOut:
             assert file is not None
             staged[name] = stack.enter_context(blobs().staging())
             file.save(staged[name])
-        check_model_archive(staged["model"])
+        check_model_archive(staged["model"], dp=body.spec.plan.dp is not None)
         check_safetensors(staged["weights"], "weights")
         try:
             parameters = len(he.flatten(he.read_weights(staged["weights"])))
@@ -305,7 +309,8 @@ def job_model(job_id: int) -> Response:
     bp,
     "/jobs/<int:job_id>/result",
     permission=Permission.SUBMIT_FEDERATED,
-    summary="The trained weights, once every participating domain attested the same hash",
+    summary="The result, once every participating domain attested the same hash and every "
+    "owner whose data is in it released it",
     response_kind="binary",
 )
 def job_result(job_id: int) -> Response:
@@ -385,10 +390,19 @@ def _invitation(
 ) -> Invitation:
     spec = federated.spec_of(job)
     submitter = session.get(Operator, job.submitter_id)
-    names = []
+    names, keys = [], []
     for p in federated.participants_of(session, job):
         association = session.get(Association, p.association_id)
         names.append(association.name if association else "?")
+        if association is not None:
+            keys.append(
+                PeerKey(
+                    domain_id=association.domain_id,
+                    name=association.name,
+                    signing_key=association.signing_key,
+                    encryption_key=association.encryption_key,
+                ).model_dump(mode="json")
+            )
     fields = {
         "network_job_id": job.id,
         "network_id": identity().node_id,
@@ -397,6 +411,7 @@ def _invitation(
         "requester": submitter.email if submitter else "",
         "ckks": spec.ckks.model_dump(mode="json"),
         "participants": names,
+        "participant_keys": keys,
         "model_digest": job.model_digest,
         "weights_digest": job.weights_digest,
         "spec_hash": job.spec_hash,
@@ -454,7 +469,13 @@ def decision(job_id: int, body: DecisionReport) -> ParticipantState:
     session = db_session()
     job, participant = _participation(job_id, lock=True)
     federated.record_decision(
-        session, job, participant, body.approved, body.reason, body.min_group_size
+        session,
+        job,
+        participant,
+        body.approved,
+        body.reason,
+        body.min_group_size,
+        body.min_peers,
     )
     session.commit()
     return federated.participant_state(session, job, participant)
@@ -497,16 +518,50 @@ def put_sealed_context(job_id: int, domain_id: str) -> None:
     permission=SIGNED,
     summary="The dealer hands over the public context (no secret, Galois or relin keys)",
     body_kind="binary",
+    query=PublicContextQuery,
     response=ParticipantState,
 )
-def put_public_context(job_id: int) -> ParticipantState:
+def put_public_context(job_id: int, query: PublicContextQuery) -> ParticipantState:
     session = db_session()
     with _signed_body() as staged:
         job, dealer = _participation(job_id, lock=True)
-        federated.store_public_context(session, job, dealer, staged, _digest(staged))
+        federated.store_public_context(
+            session, job, dealer, staged, _digest(staged), identity().node_id, query.signature
+        )
         blobs().commit(staged)
         session.commit()
     return federated.participant_state(session, job, dealer)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/keys/public",
+    permission=SIGNED,
+    summary="The job's public context, for a participant to check against its dealer's signature",
+    response_kind="binary",
+)
+def get_public_context(job_id: int) -> Response:
+    job, _ = _participation(job_id)
+    if job.public_context_digest is None:
+        raise NotFound("The dealer has not handed over the public context yet.")
+    return _send(job.public_context_digest, "context.public")
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/keys/refused",
+    methods=["POST"],
+    permission=SIGNED,
+    summary="A participant refuses the job's keys (they fail its checks); the job fails",
+    body=KeysRefusedIn,
+    response=ParticipantState,
+)
+def refuse_keys(job_id: int, body: KeysRefusedIn) -> ParticipantState:
+    session = db_session()
+    job, participant = _participation(job_id, lock=True)
+    federated.record_keys_refused(session, job, participant, body.reason)
+    session.commit()
+    return federated.participant_state(session, job, participant)
 
 
 def _digest(path: Path) -> str:
@@ -604,9 +659,26 @@ def put_result(job_id: int) -> ParticipantState:
     session = db_session()
     with _signed_body() as staged:
         job, participant = _participation(job_id, lock=True)
-        federated.store_result(job, participant, _digest(staged))
+        federated.store_result(session, job, participant, _digest(staged))
         blobs().commit(staged)
         session.commit()
+    return federated.participant_state(session, job, participant)
+
+
+@route(
+    bp,
+    "/jobs/<int:job_id>/release",
+    methods=["POST"],
+    permission=SIGNED,
+    summary="A domain's owner released the result it attested (another domain uploaded it)",
+    body=AttestationIn,
+    response=ParticipantState,
+)
+def release(job_id: int, body: AttestationIn) -> ParticipantState:
+    session = db_session()
+    job, participant = _participation(job_id, lock=True)
+    federated.record_release(session, job, participant, body.model_hash)
+    session.commit()
     return federated.participant_state(session, job, participant)
 
 

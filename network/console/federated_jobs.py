@@ -76,7 +76,7 @@ def _where(job: FederatedJobOut, current: RoundOut | None) -> str:
     if job.status == "finishing":
         waiting = {
             "awaiting_attestations": "every domain to attest the final model's hash",
-            "awaiting_upload": "a domain's owner to release the final model",
+            "awaiting_release": "every contributing domain's owner to release the final model",
         }.get(job.result, "the final model")
         return f"All {job.rounds} rounds are done; waiting for {waiting}."
     if job.status == "completed":
@@ -97,7 +97,7 @@ def _where_analysis(job: FederatedJobOut, current: RoundOut | None) -> str:
     if job.status == "finishing":
         waiting = {
             "awaiting_attestations": "every domain to attest the released result's hash",
-            "awaiting_upload": "a domain's owner to release the result",
+            "awaiting_release": "every contributing domain's owner to release the result",
         }.get(job.result, "the result")
         return f"The sums are added; waiting for {waiting}."
     return "Completed: the result is available to its data scientist."

@@ -45,7 +45,6 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/datasets/<name>/mock"): SIGNED_IN,
     ("GET", "/api/v1/datasets/<name>/data"): MANAGERS,
     ("DELETE", "/api/v1/datasets/<name>"): MANAGERS,
-    ("POST", "/api/v1/requests"): SUBMITTERS,
     ("POST", "/api/v1/requests/jobs"): SUBMITTERS,
     ("GET", "/api/v1/requests"): SIGNED_IN,
     ("GET", "/api/v1/requests/<int:request_id>"): SIGNED_IN,

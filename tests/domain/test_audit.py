@@ -11,7 +11,7 @@ from sqlalchemy import delete, update
 from domain import audit
 from domain.models import AuditEntry
 from tests.concurrency import run_concurrently
-from tests.domain.uploads import upload
+from tests.domain.uploads import file_job, upload
 
 
 def entries(client: FlaskClient, headers, **filters) -> list[dict]:
@@ -19,13 +19,11 @@ def entries(client: FlaskClient, headers, **filters) -> list[dict]:
     return client.get(f"/api/v1/audit?{query}", headers=headers["owner"]).json["items"]
 
 
-def test_actions_are_recorded_with_actor_and_chained(client: FlaskClient, headers) -> None:
+def test_actions_are_recorded_with_actor_and_chained(
+    client: FlaskClient, headers, model_files
+) -> None:
     upload(client, headers["admin"])
-    client.post(
-        "/api/v1/requests",
-        json={"datasets": ["digits-a"], "reason": "study"},
-        headers=headers["data_scientist"],
-    )
+    file_job(client, headers["data_scientist"], model_files, {"loss": "mse"})
     client.get("/api/v1/datasets/digits-a/mock", headers=headers["data_scientist"])
     log = entries(client, headers)
     actions = [(e["actor"], e["action"]) for e in log]

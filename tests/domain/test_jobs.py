@@ -367,20 +367,6 @@ def test_bad_approvals_are_refused(
     assert response.status_code == 422 and needle in response.json["error"]["message"]
 
 
-def test_limits_do_not_apply_to_access_requests(client: FlaskClient, headers, datasets) -> None:
-    filed = client.post(
-        "/api/v1/requests",
-        json={"datasets": ["digits-a"], "reason": "look"},
-        headers=headers["data_scientist"],
-    ).json
-    response = client.post(
-        f"/api/v1/requests/{filed['id']}/approve",
-        json={"release_on_completion": True},
-        headers=headers["owner"],
-    )
-    assert response.status_code == 422
-
-
 def test_a_result_that_is_not_safetensors_leaves_nothing_behind(
     app: Flask, client: FlaskClient, headers, datasets, model_files
 ) -> None:

@@ -14,14 +14,14 @@ def datasets(client: FlaskClient, headers) -> None:
     upload(client, headers["owner"], "private-b", tags=["restricted"])
 
 
-def file_access(client: FlaskClient, headers, datasets=("digits-a",), reason="train a classifier"):
-    return client.post(
-        "/api/v1/requests", json={"datasets": list(datasets), "reason": reason}, headers=headers
-    )
+@pytest.fixture
+def file_request(model_files):
+    """File a small job request, the simplest request there is."""
+    return lambda client, headers: file_job(client, headers, model_files, {"loss": "mse"})
 
 
-def test_access_request_lifecycle(client: FlaskClient, headers, datasets) -> None:
-    filed = file_access(client, headers["data_scientist"])
+def test_request_lifecycle(client: FlaskClient, headers, datasets, file_request) -> None:
+    filed = file_request(client, headers["data_scientist"])
     assert filed.status_code == 201
     assert filed.json["status"] == "pending" and filed.json["datasets"] == ["digits-a"]
     pending = client.get("/api/v1/requests?status=pending", headers=headers["compliance_officer"])
@@ -46,8 +46,8 @@ def test_access_request_lifecycle(client: FlaskClient, headers, datasets) -> Non
     assert again.status_code == 409
 
 
-def test_denial_carries_its_reason(client: FlaskClient, headers, datasets) -> None:
-    filed = file_access(client, headers["data_scientist"]).json
+def test_denial_carries_its_reason(client: FlaskClient, headers, datasets, file_request) -> None:
+    filed = file_request(client, headers["data_scientist"]).json
     client.post(
         f"/api/v1/requests/{filed['id']}/deny",
         json={"reason": "no identifiable data"},
@@ -57,9 +57,11 @@ def test_denial_carries_its_reason(client: FlaskClient, headers, datasets) -> No
     assert (seen["status"], seen["decision_reason"]) == ("denied", "no identifiable data")
 
 
-def test_requesters_see_only_their_own(client: FlaskClient, headers, datasets) -> None:
-    mine = file_access(client, headers["data_scientist"]).json
-    theirs = file_access(client, headers["admin"]).json
+def test_requesters_see_only_their_own(
+    client: FlaskClient, headers, datasets, file_request
+) -> None:
+    mine = file_request(client, headers["data_scientist"]).json
+    theirs = file_request(client, headers["admin"]).json
     listed = client.get("/api/v1/requests", headers=headers["data_scientist"]).json["items"]
     assert [r["id"] for r in listed] == [mine["id"]]
     other = client.get(f"/api/v1/requests/{theirs['id']}", headers=headers["data_scientist"])
@@ -67,18 +69,13 @@ def test_requesters_see_only_their_own(client: FlaskClient, headers, datasets) -
     assert len(client.get("/api/v1/requests", headers=headers["owner"]).json["items"]) == 2
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "needle"),
-    [
-        ({"datasets": ["nope"], "reason": "x"}, 404, "'nope'"),
-        ({"datasets": [], "reason": "x"}, 422, "datasets"),
-        ({"datasets": ["digits-a"]}, 422, "reason"),
-    ],
-)
-def test_bad_access_requests(client: FlaskClient, headers, datasets, body, status, needle) -> None:
-    response = client.post("/api/v1/requests", json=body, headers=headers["data_scientist"])
-    assert response.status_code == status
-    assert needle in response.json["error"]["message"]
+def test_a_job_request_on_a_missing_dataset_is_refused(
+    client: FlaskClient, headers, datasets, model_files
+) -> None:
+    response = file_job(
+        client, headers["data_scientist"], model_files, {"loss": "mse"}, datasets=("nope",)
+    )
+    assert response.status_code == 404 and "'nope'" in response.json["error"]["message"]
     assert client.get("/api/v1/requests", headers=headers["owner"]).json["items"] == []
 
 
@@ -120,39 +117,38 @@ def test_job_with_files_that_are_not_a_model_is_refused(
 
 
 AUTO_RULES = [
-    {"dataset_tag": "digits", "kind": "access"},
+    {"dataset_tag": "digits", "kind": "job", "max_epsilon": 1.0},
     {"data_scientist": "data_scientist@example.org", "max_epochs": 5},
 ]
+DP = {"epsilon": 1.0, "delta": 1e-5}
 
 
 @pytest.mark.parametrize(
-    ("kind", "datasets_", "epochs", "approved"),
+    ("datasets_", "epochs", "dp", "approved"),
     [
-        ("access", ["digits-a"], None, True),
-        ("access", ["digits-a", "private-b"], None, False),
-        ("job", ["digits-a"], 5, True),
-        ("job", ["digits-a"], 6, False),
+        (("digits-a",), 9, DP, True),
+        (("digits-a", "private-b"), 9, DP, False),
+        (("digits-a",), 9, {**DP, "epsilon": 2.0}, False),
+        (("digits-a",), 5, None, True),
+        (("digits-a",), 6, None, False),
     ],
 )
 def test_auto_approval_rules(
-    client: FlaskClient, headers, datasets, model_files, kind, datasets_, epochs, approved
+    client: FlaskClient, headers, datasets, model_files, datasets_, epochs, dp, approved
 ) -> None:
     settings = client.put(
         "/api/v1/settings", json={"auto_approval": AUTO_RULES}, headers=headers["owner"]
     )
     assert settings.status_code == 200
-    if kind == "access":
-        response = file_access(client, headers["data_scientist"], datasets_)
-    else:
-        plan = {"loss": "cross_entropy", "epochs": epochs}
-        response = file_job(client, headers["data_scientist"], model_files, plan)
+    plan = {"loss": "cross_entropy", "epochs": epochs, "dp": dp}
+    response = file_job(client, headers["data_scientist"], model_files, plan, datasets=datasets_)
     assert response.status_code == 201
     assert response.json["auto_approved"] is approved
     assert response.json["status"] == ("approved" if approved else "pending")
 
 
 def test_only_the_owner_edits_auto_approval(client: FlaskClient, headers) -> None:
-    body = {"auto_approval": [{"kind": "access"}]}
+    body = {"auto_approval": [{"kind": "job"}]}
     assert client.put("/api/v1/settings", json=body, headers=headers["admin"]).status_code == 403
     bad = client.put(
         "/api/v1/settings", json={"auto_approval": [{"max_epochs": 0}]}, headers=headers["owner"]

@@ -46,7 +46,6 @@ NEW_PASSWORD = "new-password-123"
         (("settings", "set", "--min-group-size", "0"), "0 is not in the range x>=1"),
         (("settings", "rules", "add", "--release-on-completion"), "a rule needs a condition"),
         (("audit", "list", "--limit", "0"), "0 is not in the range 1<=x<=1000"),
-        (("requests", "access", "--reason", "why"), "Missing argument 'DATASET...'"),
         (("setup", "http://127.0.0.1:9", "--email", "a@example.org"), "pass --password-stdin"),
     ],
 )
@@ -75,15 +74,21 @@ def test_an_owner_manages_settings_from_the_shell(
     assert grouped == {**changed, "min_group_size": 25}
     ruled = ok_json(
         run_grid(
-            "settings", "rules", "add", "--dataset-tag", "public", "--kind", "access", "--json"
+            *("settings", "rules", "add", "--dataset-tag", "public", "--kind", "federated"),
+            *("--secure-aggregation", "ckks", "--max-epsilon", "2", "--max-rounds", "5"),
+            *("--min-peers", "3", "--json"),
         )
     )
     assert ruled["auto_approval"] == [
         {
             "data_scientist": None,
             "dataset_tag": "public",
-            "kind": "access",
+            "kind": "federated",
             "max_epochs": None,
+            "secure_aggregation": "ckks",
+            "max_epsilon": 2.0,
+            "max_rounds": 5,
+            "min_peers": 3,
             "release_on_completion": False,
         }
     ]
@@ -198,18 +203,12 @@ def test_requests_jobs_datasets_and_results_are_shown_and_downloaded_from_the_sh
     live_domain: str, run_grid: RunGrid, scientist: grid.DomainClient, tmp_path: Path
 ) -> None:
     sign_in(run_grid, live_domain)
-    filed = ok_json(
-        run_grid("requests", "access", "digits-a", "--reason", "check labels", "--json")
+    asked = scientist.submit_training(
+        nn.Sequential(nn.Linear(3, 3)), "digits-a", PLAN, reason="check labels"
     )
-    assert (filed["kind"], filed["status"], filed["requester"]) == (
-        "access",
-        "pending",
-        OWNER_EMAIL,
-    )
-    assert ok_json(run_grid("requests", "show", str(filed["id"]), "--json")) == filed
-    assert "check labels" in run_grid("requests", "show", str(filed["id"])).stdout
-    message = failed(run_grid("requests", "access", "nope", "--reason", "why"))
-    assert "No dataset named 'nope'" in message and "grid datasets list" in message
+    filed = ok_json(run_grid("requests", "show", str(asked.id), "--json"))
+    assert (filed["kind"], filed["status"], filed["requester"]) == ("job", "pending", DS_EMAIL)
+    assert "check labels" in run_grid("requests", "show", str(asked.id)).stdout
     message = failed(run_grid("requests", "show", "999"))
     assert "No request with id 999" in message and "grid requests list" in message
 

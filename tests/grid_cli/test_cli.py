@@ -9,6 +9,7 @@ from typing import Any
 
 from click.testing import Result
 from sqlalchemy import text
+from torch import nn
 
 import grid_cli as grid
 from domain.security import issue_access_token
@@ -101,8 +102,9 @@ def test_owner_session_from_the_command_line(
 
     # The data scientist asks from Python; the owner decides from the command line.
     ds = grid.login(live_domain, DS_EMAIL, DS_PASSWORD)
-    first = ds.request_access("digits-a", reason="Train a classifier")
-    second = ds.request_access("digits-a", reason="Another try")
+    model, plan = nn.Sequential(nn.Linear(3, 3)), {"loss": "cross_entropy"}
+    first = ds.request(ds.submit_training(model, "digits-a", plan, reason="Train a classifier").id)
+    second = ds.request(ds.submit_training(model, "digits-a", plan, reason="Another try").id)
     pending = ok_json(run_grid("requests", "list", "--status", "pending", "--json"))
     assert [r["id"] for r in pending] == [first.id, second.id]
     decided = ok_json(

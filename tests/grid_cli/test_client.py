@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from torch import nn
 
 import grid_cli as grid
 from domain.security import issue_access_token
@@ -61,7 +62,10 @@ def test_owner_and_data_scientist_flow(
         datasets["nope"]
 
     # Approve path: the owner sees the request pending; the data scientist sees the decision.
-    asked = ds.request_access("digits-a", reason="Train a digit classifier")
+    model, plan = nn.Sequential(nn.Linear(3, 3)), {"loss": "cross_entropy"}
+    asked = ds.request(
+        ds.submit_training(model, "digits-a", plan, reason="Train a digit classifier").id
+    )
     assert (asked.status, asked.reason, asked.request_reason) == (
         "pending",
         None,
@@ -78,7 +82,9 @@ def test_owner_and_data_scientist_flow(
     )
 
     # Deny path, asking for several datasets at once.
-    second = ds.request_access(["images", "digits-a"], reason="Both, please")
+    second = ds.request(
+        ds.submit_training(model, ["digits-a", "images"], plan, reason="Both, please").id
+    )
     assert sorted(second.datasets) == ["digits-a", "images"]
     assert owner.requests.pending.ids == [second.id]
     owner.deny(second, reason="Images are not shareable")
@@ -95,7 +101,7 @@ def test_owner_and_data_scientist_flow(
         ds.approve(second.id)
     assert forbidden.value.status == 403
     with pytest.raises(grid.GridError, match="No dataset named 'missing'") as missing:
-        ds.request_access("missing", reason="?")
+        ds.submit_training(model, "missing", plan, reason="?")
     assert missing.value.status == 404
 
     # An API key acts as its account.

@@ -19,7 +19,7 @@ from grid_common.federated_schemas import AnalyticsSpec, invitation_message
 from grid_common.hashes import spec_hash
 from grid_common.identity import b64decode, verify_key_from_text
 from tests.network.conftest import Signer, approved
-from tests.network.test_federated import account, blob_files, error, send
+from tests.network.test_federated import account, blob_files, deal_keys, error, send
 
 NAMES = ("hospital-a", "clinic-b", "lab-c")
 ANALYTICS = "/api/v1/fl/analytics"
@@ -189,11 +189,7 @@ def _approve_and_deal(
         assert answer.status_code == 200, answer.json
     states = {d.id: d.call("GET", f"{path}/state").json for d in domains}
     dealer = next(d for d in domains if states[d.id]["deal_keys"])
-    for entry in states[dealer.id]["dealer_keys"]:
-        sealed = he.seal_for(entry["encryption_key"], keys.secret_context)
-        sent = send(dealer, "PUT", f"{path}/keys/sealed/{entry['domain_id']}", sealed)
-        assert sent.status_code == 204
-    assert send(dealer, "PUT", f"{path}/keys/public", keys.public_context).status_code == 200
+    assert deal_keys(dealer, path, keys).status_code == 200
 
 
 def test_sums_are_added_blind_at_the_statistics_level_and_withheld_results_fail_the_job(
@@ -260,7 +256,7 @@ def test_an_analysis_cannot_be_withheld_while_its_round_runs(
     assert network.get(path, headers=scientist).json["status"] == "running"
 
 
-def test_the_released_analysis_downloads_once_every_domain_attested_it(
+def test_the_released_analysis_downloads_once_every_domain_attested_and_released_it(
     network: FlaskClient, scientist: dict[str, str], domains: list[Signer], tmp_path: Path
 ) -> None:
     job = submit(
@@ -280,6 +276,10 @@ def test_the_released_analysis_downloads_once_every_domain_attested_it(
     for signer in domains:
         assert signer.call("POST", f"{path}/attestation", {"model_hash": digest}).status_code == 200
     assert send(domains[0], "PUT", f"{path}/result", release).status_code == 200
+    for signer in domains[1:]:  # every owner releases it, not only the one who uploaded it
+        assert network.get(f"{path}/result", headers=scientist).status_code == 403
+        released = signer.call("POST", f"{path}/release", {"model_hash": digest})
+        assert released.status_code == 200, released.json
     result = network.get(f"{path}/result", headers=scientist)
     assert result.status_code == 200 and result.data == release
     assert "analysis.safetensors" in result.headers["Content-Disposition"]

@@ -21,7 +21,12 @@ from werkzeug.test import TestResponse
 
 from grid_common import he
 from grid_common.db import db_session
-from grid_common.federated_schemas import FederatedSpec, invitation_message
+from grid_common.federated_schemas import (
+    FederatedSpec,
+    invitation_message,
+    key_statement_verifies,
+    sign_key_statement,
+)
 from grid_common.hashes import spec_hash
 from grid_common.identity import verify_key_from_text
 from grid_common.model_archive import save_for_training
@@ -32,6 +37,8 @@ from tests.network.conftest import Signer, approved, dataset
 NAMES = ("hospital-a", "clinic-b", "lab-c")
 SAMPLES = (10, 30, 60)
 JOBS = "/api/v1/fl/jobs"
+# Rounds that may close with 2 domains need DP on each domain's update: with it, they may.
+DP_PLAN = {"loss": "mse", "epochs": 1, "dp": {"epsilon": 1.0, "delta": 1e-5}}
 PASSWORD = "scientist-password"
 
 
@@ -230,14 +237,29 @@ def create(
     )  # fmt: skip
 
 
-def deal(job: Job) -> None:
-    """The dealer seals the secret context for every key holder, then hands over the public one."""
-    dealer = next(d for d in job.domains if job.state(d)["deal_keys"])
-    for entry in job.state(dealer)["dealer_keys"]:
-        sealed = he.seal_for(entry["encryption_key"], job.keys.secret_context)
-        response = send(dealer, "PUT", job.path(f"/keys/sealed/{entry['domain_id']}"), sealed)
+def deal_keys(dealer: Signer, path: str, keys: he.JobKeys) -> TestResponse:
+    """As a domain deals: a box from the dealer to every key holder, then the public context
+    with the dealer's signature of it; returns the network's answer to the last."""
+    job_id = int(path.rsplit("/", 1)[1])
+    for entry in dealer.call("GET", f"{path}/state").json["dealer_keys"]:
+        boxed = he.box_for(
+            dealer.identity.encryption_key, entry["encryption_key"], keys.secret_context
+        )
+        response = send(dealer, "PUT", f"{path}/keys/sealed/{entry['domain_id']}", boxed)
         assert response.status_code == 204, response.get_data(as_text=True)
-    response = send(dealer, "PUT", job.path("/keys/public"), job.keys.public_context)
+    signature = sign_key_statement(
+        dealer.identity,
+        network_id=dealer.recipient,
+        network_job_id=job_id,
+        public_context=keys.public_context,
+    )
+    return send(dealer, "PUT", f"{path}/keys/public?signature={signature}", keys.public_context)
+
+
+def deal(job: Job) -> None:
+    """The dealer boxes the secret context for every key holder, then hands over the public one."""
+    dealer = next(d for d in job.domains if job.state(d)["deal_keys"])
+    response = deal_keys(dealer, job.path(""), job.keys)
     assert response.status_code == 200, response.json
     assert response.json["status"] == "running"
 
@@ -287,7 +309,8 @@ def test_submit_shows_the_job_to_its_scientist(
     domains: list[Signer],
     model_files: tuple[bytes, bytes],
 ) -> None:
-    response = submit(network, scientist, spec_for(domains, min_domains=2), model_files)
+    spec = spec_for(domains, min_domains=2, plan=DP_PLAN)
+    response = submit(network, scientist, spec, model_files)
     assert response.status_code == 201, response.json
     job = response.json
     assert job["status"] == "pending_approval"
@@ -301,11 +324,11 @@ def test_submit_shows_the_job_to_its_scientist(
     assert job["result"] == "none" and job["last_round"] is None
     # The scientist recomputes the spec hash from its own files, the domains' ids and how the
     # rounds run; any other setting gives another hash.
-    settings = FederatedSpec.model_validate(spec_for(domains, min_domains=2)).round_settings()
+    settings = FederatedSpec.model_validate(spec).round_settings()
     expected = {
         "model_digest": hashlib.sha256(model_files[0]).hexdigest(),
         "weights_digest": hashlib.sha256(model_files[1]).hexdigest(),
-        "plan": {"loss": "mse", "epochs": 1},
+        "plan": DP_PLAN,
         "datasets": [f"{d.id}/records" for d in domains],
         "kind": "model_centric",
         "domains": [d.id for d in domains],
@@ -464,7 +487,7 @@ def test_invitations_are_signed_by_the_network_and_go_only_to_invited_domains(
 
 
 def test_plain_round_one_opens_once_min_domains_approved(created: Callable[..., Job]) -> None:
-    job = created("none", min_domains=2)
+    job = created("none", min_domains=2, plan=DP_PLAN)
     first, second, late = job.domains
     assert job.decide(first).json["status"] == "pending_approval"
     assert job.decide(first).status_code == 200  # the same decision again is harmless
@@ -482,7 +505,7 @@ def test_plain_round_one_opens_once_min_domains_approved(created: Callable[..., 
 
 @pytest.mark.parametrize("mode", ["none", "ckks"])
 def test_a_job_fails_when_denials_leave_no_quorum(created: Callable[..., Job], mode: str) -> None:
-    job = created(mode, min_domains=2)
+    job = created(mode, min_domains=2, plan=DP_PLAN)
     assert job.decide(job.domains[0], approve=False).json["status"] == "pending_approval"
     assert job.decide(job.domains[1], approve=False).json["status"] == "failed"
     view = job.view()
@@ -508,32 +531,66 @@ def test_ckks_key_setup_goes_through_the_dealer_only(
     ]
     assert states[1]["dealer_keys"] == []
 
+    def public(signer: Signer, body: bytes, job_id: int = job.id) -> str:
+        """The public-context upload, with `signer`'s signature of `body` for job `job_id`."""
+        signature = sign_key_statement(
+            signer.identity, network_id=signer.recipient, network_job_id=job_id, public_context=body
+        )
+        return job.path(f"/keys/public?signature={signature}")
+
     before = blob_files(network_app)
-    sealed = he.seal_for(other.identity.encryption_public_key, job.keys.secret_context)
+    sealed = he.box_for(
+        other.identity.encryption_key, other.identity.encryption_public_key, job.keys.secret_context
+    )
     assert error(send(other, "PUT", job.path(f"/keys/sealed/{other.id}"), sealed), 403)
-    assert error(send(other, "PUT", job.path("/keys/public"), job.keys.public_context), 403)
+    context = job.keys.public_context
+    assert error(send(other, "PUT", public(other, context), context), 403)
     stranger_id = "f" * 32
     assert error(send(dealer, "PUT", job.path(f"/keys/sealed/{stranger_id}"), sealed), 404)
-    public = job.path("/keys/public")
-    assert error(send(dealer, "PUT", public, job.keys.public_context), 409) == "keys_incomplete"
-    assert error(send(dealer, "PUT", public, job.keys.secret_context), 422) == (
-        "context_not_public"
-    )
+    assert error(send(dealer, "PUT", public(dealer, context), context), 409) == "keys_incomplete"
+    secret = job.keys.secret_context
+    assert error(send(dealer, "PUT", public(dealer, secret), secret), 422) == "context_not_public"
     other_params = he.make_job_keys(he.CkksParams(global_scale_bits=30)).public_context
-    assert error(send(dealer, "PUT", public, other_params), 422) == "context_mismatch"
-    assert error(send(dealer, "PUT", public, b"not a context"), 422) == "invalid"
+    assert error(send(dealer, "PUT", public(dealer, other_params), other_params), 422) == (
+        "context_mismatch"
+    )
+    assert error(send(dealer, "PUT", public(dealer, b"not a context"), b"not a context"), 422)
+    # The dealer's signature must cover this context, for this job, by the dealer itself.
+    for wrong in (public(other, context), public(dealer, context, job.id + 1)):
+        assert error(send(dealer, "PUT", wrong, context), 422) == "bad_key_signature"
     assert blob_files(network_app) == before
     assert error(other.call("GET", job.path("/keys/sealed")), 404) == "not_found"
+    assert error(other.call("GET", job.path("/keys/public")), 404) == "not_found"
 
     deal(job)
     for signer in job.domains:
         state = job.state(signer)
         assert state["status"] == "running" and state["keys_ready"] and not state["deal_keys"]
-        # Each domain opens its own box, and only its own.
+        # Each domain opens its own box, from the dealer, and checks the dealer's signature
+        # of the public context the network holds.
         box = signer.call("GET", job.path("/keys/sealed"))
         assert box.status_code == 200
-        assert he.unseal(signer.identity.encryption_key, box.data) == job.keys.secret_context
-    assert error(send(dealer, "PUT", public, job.keys.public_context), 409) == "not_key_setup"
+        opened = he.unbox(
+            signer.identity.encryption_key, dealer.identity.encryption_public_key, box.data
+        )
+        assert opened == job.keys.secret_context
+        assert state["dealer"] == dealer.id
+        assert signer.call("GET", job.path("/keys/public")).data == job.keys.public_context
+        assert key_statement_verifies(
+            dealer.identity.signing_public_key,
+            state["public_context_signature"],
+            network_id=dealer.recipient,
+            network_job_id=job.id,
+            dealer_id=dealer.id,
+            public_context_digest=hashlib.sha256(job.keys.public_context).hexdigest(),
+        )
+    assert error(send(dealer, "PUT", public(dealer, context), context), 409) == "not_key_setup"
+    # A participant that finds the keys fail its checks refuses them: the job fails.
+    reason = {"reason": "the box is not the dealer's"}
+    assert other.call("POST", job.path("/keys/refused"), reason).status_code == 200
+    view = job.view()
+    assert view["status"] == "failed"
+    assert "refused the job's CKKS keys: the box is not the dealer's" in view["failure_reason"]
 
 
 def _send_all(job: Job, number: int, signers: list[Signer] | None = None) -> np.ndarray:
@@ -746,7 +803,7 @@ def _age_open_round(app: Flask, job: Job, seconds: float) -> None:
 def test_at_the_deadline_a_quorum_closes_the_round(
     start_job: Callable[..., Job], network_app: Flask, mode: he.SecureAggregation
 ) -> None:
-    job = start_job(mode, min_domains=2, round_timeout=60)
+    job = start_job(mode, min_domains=2, round_timeout=60, plan=DP_PLAN)
     expected = _send_all(job, 1, job.domains[:2])
     assert job.view()["last_round"]["status"] == "open"  # the third may still come
     _age_open_round(network_app, job, 61)
@@ -765,7 +822,7 @@ def test_at_the_deadline_a_quorum_closes_the_round(
 def test_short_of_quorum_a_round_waits_then_the_job_fails(
     start_job: Callable[..., Job], network_app: Flask
 ) -> None:
-    job = start_job("none", min_domains=2, round_timeout=60)
+    job = start_job("none", min_domains=2, round_timeout=60, plan=DP_PLAN)
     expected = _send_all(job, 1, job.domains[:1])
     _age_open_round(network_app, job, 61)
     view = job.view()
@@ -819,13 +876,21 @@ def test_attested_result_reaches_the_scientist(start_job: Callable[..., Job]) ->
     state = job.domains[2].call("POST", job.path("/attestation"), {"model_hash": digest}).json
     assert state["attested"]
     view = job.view()
-    assert view["result"] == "awaiting_upload" and view["result_hash"] == digest
+    assert view["result"] == "awaiting_release" and view["result_hash"] == digest
     assert error(job.network.get(result, headers=job.scientist), 403) == "result_unavailable"
     assert error(send(job.domains[1], "PUT", result, final + b"x"), 422) == "hash_mismatch"
     uploaded = send(job.domains[1], "PUT", result, final)
     assert uploaded.status_code == 200, uploaded.json
-    assert uploaded.json["status"] == "completed" and uploaded.json["result_uploaded"]
+    assert uploaded.json["released"] and uploaded.json["result_uploaded"]
+    # The others' owners release too, each by a signed call; the last one completes the job.
+    release = job.path("/release")
+    for signer in (job.domains[0], job.domains[2]):
+        assert job.view()["result"] == "awaiting_release"
+        released = signer.call("POST", release, {"model_hash": digest})
+        assert released.status_code == 200, released.json
+    assert released.json["status"] == "completed"
     view = job.view()
+    assert all(p["released"] for p in view["participants"])
     assert view["status"] == "completed" and view["result"] == "available"
     assert view["finished_at"] is not None
     fetched = job.network.get(result, headers=job.scientist)
@@ -910,7 +975,7 @@ def test_a_dealer_that_never_deals_fails_the_job(
 
 
 def test_no_decision_once_the_rounds_are_over(created: Callable[..., Job]) -> None:
-    job = created("none", rounds=1, min_domains=2)
+    job = created("none", rounds=1, min_domains=2, plan=DP_PLAN)
     first, second, late = job.domains
     for signer in (first, second):
         assert job.decide(signer).status_code == 200

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 from safetensors.numpy import save_file
+from torch import nn
 
 import grid_cli as grid
 from grid_common.identity import NodeIdentity
@@ -108,8 +109,9 @@ def test_join_publish_search_route_and_leave(
     assert routed.me.email == DS_EMAIL
     assert routed.datasets.names == ["digits-a"]
     assert list(routed.datasets["digits-a"].mock.columns) == ["f0", "f1", "f2", "target"]
-    request = routed.request_access("digits-a", reason="through the network")
-    assert owner.request(request.id).requester == DS_EMAIL
+    model = nn.Sequential(nn.Linear(3, 3))
+    job = routed.submit_training(model, "digits-a", {"loss": "cross_entropy"}, "via the network")
+    assert owner.request(job.id).requester == DS_EMAIL
     with pytest.raises(grid.GridError) as refused:
         routed.create_user("x@example.org", "a-long-password")  # the domain says no
     assert refused.value.status == 403
