@@ -76,10 +76,11 @@ def check_forward(model: nn.Module, features: np.ndarray) -> None:
         ) from None
 
 
-def export_model(model: nn.Module, features: np.ndarray) -> ExportedModel:
+def export_model(model: nn.Module, features: np.ndarray, *, dp: bool = False) -> ExportedModel:
     """Export in train mode with a dynamic batch size, and save the weights beside it.
 
-    The archive is inspected as the domain will, so what it refuses fails here first.
+    The archive is inspected as the domain will (`dp` for a job under differential privacy),
+    so what it refuses fails here first.
     """
     import torch
     from safetensors.torch import save_file
@@ -89,7 +90,7 @@ def export_model(model: nn.Module, features: np.ndarray) -> ExportedModel:
     program_path = Path(folder.name) / "model.pt2"
     weights_path = Path(folder.name) / "weights.safetensors"
     try:
-        save_for_training(copy.deepcopy(model), example, program_path)
+        save_for_training(copy.deepcopy(model), example, program_path, dp=dp)
     except ModelArchiveError as exc:
         folder.cleanup()
         raise ModelCheckError(f"Grid cannot accept this model: {exc}") from None

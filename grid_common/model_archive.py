@@ -9,6 +9,7 @@ import os
 import pickletools
 import re
 import tempfile
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +28,37 @@ MAX_SYM_EXPR_CHARS = 2000
 ALLOWED_OP_NAMESPACES = frozenset({"aten", "prims"})
 # aten operators that touch the filesystem: a model has no business reading or writing files.
 DENIED_OPS = frozenset({"aten.from_file", "aten.save"})
+# Operators whose output is a view of their first input: writing to the view writes to the
+# tensor it was taken from. (torch 2.13's aten operators whose schema returns an alias.)
+_VIEW_OPS = frozenset(
+    {"alias", "as_strided", "broadcast_to", "chunk", "conj", "contiguous", "detach", "diagonal"}
+    | {"dsplit", "expand", "expand_as", "flatten", "hsplit", "imag", "lift_fresh", "movedim"}
+    | {"moveaxis", "narrow", "numpy_T", "mH", "mT", "matrix_H", "adjoint", "permute", "ravel"}
+    | {"real", "reshape", "reshape_as", "resolve_conj", "resolve_neg", "select", "slice"}
+    | {"split", "split_with_sizes", "squeeze", "swapaxes", "swapdims", "t", "tensor_split"}
+    | {"to", "transpose", "unbind", "unflatten", "unfold", "unsqueeze", "view", "view_as"}
+    | {"view_as_complex", "view_as_real", "vsplit", "_conj", "_neg_view", "_reshape_alias"}
+    | {"linalg_diagonal", "positive", "_indices", "_values", "indices", "values"}
+)
+# The batch normalization operators whose running_mean and running_var updates Grid accepts.
+_BATCH_NORM_OPS = frozenset(
+    {"batch_norm", "native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm"}
+    | {"_batch_norm_with_update", "miopen_batch_norm"}
+)
+# Operators that write into arguments other than an in-place `self` or a keyword-only `out`.
+_WRITTEN_ARGS = {
+    **dict.fromkeys(
+        _BATCH_NORM_OPS | {"_batch_norm_impl_index", "batch_norm_update_stats", "instance_norm"},
+        ("running_mean", "running_var"),
+    ),
+    "_fused_moving_avg_obs_fq_helper": ("running_min", "running_max", "scale", "zero_point"),
+    "fused_moving_avg_obs_fake_quant": ("running_min", "running_max", "scale", "zero_point"),
+    "rrelu_with_noise": ("noise",),
+    "set_data": ("self",),
+}
+_RUNNING_STATS = ("running_mean", "running_var")
+_BATCH_COUNTER = "num_batches_tracked"
+_KEYWORD = 2  # torch.export's ArgumentKind.KEYWORD: out= tensors are keyword-only
 # Python builtins the exporter emits for shape arithmetic. Nothing like operator.attrgetter or
 # operator.call, which would let a graph of constants reach arbitrary Python.
 ALLOWED_BUILTIN_TARGETS = frozenset(
@@ -161,6 +193,7 @@ class ArchiveInfo:
     parameter_count: int
     dialect: list[str] = field(default_factory=list)
     torch_version: str | None = None
+    changed_buffers: list[str] = field(default_factory=list)  # BatchNorm running statistics
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description for review screens and audit entries."""
@@ -174,6 +207,7 @@ class ArchiveInfo:
             "outputs": [t.to_json() for t in self.outputs],
             "dialect": self.dialect,
             "torch_version": self.torch_version,
+            "changed_buffers": self.changed_buffers,
         }
 
 
@@ -186,14 +220,17 @@ class _Archive:
     constants_config: dict[str, Any]
 
 
-def inspect_archive(path: Path) -> ArchiveInfo:
+def inspect_archive(path: Path, *, dp: bool = False) -> ArchiveInfo:
     """Check that `path` is a torch.export archive Grid can load safely, and summarize it.
 
     Reads the zip directory and the JSON members only; imports no torch and unpickles nothing.
+    The graph may change only batch normalization's running statistics, and with `dp` (a job
+    under differential privacy) no buffer at all.
     """
     with _open_zip(path) as zf:
         archive = _check(zf)
-    return _summarize(archive)
+    changed = check_buffer_updates(archive.graph, dp=dp)
+    return _summarize(archive, changed)
 
 
 def load_exported_program(path: Path, workdir: Path) -> ExportedProgram:
@@ -246,6 +283,185 @@ def check_program(ep: ExportedProgram) -> None:
             raise ModelArchiveError(f"the model calls a submodule {node.target!r}")
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A graph's write to one of its weights: which, and whether it is a BatchNorm statistic."""
+
+    kind: str  # parameter, buffer or tensor_constant
+    fqn: str
+    running_stat: bool = False
+    counter: bool = False
+
+
+def check_buffer_updates(program: dict[str, Any], *, dp: bool = False) -> list[str]:
+    """The buffers a program's graph changes, refused unless they are BatchNorm statistics.
+
+    `program` is the archive's JSON program (training IR with in-place writes, or a functional
+    one whose writes are buffer_mutation outputs). A buffer counts as a running statistic only
+    when the graph hands it, itself and not a view, to a batch normalization operator as its
+    running_mean or running_var; `num_batches_tracked` is accepted when it is only incremented
+    by one beside such statistics. Whatever a buffer is named, any other write is refused, as is
+    a write to a parameter or a constant; with `dp` every buffer write is refused.
+    """
+    try:
+        found = _weight_writes(program)
+    except (AttributeError, TypeError, KeyError, IndexError) as e:  # a crafted, odd structure
+        raise ModelArchiveError(_NOT_EXPORT + "its graph or signature is malformed") from e
+    # Running statistics first, so a refusal under DP names the one a reader recognizes.
+    writes = sorted(found, key=lambda w: not w.running_stat)
+    stats_of = {w.fqn.rpartition(".")[0] for w in writes if w.running_stat}
+    changed: set[str] = set()
+    for w in writes:
+        if w.kind != "buffer":
+            kind = w.kind.replace("tensor_", "")
+            raise ModelArchiveError(
+                f"the model's forward writes to its {kind} {w.fqn!r}; Grid accepts graphs that "
+                "change parameters only through the optimizer's steps"
+            )
+        recognized = w.running_stat or (w.counter and w.fqn.rpartition(".")[0] in stats_of)
+        if dp:
+            hint = (
+                " (the running statistics of batch normalization, which also mixes the rows of "
+                "a batch: use GroupNorm or LayerNorm instead)"
+                if recognized
+                else ""
+            )
+            raise ModelArchiveError(
+                f"under differential privacy no model buffer may change, and the model's forward "
+                f"changes its buffer {w.fqn!r}{hint}"
+            )
+        if not recognized:
+            raise ModelArchiveError(
+                f"the model's forward changes its buffer {w.fqn!r}, which would leave the domain "
+                "with the result: a model may change only the running statistics of its batch "
+                "normalization layers (running_mean, running_var, num_batches_tracked)"
+            )
+        changed.add(w.fqn)
+    return sorted(changed)
+
+
+def check_loaded_buffer_updates(ep: ExportedProgram, *, dp: bool = False) -> list[str]:
+    """`check_buffer_updates` on a loaded program, functionalized first.
+
+    Functionalization turns every write the graph would make at run time, through any view or
+    operator, into an explicit buffer or parameter mutation output, so nothing the archive's own
+    graph hides from the check at filing escapes this one.
+    """
+    from torch._export.serde.serialize import serialize
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's deprecation notes, nothing a job acts on
+            functional = ep.run_decompositions({})
+            program = json.loads(serialize(functional).exported_program)
+    except MemoryError:
+        raise
+    except Exception as e:  # fail closed: a graph that cannot be checked does not train
+        raise ModelArchiveError(
+            f"the model's graph could not be checked for buffer writes: {_first_line(e)}"
+        ) from e
+    return check_buffer_updates(program, dp=dp)
+
+
+def _tensor_names(arg: Any) -> list[str]:
+    """The tensors an argument of a serialized node refers to."""
+    names: list[str] = []
+    for key, item in _walk(arg):
+        if key == "as_tensor" and isinstance(item, dict) and isinstance(item.get("name"), str):
+            names.append(item["name"])
+        elif key == "as_tensors" and isinstance(item, dict) and isinstance(item.get("name"), str):
+            names.append(item["name"])  # _walk yields each element of a list under its key
+    return names
+
+
+def _packet(target: str) -> str:
+    parts = target.split(".")
+    return parts[3] if target.startswith("torch.ops.") and len(parts) == 5 else ""
+
+
+def _weight_writes(program: dict[str, Any]) -> list[_Write]:
+    gm = program["graph_module"]
+    signature = gm.get("signature") or {}
+    weights: dict[str, tuple[str, str]] = {}  # placeholder -> (kind, fully qualified name)
+    for spec in signature.get("input_specs") or []:
+        kind = next(iter(spec))
+        body = spec[kind]
+        fqn = body.get(f"{kind}_name")
+        arg = body.get("arg") or {}
+        name = (arg.get("as_tensor") or arg).get("name")
+        if kind in ("parameter", "buffer", "tensor_constant") and isinstance(name, str):
+            weights[name] = (kind, str(fqn))
+    root = {name: name for name in weights}  # a weight, or a view of one -> the weight
+    produced: dict[str, tuple[dict[str, Any], int]] = {}
+    writes: list[_Write] = []
+    for node in gm["graph"]["nodes"]:
+        target = node["target"]
+        packet = _packet(target)
+        inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+        outputs = [n for out in node.get("outputs") or [] for n in _tensor_names(out)]
+        for position, name in enumerate(outputs):
+            produced[name] = (node, position)
+        if packet in _VIEW_OPS and inputs:
+            source = next((root[n] for n in _tensor_names(inputs[0]) if n in root), None)
+            if source is not None:
+                root.update(dict.fromkeys(outputs, source))
+        written = dict.fromkeys(_WRITTEN_ARGS.get(packet, ()))
+        for position, item in enumerate(inputs):
+            in_place = position == 0 and packet.endswith("_") and not packet.startswith("__")
+            if not (in_place or item.get("kind") == _KEYWORD or item.get("name") in written):
+                continue
+            for name in _tensor_names(item.get("arg")):
+                if name not in root:
+                    continue
+                kind, fqn = weights[root[name]]
+                direct = kind == "buffer" and name == root[name]
+                writes.append(
+                    _Write(
+                        kind,
+                        fqn,
+                        running_stat=direct
+                        and packet in _BATCH_NORM_OPS
+                        and item.get("name") in _RUNNING_STATS,
+                        counter=direct and _is_increment(packet == "add_", fqn, inputs),
+                    )
+                )
+    for spec in signature.get("output_specs") or []:
+        kind = next(iter(spec))
+        if kind not in ("buffer_mutation", "parameter_mutation"):
+            continue
+        body = spec[kind]
+        fqn = str(body.get(f"{kind.partition('_')[0]}_name"))
+        value = (body.get("arg") or {}).get("name")
+        source = next((p for p, (k, f) in weights.items() if f == fqn), None)
+        if kind == "parameter_mutation" or value not in produced or source is None:
+            writes.append(_Write(kind.partition("_")[0], fqn))
+            continue
+        node, position = produced[value]
+        packet = _packet(node["target"])
+        inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+        stat = _RUNNING_STATS[position - 3] if position in (3, 4) else None
+        fed = [n for i in inputs if i.get("name") == stat for n in _tensor_names(i.get("arg"))]
+        writes.append(
+            _Write(
+                "buffer",
+                fqn,
+                running_stat=packet == "_native_batch_norm_legit_functional" and fed == [source],
+                counter=packet == "add"
+                and _tensor_names(inputs[0].get("arg") if inputs else None) == [source]
+                and _is_increment(True, fqn, inputs),
+            )
+        )
+    return writes
+
+
+def _is_increment(adds: bool, fqn: str, inputs: list[dict[str, Any]]) -> bool:
+    """Whether a write is BatchNorm's `num_batches_tracked += 1`."""
+    if not adds or fqn.rpartition(".")[2] != _BATCH_COUNTER or len(inputs) < 2:
+        return False
+    other = inputs[1].get("arg") or {}
+    return other.get("as_int") == 1 and all(i.get("arg") == {"as_int": 1} for i in inputs[2:])
+
+
 def export_for_training(module: torch.nn.Module, example: torch.Tensor) -> ExportedProgram:
     """Export `module` in train mode with a dynamic batch dimension, as Grid's workers need.
 
@@ -263,12 +479,17 @@ def export_for_training(module: torch.nn.Module, example: torch.Tensor) -> Expor
         module.train(training)
 
 
-def save_for_training(module: torch.nn.Module, example: torch.Tensor, path: Path) -> ArchiveInfo:
-    """Export `module` for training and save it as a .pt2 archive; returns what Grid will see."""
+def save_for_training(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, *, dp: bool = False
+) -> ArchiveInfo:
+    """Export `module` for training and save it as a .pt2 archive; returns what Grid will see.
+
+    `dp`: checked as for a job under differential privacy, where no buffer may change.
+    """
     import torch
 
     torch.export.save(export_for_training(module, example), str(path))
-    return inspect_archive(path)
+    return inspect_archive(path, dp=dp)
 
 
 def _first_line(e: BaseException) -> str:
@@ -672,7 +893,7 @@ def _dtype(meta: dict[str, Any]) -> str:
     return _DTYPES.get(meta.get("dtype", 0), ("unknown", 0))[0]
 
 
-def _summarize(archive: _Archive) -> ArchiveInfo:
+def _summarize(archive: _Archive, changed_buffers: list[str]) -> ArchiveInfo:
     program = archive.graph
     gm = program["graph_module"]
     graph = gm["graph"]
@@ -726,4 +947,5 @@ def _summarize(archive: _Archive) -> ArchiveInfo:
         parameter_count=count,
         dialect=[str(v) for v in program.get("verifiers") or []],
         torch_version=program.get("torch_version"),
+        changed_buffers=changed_buffers,
     )

@@ -10,11 +10,15 @@ from grid_common.errors import Unprocessable
 from grid_common.model_archive import ModelArchiveError, inspect_archive
 
 
-def check_model_archive(path: Path, part: str = "model") -> None:
-    """Refuse a `.pt2` part that could run code when loaded, or is no export at all."""
+def check_model_archive(path: Path, part: str = "model", *, dp: bool = False) -> None:
+    """Refuse a `.pt2` part that could run code when loaded, or is no export at all.
+
+    Also refused: a graph that changes a buffer other than BatchNorm's running statistics,
+    and, for a job under differential privacy (`dp`), one that changes any buffer.
+    """
     # Read as zip directory and JSON only: nothing in it is unpickled or run here.
     try:
-        inspect_archive(path)
+        inspect_archive(path, dp=dp)
     except ModelArchiveError as exc:
         raise Unprocessable(f"The '{part}' part is refused: {exc}", code="invalid_model") from None
 

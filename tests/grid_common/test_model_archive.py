@@ -334,3 +334,80 @@ def test_inspection_needs_no_torch(good: Path) -> None:
         f"inspect_archive({str(good)!r}); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+class _Writer(nn.Module):
+    """A linear model whose forward writes a row of its input somewhere (`how`)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.linear = nn.Linear(8, 3)
+        self.register_buffer("stash", torch.zeros(2, 8))
+        self.register_buffer("running_mean", torch.zeros(8))
+        self.register_buffer("running_var", torch.ones(8))
+        self.register_buffer("num_batches_tracked", torch.tensor(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "copy":
+            self.stash.copy_(x[:2])
+        elif self.how == "view":  # through a view of the buffer
+            self.stash.view(-1)[:8].copy_(x[0])
+        elif self.how == "out":  # an out= argument
+            torch.mean(x, 0, out=self.running_mean)
+        elif self.how == "batch_norm_of_a_view":  # a real batch norm, fed a view
+            stats = self.stash.view(-1)[:8]
+            x = nn.functional.batch_norm(x, stats, self.running_var, training=True)
+        elif self.how == "counter_alone":  # named like BatchNorm's, beside no batch norm
+            self.num_batches_tracked.add_(1)
+        elif self.how == "parameter":
+            self.linear.bias.detach().copy_(x[0, :3])
+        return self.linear(x)
+
+
+WRITES = {
+    "copy": "buffer 'stash'",
+    "view": "buffer 'stash'",
+    "out": "buffer 'running_mean'",
+    "batch_norm_of_a_view": "buffer 'stash'",
+    "counter_alone": "buffer 'num_batches_tracked'",
+    "parameter": "parameter 'linear.bias'",
+}
+
+
+@pytest.mark.parametrize("how", list(WRITES))
+def test_graphs_that_write_to_weights_are_refused(how: str, tmp_path: Path) -> None:
+    from grid_common.model_archive import check_loaded_buffer_updates, export_for_training
+
+    path = tmp_path / "writer.pt2"
+    torch.export.save(export_for_training(_Writer(how), torch.randn(4, 8)), str(path))
+    with pytest.raises(ModelArchiveError, match=WRITES[how]):
+        inspect_archive(path)
+    # Functionalized on the worker, every write is explicit: refused there too.
+    with pytest.raises(ModelArchiveError, match=WRITES[how]):
+        check_loaded_buffer_updates(torch.export.load(path))
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(self.out(self.norm(x)))
+
+
+def test_batch_norm_statistics_may_change_except_under_dp(tmp_path: Path) -> None:
+    from grid_common.model_archive import check_loaded_buffer_updates
+
+    path = tmp_path / "bn.pt2"
+    info = save_for_training(_BatchNormNet(), torch.randn(4, 8), path)
+    stats = ["norm.num_batches_tracked", "norm.running_mean", "norm.running_var"]
+    assert info.changed_buffers == stats
+    assert check_loaded_buffer_updates(load_exported_program(path, tmp_path)) == stats
+    with pytest.raises(ModelArchiveError, match=r"differential privacy.*'norm\.running_mean'"):
+        inspect_archive(path, dp=True)
+    with pytest.raises(ModelArchiveError, match="under differential privacy"):
+        check_loaded_buffer_updates(load_exported_program(path, tmp_path), dp=True)
+    assert save_for_training(Net(), torch.randn(4, 8), tmp_path / "net.pt2", dp=True)
