@@ -372,12 +372,14 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
         session.commit()
     if job.result_status == "released" and not participation.result_uploaded:
         # Every owner's release is its own signed call: the network hands a joint result to
-        # the data scientist only once each domain whose data is in it has released it.
-        if network.state().result_uploaded:
-            network.call("POST", "/release", json_body={"model_hash": job.result_digest})
-        else:
+        # the data scientist only once each domain whose data is in it has released it. The
+        # last to release uploads it, so the network never holds a plaintext result that an
+        # owner still withholds.
+        released = network.call("POST", "/release", json_body={"model_hash": job.result_digest})
+        state = ParticipantState.model_validate(released.json())
+        if state.unreleased == 0 and not state.result_uploaded:
             network.upload("PUT", "/result", _blobs().path(job.result_digest))
-        participation.result_uploaded = True
+        participation.result_uploaded = True  # this domain's part of the release is done
         session.commit()
 
 

@@ -345,4 +345,5 @@ class FederatedParticipation(Base):
     decision_reported: Mapped[bool] = mapped_column(default=False)
     attested_hash: Mapped[str | None] = mapped_column(String(64))
     attestation_reported: Mapped[bool] = mapped_column(default=False)
+    # This domain's release reached the network (and, if it was the last, the result with it).
     result_uploaded: Mapped[bool] = mapped_column(default=False)

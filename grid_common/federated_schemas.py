@@ -207,7 +207,9 @@ class ParticipantOut(BaseModel):
     samples: int | None = Field(description="Training rows it reported in its last round.")
     rounds_reported: int
     attested: bool
-    released: bool = Field(default=False, description="Its owner released the result (signed by its domain).")
+    released: bool = Field(
+        default=False, description="Its owner released the result (signed by its domain)."
+    )
 
 
 class RoundOut(BaseModel):
@@ -481,7 +483,14 @@ class ParticipantState(BaseModel):
     )
     secure_aggregation: SecureAggregation
     attested: bool
-    released: bool = Field(default=False, description="This domain's release of the result is recorded.")
+    released: bool = Field(
+        default=False, description="This domain's release of the result is recorded."
+    )
+    unreleased: int = Field(
+        default=0,
+        description="Domains whose data is in the result and whose owner has not released it; "
+        "the last to release uploads the result.",
+    )
     result_uploaded: bool
     failure_reason: str | None
     min_group_size: int = Field(

@@ -813,6 +813,7 @@ def participant_state(
         secure_aggregation=spec.secure_aggregation,
         attested=participant.attested_hash is not None,
         released=participant.released_at is not None,
+        unreleased=sum(p.released_at is None for p in _contributors(session, job)),
         result_uploaded=job.result_digest is not None,
         failure_reason=job.failure_reason,
         dealer_keys=dealer_keys(session, job) if deal else [],

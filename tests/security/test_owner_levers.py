@@ -148,21 +148,48 @@ def test_a_joint_result_waits_for_every_owners_release(
     for signer in job.domains:
         answer = signer.call("POST", job.path("/attestation"), {"model_hash": digest})
         assert answer.status_code == 200, answer.json
-    result = job.path("/result")
-    # One owner releases: their domain uploads the weights. The data scientist asks at once.
+    result, release = job.path("/result"), job.path("/release")
+    # One owner releases, and their domain uploads the weights at once (as domains did before).
     assert send(job.domains[0], "PUT", result, final).status_code == 200
     assert error(job.network.get(result, headers=job.scientist), 403) == "result_unavailable"
-    # A domain cannot release for another: its release names its own attestation only.
-    second = job.domains[1].call("POST", job.path("/release"), {"model_hash": digest})
-    assert second.status_code == 200, second.json
+    # A second owner releases: each release is the domain's own signed call.
+    second = job.domains[1].call("POST", release, {"model_hash": digest})
+    assert second.status_code == 200 and second.json["unreleased"] == 1, second.json
     assert error(job.network.get(result, headers=job.scientist), 403) == "result_unavailable"
     view = job.view()
     assert view["result"] == "awaiting_release"
     assert [p["released"] for p in view["participants"]] == [True, True, False]
-    last = job.domains[2].call("POST", job.path("/release"), {"model_hash": digest})
+    # Releasing another hash than the one attested releases nothing.
+    wrong = job.domains[2].call("POST", release, {"model_hash": "c" * 64})
+    assert error(wrong, 422) == "hash_mismatch"
+    assert error(job.network.get(result, headers=job.scientist), 403) == "result_unavailable"
+    last = job.domains[2].call("POST", release, {"model_hash": digest})
     assert last.status_code == 200 and last.json["status"] == "completed"
     fetched = job.network.get(result, headers=job.scientist)
     assert fetched.status_code == 200 and fetched.data == final
+
+
+def test_the_last_owner_to_release_uploads_the_result(
+    start_job: Callable[..., Job],  # noqa: F811
+) -> None:
+    """Domains release before any upload: the network holds no plaintext result until the
+    last owner released, and the data scientist gets it only then."""
+    job = start_job("none", rounds=1)
+    final = _finish(job)
+    digest = hashlib.sha256(final).hexdigest()
+    for signer in job.domains:
+        assert signer.call("POST", job.path("/attestation"), {"model_hash": digest}).json
+    states = [
+        signer.call("POST", job.path("/release"), {"model_hash": digest}).json
+        for signer in job.domains
+    ]
+    assert [s["unreleased"] for s in states] == [2, 1, 0]
+    assert not any(s["result_uploaded"] for s in states)
+    result = job.path("/result")
+    assert error(job.network.get(result, headers=job.scientist), 403) == "result_unavailable"
+    uploaded = send(job.domains[2], "PUT", result, final)
+    assert uploaded.status_code == 200 and uploaded.json["status"] == "completed"
+    assert job.network.get(result, headers=job.scientist).data == final
 
 
 # --- budgets of a network's data scientists ---------------------------------------------
