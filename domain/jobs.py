@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit, registry_writes
+from domain.api.settings import load_settings
 from domain.models import AccessRequest, Dataset, Job, JobEvent
 from grid_common.errors import Conflict
 from grid_common.hashes import spec_hash
@@ -34,7 +35,10 @@ def request_datasets(session: Session, request: AccessRequest) -> list[Dataset] 
 
 
 def create_job(session: Session, request: AccessRequest, approval: Approval) -> Job:
-    """Queue an approved job request (the job shares its id) and record it on the registry."""
+    """Queue an approved job request (the job shares its id) and record it on the registry.
+
+    The owner's live-metrics setting is recorded with the job now, at approval.
+    """
     assert request.plan is not None
     datasets = [d.dataset_name for d in request.datasets]
     if request.kind == "analytics":
@@ -54,6 +58,7 @@ def create_job(session: Session, request: AccessRequest, approval: Approval) -> 
         memory_mb=approval.limits.memory_mb,
         wall_seconds=approval.limits.wall_seconds,
         release_on_completion=approval.release_on_completion,
+        live_metrics=load_settings(session).live_metrics,
         queued_at=datetime.now(UTC),
         spec_hash=spec,
     )
@@ -69,6 +74,15 @@ def _registry_key(job: Job) -> str:
 
 def add_event(session: Session, job: Job, kind: str, data: dict[str, Any]) -> None:
     session.add(JobEvent(job_id=job.id, attempt=job.attempt, kind=kind, data=data))
+    if kind == "progress":
+        record_spend(job, data.get("epsilon"))
+
+
+def record_spend(job: Job, epsilon: object) -> None:
+    """Keep the most epsilon the job's DP accountant reported: after each epoch, each round of
+    a federated job, and at the end; a job that fails half-way has spent what it reported."""
+    if isinstance(epsilon, int | float) and not isinstance(epsilon, bool):
+        job.epsilon_spent = max(job.epsilon_spent or 0.0, float(epsilon))
 
 
 def _finish(session: Session, job: Job, status: str, reason: str | None, actor: str) -> None:
@@ -147,6 +161,7 @@ def extend_lease(job: Job, lease_s: int) -> None:
 
 def complete(session: Session, job: Job, digest: str, metrics: dict[str, Any], actor: str) -> None:
     job.result_attempt, job.result_digest, job.metrics = job.attempt, digest, metrics
+    record_spend(job, metrics.get("epsilon"))
     job.result_status = "released" if job.release_on_completion else "held"
     if job.release_on_completion:
         job.released_at = datetime.now(UTC)

@@ -69,10 +69,15 @@ class Job:
         return self._info.failure_reason
 
     def refresh(self) -> Job:
+        withheld = self._info.metrics_withheld
         self._info = self._client.job_info(self.id)
+        if withheld and not self._info.metrics_withheld:
+            self._events = []  # released: the domain now shows what it withheld, so read anew
         return self
 
     def _fetch_events(self) -> list[JobEventOut]:
+        if self._info.metrics_withheld:
+            self.refresh()  # has the owner released the result since?
         after = self._events[-1].id if self._events else 0
         while True:
             batch = self._client.job_events(self.id, after=after)
@@ -83,7 +88,11 @@ class Job:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Per-epoch progress points of the newest attempt (epoch, loss, accuracy, val_...)."""
+        """Per-epoch progress points of the newest attempt (epoch, loss, accuracy, val_...).
+
+        While the domain withholds metrics (differential privacy, or its owner's setting) the
+        points carry only the epoch, until the owner releases the result.
+        """
         events = self._fetch_events()
         attempt = max((e.attempt for e in events), default=0)
         return [
@@ -208,6 +217,10 @@ class Job:
         history = self.history
         if not history:
             raise ValueError(f"job {self.id} has no finished epoch to plot yet")
+        if self._info.metrics_withheld:
+            raise ValueError(
+                f"job {self.id}'s metrics are withheld until the domain's owner releases its result"
+            )
         return plot_curves(history, "epoch", "", f"job {self.id}", path)
 
     def __repr__(self) -> str:

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 
 class TrainingDataError(ValueError):
-    """The data cannot feed the model as asked; the message names the column or array."""
+    """The data cannot feed the model as asked; the message names the column or array.
+
+    Its message reaches the data scientist, so it names the problem and never a private value:
+    no label's minimum or maximum, no count of missing values, no row count.
+    """
 
 
 def training_arrays(
@@ -55,8 +59,7 @@ def targets_for_loss(labels: np.ndarray, loss: Loss) -> np.ndarray:
         targets = labels.astype(np.float32)
         if loss == "bce_with_logits" and targets.size and (targets.min() < 0 or targets.max() > 1):
             raise TrainingDataError(
-                "bce_with_logits needs labels between 0 and 1; the labels range from "
-                f"{targets.min():g} to {targets.max():g}"
+                "bce_with_logits needs labels between 0 and 1; some labels are outside that range"
             )
         return targets
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -73,7 +76,7 @@ def targets_for_loss(labels: np.ndarray, loss: Loss) -> np.ndarray:
         )
     if labels.size and labels.min() < 0:
         raise TrainingDataError(
-            f"cross_entropy needs class labels from 0 up; the labels go down to {labels.min():g}"
+            "cross_entropy needs class labels from 0 up; some labels are negative"
         )
     return labels.astype(np.int64)
 
@@ -85,10 +88,9 @@ def _numeric(values: np.ndarray, what: str) -> np.ndarray:
             "encode or drop it"
         )
     if values.dtype.kind == "f" and np.isnan(values).any():
-        count = int(np.isnan(values).sum())
         raise TrainingDataError(
-            f"{what} has {count} missing value(s): Grid does not fill them in, so the data "
-            "owner must publish a dataset without them"
+            f"{what} has missing values: Grid does not fill them in, so the data owner must "
+            "publish a dataset without them"
         )
     return values
 
@@ -137,8 +139,10 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], label: str) -> tuple[np.ndarr
         raise TrainingDataError(f"the data has no array besides the label {label!r}")
     rows = {k: np.asarray(arrays[k]).shape[0] if np.asarray(arrays[k]).ndim else 0 for k in arrays}
     if len(set(rows.values())) > 1:
-        listed = ", ".join(f"{k!r} has {n}" for k, n in rows.items())
-        raise TrainingDataError(f"the arrays must have the same number of rows: {listed}")
+        raise TrainingDataError(
+            f"the arrays {', '.join(map(repr, arrays))} must have the same number of rows; "
+            "they do not"
+        )
     if rows[label] == 0:
         raise TrainingDataError("the data has no rows")
     parts = [_numeric(np.asarray(arrays[k]), f"array {k!r}") for k in names]

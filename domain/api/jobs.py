@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, select
 from domain import federated, jobs, registry_writes
 from domain.api.common import blobs, record
 from domain.auth import Principal, current_user
+from domain.disclosure import FULL, Disclosure, disclosure, is_dp, shown_event, shown_metrics
 from domain.models import AccessRequest, Job, JobEvent, RequestDataset, User, Worker
 from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED, route
@@ -68,14 +69,30 @@ def _status(row: Any) -> JobStatus:
     return status
 
 
-def load_jobs(*where: ColumnElement[bool]) -> list[JobOut]:
-    """Jobs as the API shows them (a job request not yet approved shows as pending_approval)."""
+def _disclosure(job: Any, viewer: Principal | None) -> Disclosure:
+    """What `viewer` (None: a worker or the domain itself) may read of `job` (a row or JobOut)."""
+    if viewer is None:
+        return FULL
+    return disclosure(
+        reviewer=_may_review(viewer),
+        dp=is_dp(job.plan),
+        live_metrics=job.live_metrics is not False,
+        released=job.result_status == "released",
+    )
+
+
+def load_jobs(*where: ColumnElement[bool], viewer: Principal | None = None) -> list[JobOut]:
+    """Jobs as the API shows them (a job request not yet approved shows as pending_approval).
+
+    Metrics and row counts are filtered for `viewer` (see domain.disclosure); None shows all.
+    """
     shown: dict[int, JobOut] = {}
     registry = registry_writes.current_registry()
     registry_address = registry.registry_address if registry else None
     for row in db_session().connection().execute(_JOBS_SHOWN.where(*where)):
         if row.id not in shown:
             has_job = row.status is not None
+            disclosed = _disclosure(row, viewer)
             shown[row.id] = JobOut(
                 id=row.id,
                 kind=row.kind,
@@ -97,7 +114,10 @@ def load_jobs(*where: ColumnElement[bool]) -> list[JobOut]:
                 release_on_completion=bool(row.release_on_completion),
                 cancel_requested=bool(row.cancel_requested),
                 failure_reason=row.failure_reason,
-                metrics=row.metrics,
+                metrics=shown_metrics(row.metrics, disclosed),
+                metrics_withheld=not disclosed.metrics,
+                live_metrics=row.live_metrics,
+                epsilon_spent=row.epsilon_spent,
                 result_status=row.result_status or "none",
                 created_at=row.created_at,
                 started_at=row.started_at,
@@ -120,7 +140,7 @@ def _may_review(user: Principal) -> bool:
 def _visible(job_id: int) -> JobOut:
     """A job the caller may see: reviewers see every job, a data scientist their own."""
     user = current_user()
-    found = load_jobs(_REQUESTS.c.id == job_id)
+    found = load_jobs(_REQUESTS.c.id == job_id, viewer=user)
     if not found or (found[0].requester != user.email and not _may_review(user)):
         raise NotFound(f"No job with id {job_id}.")
     return found[0]
@@ -143,7 +163,7 @@ def list_jobs(query: JobQuery) -> JobList:
     user = current_user()
     if not _may_review(user):
         where.append(_REQUESTS.c.requester_id == user.id)
-    items = load_jobs(*where)
+    items = load_jobs(*where, viewer=user)
     if query.status:
         items = [j for j in items if j.status == query.status]
     return JobList(items=items)
@@ -163,22 +183,31 @@ def get_job(job_id: int) -> JobOut:
     response=JobEventList,
 )
 def job_events(job_id: int, query: JobEventQuery) -> JobEventList:
-    _visible(job_id)
+    job = _visible(job_id)
+    shown = _disclosure(job, current_user())
     select_events = (
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > query.after)
-        .order_by(JobEvent.id)
-        .limit(query.limit)
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id).limit(query.limit)
     )
     if query.kind:
         select_events = select_events.where(JobEvent.kind == query.kind)
-    events = db_session().scalars(select_events)
-    return JobEventList(
-        items=[
-            JobEventOut(id=e.id, attempt=e.attempt, kind=e.kind, at=e.at, data=e.data)  # type: ignore[arg-type]
-            for e in events
-        ]
-    )
+    items: list[JobEventOut] = []
+    after = query.after
+    # Withheld events leave gaps: read on until the page is full, so that a short page still
+    # means no more events follow.
+    while True:
+        batch = list(db_session().scalars(select_events.where(JobEvent.id > after)))
+        for event in batch:
+            if (data := shown_event(event.kind, event.data, shown)) is not None:
+                items.append(_event_out(event, data))
+                if len(items) == query.limit:
+                    return JobEventList(items=items)
+        if len(batch) < query.limit:
+            return JobEventList(items=items)
+        after = batch[-1].id
+
+
+def _event_out(event: JobEvent, data: dict[str, Any]) -> JobEventOut:
+    return JobEventOut(id=event.id, attempt=event.attempt, kind=event.kind, at=event.at, data=data)  # type: ignore[arg-type]
 
 
 def _job_row(job_id: int) -> Job:

@@ -12,6 +12,7 @@ from domain import federated, jobs
 from domain.api.common import blobs, config
 from domain.api.jobs import job_out
 from domain.auth import WORKER, current_worker
+from domain.disclosure import disclosure, is_dp
 from domain.models import AccessRequest, Dataset, Job, Worker
 from grid_common.api import route
 from grid_common.db import db_session
@@ -333,6 +334,20 @@ def federated_aggregate(job_id: int, number: int, query: AttemptIn) -> Response:
     return response
 
 
+def _withheld_from_network(job_id: int) -> set[str]:
+    """What of a round's update query stays on the domain: always the attempt; the local loss
+    and accuracy too under DP or when the owner withholds live metrics, since the network
+    shows them to the data scientist as the rounds go."""
+    session = db_session()
+    job, item = session.get(Job, job_id), session.get(AccessRequest, job_id)
+    assert job is not None and item is not None  # the caller checked the lease
+    if disclosure(
+        reviewer=False, dp=is_dp(item.plan), live_metrics=job.live_metrics, released=False
+    ).metrics:
+        return {"attempt"}
+    return {"attempt", "loss", "accuracy", "val_loss", "val_accuracy"}
+
+
 @route(
     bp,
     "/jobs/<int:job_id>/federated/rounds/<int:number>/update",
@@ -345,7 +360,7 @@ def federated_aggregate(job_id: int, number: int, query: AttemptIn) -> Response:
 )
 def federated_update(job_id: int, number: int, query: FederatedUpdateQuery) -> RoundOut:
     network = _network_of_lease(job_id, query.attempt)
-    params = query.model_dump(exclude={"attempt"}, exclude_none=True)
+    params = query.model_dump(exclude=_withheld_from_network(job_id), exclude_none=True)
     with blobs().staging() as staged:
         with staged.open("wb") as out:
             while chunk := request.stream.read(1 << 20):

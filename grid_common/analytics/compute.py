@@ -57,9 +57,10 @@ def local_sums(frame: pd.DataFrame, plan: AnalysisPlan) -> tuple[np.ndarray, int
         index_of = {value: i for i, value in enumerate(plan.classes)}
         try:
             labels = np.array([index_of[v] for v in rows[plan.label].tolist()], dtype=np.int64)
-        except KeyError as exc:
+        except KeyError:
+            # Never the value itself: it is a private row's label.
             raise AnalyticsError(
-                f"label value {exc.args[0]!r} is not one of the published classes"
+                f"the label {plan.label!r} holds a value that is not one of the published classes"
             ) from None
         onehot = np.zeros((len(rows), len(plan.classes)))
         onehot[np.arange(len(rows)), labels] = 1.0

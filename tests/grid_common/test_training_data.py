@@ -30,11 +30,11 @@ def test_nullable_integer_columns_without_gaps() -> None:
         (pd.DataFrame({"z": [1, 2]}), "no column besides the label 'z'"),
         (pd.DataFrame({"a": [], "z": []}, dtype=float), "no rows"),
         (pd.DataFrame({"name": ["x", "y"], "z": [0, 1]}), "column 'name' holds"),
-        (pd.DataFrame({"a": [1.0, np.nan], "z": [0, 1]}), "column 'a' has 1 missing value"),
+        (pd.DataFrame({"a": [1.0, np.nan], "z": [0, 1]}), "column 'a' has missing values"),
         (pd.DataFrame({"a": [1.0, 2.0], "z": ["cat", "dog"]}), "label column 'z' holds"),
         (
             pd.DataFrame({"a": pd.array([1, None], dtype="Int64"), "z": [0, 1]}),
-            "column 'a' has 1 missing value",
+            "column 'a' has missing values",
         ),
     ],
 )
@@ -66,9 +66,12 @@ def test_several_arrays_are_flattened_and_joined_in_name_order() -> None:
     [
         ({"x": np.zeros((2, 2))}, "label 'y' is not an array of the data; its arrays: x"),
         ({"y": np.zeros(2)}, "no array besides the label 'y'"),
-        ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, "'x' has 3, 'y' has 2"),
+        (
+            {"x": np.zeros((3, 2)), "y": np.zeros(2)},
+            "arrays 'x', 'y' must have the same number of rows; they do not",
+        ),
         ({"x": np.array([["a"], ["b"]]), "y": np.zeros(2)}, "array 'x' has dtype <U1"),
-        ({"x": np.array([[np.nan], [1.0]]), "y": np.zeros(2)}, "array 'x' has 1 missing"),
+        ({"x": np.array([[np.nan], [1.0]]), "y": np.zeros(2)}, "array 'x' has missing values"),
         ({"x": np.zeros((0, 2)), "y": np.zeros(0)}, "no rows"),
     ],
 )
@@ -91,9 +94,13 @@ def test_targets_per_loss() -> None:
     ("labels", "loss", "message"),
     [
         (np.array([0.5, 1.0]), "cross_entropy", "whole-number class labels"),
-        (np.array([-1, 1]), "cross_entropy", "from 0 up; the labels go down to -1"),
+        (np.array([-1, 1]), "cross_entropy", "from 0 up; some labels are negative"),
         (np.zeros((2, 3)), "cross_entropy", r"one class index per row.*\[3\]"),
-        (np.array([0.0, 2.0]), "bce_with_logits", "between 0 and 1; the labels range from 0 to 2"),
+        (
+            np.array([0.0, 2.0]),
+            "bce_with_logits",
+            "between 0 and 1; some labels are outside that range",
+        ),
     ],
 )
 def test_targets_that_do_not_fit_the_loss(labels: np.ndarray, loss: str, message: str) -> None:
