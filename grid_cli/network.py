@@ -311,7 +311,7 @@ class NetworkClient(NodeClient):
             ckks=CkksParamsIn.model_validate(ckks or {}),
             reason=reason,
         )
-        exported = export_model(model, features)
+        exported = export_model(model, features, dp=plan.dp is not None)
         with exported.folder:
             files = [("model", exported.program), ("weights", exported.weights)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import tempfile
 import time
 import warnings
@@ -24,6 +25,7 @@ from grid_common.datafiles import DatasetFileError, load_arrays, read_table
 from grid_common.losses import loss_function
 from grid_common.model_archive import (
     ModelArchiveError,
+    check_loaded_buffer_updates,
     load_exported_program,
     save_for_training,
 )
@@ -49,6 +51,18 @@ _TRAINING_FLAGS = {
 _OOM_MARKERS = ("can't allocate memory", "out of memory", "not enough memory")
 
 Emit = Callable[[TrainingEvent], None]
+
+
+RANDOMNESS_NOTE = (
+    "DP-SGD: the batch sampling, the noise and the validation split draw on generators seeded "
+    "with 64 bits from the operating system's entropy for this run alone; the plan's seed "
+    "is not used by any of them, so no run can be repeated to remove its noise"
+)
+
+
+def os_entropy_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded with 64 bits from the OS's CSPRNG, known to no one."""
+    return torch.Generator(device=device).manual_seed(secrets.randbits(64))
 
 
 class TrainingFailed(Exception):
@@ -167,8 +181,11 @@ class _Run:
         self.spec.output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.spec.output_dir) as tmp:
             ep = load_exported_program(self.spec.model_path, Path(tmp))
+        # Checked again on the functionalized graph: the buffers training may change.
+        changeable = check_loaded_buffer_updates(ep, dp=self.plan.dp is not None)
         module = ep.module()
         weight_names = self._load_weights(module)
+        submitted = self._save_buffers(module)
         module.to(self.device)
         n_params = sum(p.numel() for p in module.parameters())
         self.log(f"loaded model: {n_params:,} parameters")
@@ -194,6 +211,7 @@ class _Run:
             outcome = self._train(module, x_train, y_train, x_val, y_val)
         if outcome.status != "completed":
             return outcome
+        self._check_buffers(module, submitted, changeable)
         out = self.spec.output_dir / WEIGHTS_FILE
         state = module.state_dict()
         safetensors.torch.save_file(
@@ -259,7 +277,14 @@ class _Run:
                     f"a validation split of {self.plan.validation_split} leaves no training rows "
                     f"out of {n}"
                 )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.plan.seed))
+        # Under DP the held-out rows are drawn from OS entropy too: which rows train must not
+        # follow from a seed the data scientist chose. Without DP the seed makes runs repeatable.
+        generator = (
+            os_entropy_generator()
+            if self.plan.dp is not None
+            else torch.Generator().manual_seed(self.plan.seed)
+        )
+        order = torch.randperm(n, generator=generator)
         val, tr = order[:n_val], order[n_val:]
         return x[tr], y[tr], x[val], y[val]
 
@@ -475,6 +500,25 @@ class _Run:
             for k, b in module.named_buffers():
                 b.copy_(saved[k])
 
+    def _check_buffers(
+        self, module: nn.Module, submitted: dict[str, torch.Tensor], changeable: list[str]
+    ) -> None:
+        # Defence in depth: whatever the graph checks missed, a buffer that left training
+        # different from the submitted weights and may not change withholds the whole result.
+        for name, buffer in module.named_buffers():
+            before = submitted[name]
+            after = buffer.detach().to("cpu")
+            same = torch.equal(after, before) or (
+                after.is_floating_point()
+                and torch.allclose(after, before, rtol=0.0, atol=0.0, equal_nan=True)
+            )
+            if name not in changeable and not same:
+                raise TrainingFailed(
+                    f"training changed the model's buffer {name!r}, which it may not change"
+                    + (" under differential privacy" if self.plan.dp is not None else "")
+                    + ": the result is withheld"
+                )
+
     def _validate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         stats = _Epoch()
         saved = self._save_buffers(module)
@@ -524,9 +568,8 @@ class _Run:
                 "of a batch: use GroupNorm or LayerNorm instead"
             )
         loader = DataLoader(TensorDataset(x, y), batch_size=plan.batch_size)
-        dp_loader = DPDataLoader.from_data_loader(
-            loader, generator=torch.Generator().manual_seed(plan.seed)
-        )
+        # Sampling and noise are what DP rests on: both from OS entropy, never from plan.seed.
+        dp_loader = DPDataLoader.from_data_loader(loader, generator=os_entropy_generator())
         sample_rate = dp_loader.sample_rate
         steps = len(dp_loader)
         expected_batch = max(1, round(len(x) * sample_rate))
@@ -544,15 +587,19 @@ class _Run:
             noise_multiplier=sigma,
             max_grad_norm=dp.max_grad_norm,
             expected_batch_size=expected_batch,
-            generator=torch.Generator(device=self.device).manual_seed(plan.seed + 1),
+            generator=os_entropy_generator(self.device),
+            # Each noise value is a sum of Gaussians, against floating-point attacks on the
+            # low bits of one sample (Opacus' secure mode; its CSPRNG, torchcsprng, does not
+            # build for this torch, so the generators above are seeded from the OS instead).
+            secure_mode=True,
         )
         accountant = RDPAccountant()
         optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
         self.log(
             f"DP-SGD: noise multiplier sigma={sigma:.4f}, clipping norm {dp.max_grad_norm}, "
-            f"sampling rate {sample_rate:.4f}, target epsilon={dp.epsilon} at delta={dp.delta}; "
-            "noise from torch's default generator (not a cryptographic one)"
+            f"sampling rate {sample_rate:.4f}, target epsilon={dp.epsilon} at delta={dp.delta}"
         )
+        self.log(RANDOMNESS_NOTE)
 
         named: dict[str, Any] = dict(module.named_parameters())  # Any: Opacus adds grad_sample
         buffers = dict(module.named_buffers())

@@ -216,7 +216,44 @@ def test_differential_privacy_refuses_batch_norm(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, model=BatchNormMLP(), dp={"epsilon": 1.0, "delta": 1e-5})
     outcome, _ = run(spec)
     assert outcome.status == "failed"
-    assert "differential privacy cannot train batch normalization" in outcome.reason
+    # Refused before any row is read: under DP no buffer may change, running statistics included.
+    assert "no model buffer may change" in outcome.reason
+    assert "'norm.running_mean'" in outcome.reason
+
+
+def test_differential_privacy_noise_does_not_follow_the_plan_seed(tmp_path: Path) -> None:
+    """The same spec, seed included, run twice under DP: sampling and noise differ each time."""
+    released = []
+    for name in ("first", "second"):
+        spec = make_spec(tmp_path / name, epochs=1, seed=7, dp={"epsilon": 2.0, "delta": 1e-5})
+        outcome, events = run(spec)
+        assert outcome.status == "completed", outcome.reason
+        assert outcome.weights_path is not None
+        released.append(load_file(str(outcome.weights_path)))
+        logs = [e.data["message"] for e in events if e.kind == "log"]
+        assert any("operating system's entropy" in line for line in logs)
+    first, second = released
+    assert all(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_without_dp_the_seed_repeats_a_run(tmp_path: Path) -> None:
+    released = []
+    for name in ("first", "second"):
+        outcome, _ = run(make_spec(tmp_path / name, epochs=1, seed=7, validation_split=0.2))
+        assert outcome.weights_path is not None
+        released.append(load_file(str(outcome.weights_path)))
+    assert all(torch.equal(released[0][k], released[1][k]) for k in released[0])
+
+
+def test_a_buffer_changed_against_the_checks_withholds_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: were a write to slip past the graph checks, the weights stay home."""
+    monkeypatch.setattr("worker.training.check_loaded_buffer_updates", lambda ep, dp: [])
+    outcome, _ = run(make_spec(tmp_path, model=BatchNormMLP(), epochs=1))
+    assert outcome.status == "failed"
+    assert "buffer 'norm.running_mean'" in (outcome.reason or "")
+    assert not (tmp_path / "output" / WEIGHTS_FILE).exists()
 
 
 def without_bias(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
