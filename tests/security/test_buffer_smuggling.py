@@ -15,14 +15,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from flask import Flask
+from flask.testing import FlaskClient
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_safetensors
 from sklearn.datasets import load_digits
 from torch import nn
 
 import grid_cli as grid
 from grid_cli.export import ModelCheckError
 from grid_cli.upload import multipart_body
-from grid_common.model_archive import export_for_training
+from grid_common.model_archive import export_for_training, save_for_training
+from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+from tests.console.conftest import sign_in
+from tests.domain.uploads import file_job, upload
 from tests.worker.conftest import (  # noqa: F401
     digits_csv,
     live_domain_env,
@@ -158,3 +164,23 @@ def test_a_batch_norm_cnn_still_trains_without_dp(
     with torch.no_grad():
         predicted = trained.eval()(inputs).argmax(dim=1).numpy()
     assert float(np.mean(predicted == digits.target[600:900])) > 0.7
+
+
+def test_the_owner_sees_which_buffers_training_changes(
+    app: Flask, client: FlaskClient, headers: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """The request page lists the running statistics that will leave with the weights."""
+    assert upload(client, headers["owner"]).status_code == 201
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    archive = tmp_path / "model.pt2"
+    save_for_training(model, torch.zeros(3, 2), archive)
+    weights = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
+    plan = {"loss": "cross_entropy", "epochs": 1}
+    filed = file_job(client, headers["data_scientist"], (archive.read_bytes(), weights), plan)
+    assert filed.status_code == 201, filed.get_json()
+    console = app.test_client()
+    sign_in(console, OWNER_EMAIL, OWNER_PASSWORD)
+    page = console.get(f"/requests/{filed.get_json()['id']}").get_data(as_text=True)
+    shown = page.split('data-testid="changed-buffers"', 1)[1].split("</dd>", 1)[0]
+    assert all(f"<code>1.{b}</code>" in shown for b in ("running_mean", "running_var"))
