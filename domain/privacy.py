@@ -112,8 +112,10 @@ def budget_lines(
         own = spender.owns(PrivacyBudget) if spender != Spender() else false()
         query = query.where(_dataset_wide() | own)
     lines = []
-    for budget, email, network_name in session.execute(query):
-        whose, network = None, None
+    for budget, local_email, network_name in session.execute(query):
+        whose: Spender | None = None
+        email: str | None = local_email
+        network: str | None = None
         if budget.user_id is not None:
             whose = Spender(user_id=budget.user_id)
         elif budget.network_id is not None:
