@@ -216,6 +216,11 @@ def pin_peer_keys(
             )
         if not any(p.network_id == membership.network_id for p in pinned):
             fresh.append(peer)
+    if peers and me.node_id not in {peer.domain_id for peer in peers}:
+        return (
+            "The network introduces this domain with keys that are not its own: it may be "
+            "swapping keys."
+        )
     for peer in fresh:
         session.add(
             PinnedPeer(

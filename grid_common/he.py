@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
-from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.exceptions import CryptoError
+from nacl.public import Box, PrivateKey, PublicKey
 
 from grid_common.identity import b64decode
 
@@ -99,13 +100,33 @@ def make_job_keys(params: CkksParams) -> JobKeys:
     return JobKeys(secret_context=secret, public_context=public)
 
 
-def seal_for(encryption_public_key: str, secret: bytes) -> bytes:
-    """Encrypt `secret` so only the holder of that X25519 key can read it (NaCl sealed box)."""
-    return SealedBox(PublicKey(b64decode(encryption_public_key, length=32))).encrypt(secret)
+def box_for(sender: PrivateKey, recipient_key: str, secret: bytes) -> bytes:
+    """Encrypt `secret` from the sender's X25519 key to the recipient's (NaCl authenticated box).
+
+    Unlike an anonymous sealed box, only the holder of the sender's private key can make a box
+    that opens with the sender's public key, so a relay cannot put in a secret of its own.
+    """
+    return bytes(Box(sender, PublicKey(b64decode(recipient_key, length=32))).encrypt(secret))
 
 
-def unseal(private_key: PrivateKey, sealed: bytes) -> bytes:
-    return SealedBox(private_key).decrypt(sealed)
+def unbox(recipient: PrivateKey, sender_key: str, boxed: bytes) -> bytes:
+    """Open a box made by `box_for`; UpdateError unless it came from that sender's key intact."""
+    try:
+        return Box(recipient, PublicKey(b64decode(sender_key, length=32))).decrypt(boxed)
+    except (CryptoError, ValueError):
+        raise UpdateError("the box was not made by that sender for this key") from None
+
+
+def public_form(secret_context: bytes) -> bytes:
+    """The public context a secret context belongs to: the same bytes its dealer made public.
+
+    TenSEAL serializes deterministically, so a participant can check that the secret context
+    it unsealed and the public context the network uses are one key.
+    """
+    context = load_context(secret_context)
+    return context.serialize(  # type: ignore[attr-defined]
+        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    )
 
 
 def load_context(serialized: bytes) -> object:

@@ -93,6 +93,9 @@ class NetworkRun(ABC):
                 self.wait(POLL_S)
                 continue
             if state.status == "running" and state.round_open and not state.submitted:
+                # The domain checks the job's keys came from its dealer before handing them
+                # over: a refusal ends the job here, before any training or encryption.
+                self._codec(self.task)
                 outcome = self._contribute(state)
                 if outcome is not None:
                     return outcome

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nacl.exceptions import CryptoError
 
 from grid_common import he
 from grid_common.identity import NodeIdentity
@@ -223,14 +222,28 @@ def test_context_params_reads_back_what_the_context_was_made_with(
     assert he.context_params(he.load_context(made.secret_context)) == params
 
 
-def test_sealed_secret_context_opens_only_with_its_key(keys: he.JobKeys) -> None:
-    holder, other = NodeIdentity.generate(), NodeIdentity.generate()
-    sealed = he.seal_for(holder.encryption_public_key, keys.secret_context)
-    assert keys.secret_context not in sealed
-    assert he.unseal(holder.encryption_key, sealed) == keys.secret_context
-    with pytest.raises(CryptoError):
-        he.unseal(other.encryption_key, sealed)
-    with pytest.raises(CryptoError):
-        he.unseal(holder.encryption_key, sealed[:-1] + bytes([sealed[-1] ^ 1]))
+def test_a_boxed_secret_context_opens_only_from_its_sender_with_its_key(
+    keys: he.JobKeys,
+) -> None:
+    dealer, holder, other = (NodeIdentity.generate() for _ in range(3))
+    boxed = he.box_for(dealer.encryption_key, holder.encryption_public_key, keys.secret_context)
+    assert keys.secret_context not in boxed
+    sender = dealer.encryption_public_key
+    assert he.unbox(holder.encryption_key, sender, boxed) == keys.secret_context
+    with pytest.raises(he.UpdateError, match="not made by that sender"):
+        he.unbox(other.encryption_key, sender, boxed)
+    with pytest.raises(he.UpdateError, match="not made by that sender"):
+        he.unbox(holder.encryption_key, sender, boxed[:-1] + bytes([boxed[-1] ^ 1]))
+    # A box anyone else made for the holder (the relay's own key inside) does not pass as
+    # the dealer's: the authenticated box is what a sealed box was not.
+    forged = he.box_for(other.encryption_key, holder.encryption_public_key, b"the relay's key")
+    with pytest.raises(he.UpdateError, match="not made by that sender"):
+        he.unbox(holder.encryption_key, sender, forged)
     with pytest.raises(ValueError):
-        he.seal_for("not-a-key", keys.secret_context)
+        he.box_for(dealer.encryption_key, "not-a-key", keys.secret_context)
+
+
+def test_a_secret_context_gives_back_its_public_context_byte_for_byte(keys: he.JobKeys) -> None:
+    assert he.public_form(keys.secret_context) == keys.public_context
+    other = he.make_job_keys(PARAMS)
+    assert he.public_form(other.secret_context) != keys.public_context

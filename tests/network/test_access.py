@@ -65,6 +65,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("PUT", f"{FL_JOB}/keys/sealed/<domain_id>"): {"member"},
     ("PUT", f"{FL_JOB}/keys/public"): {"member"},
     ("GET", f"{FL_JOB}/keys/sealed"): {"member"},
+    ("GET", f"{FL_JOB}/keys/public"): {"member"},
+    ("POST", f"{FL_JOB}/keys/refused"): {"member"},
     ("PUT", f"{FL_JOB}/rounds/<int:number>/update"): {"member"},
     ("GET", f"{FL_JOB}/rounds/<int:number>/aggregate"): {"member"},
     ("POST", f"{FL_JOB}/attestation"): {"member"},
@@ -76,6 +78,7 @@ BODIES = {
     f"{FL_JOB}/decision": {"approved": False},
     f"{FL_JOB}/attestation": {"model_hash": "0" * 64},
     f"{FL_JOB}/withheld": {"reason": "too few rows"},
+    f"{FL_JOB}/keys/refused": {"reason": "the dealer's signature does not verify"},
 }
 
 
@@ -134,6 +137,8 @@ def test_caller_matrix(
         path = path.replace("<path:rest>", "api/v1/node")
         if rule.endswith("/update"):
             path += "?samples=1"  # a valid query, so that access is what answers
+        if (method, rule) == ("PUT", f"{FL_JOB}/keys/public"):
+            path += "?signature=" + "A" * 86  # well formed; only the job's dealer gets it checked
         # The index route names the member, so only the member may publish there; routing
         # goes to a domain that does not exist, so it ends in 404 for everyone.
         domain_id = member.id if rule.startswith("/api/v1/index/") else "0" * 32
