@@ -45,7 +45,7 @@ test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
 # The whole system on this machine: a chain with the registry (anvil from npm), a network,
-# two domains with workers, and a federated job with CKKS from search to on-chain proof.
+# three domains with workers, and a federated job with CKKS from search to on-chain proof.
 demo: $(VENV)/.project-installed $(NODE_STAMP)
 	$(BIN)/grid demo
 

@@ -377,7 +377,7 @@ class GridConfig:
     """What `grid up` starts. `port` 0 picks free ports for everything."""
 
     data_dir: Path
-    domains: int = 2
+    domains: int = 3  # federated jobs without DP need at least 3
     workers: int = 1
     port: int = 8000
     chain_port: int = 8545

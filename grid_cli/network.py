@@ -311,6 +311,8 @@ class NetworkClient(NodeClient):
             ckks=CkksParamsIn.model_validate(ckks or {}),
             reason=reason,
         )
+        if (problem := spec.peer_problem()) is not None:
+            raise ValueError(problem)  # what the network would refuse, said before uploading
         exported = export_model(model, features, dp=plan.dp is not None)
         with exported.folder:
             files = [("model", exported.program), ("weights", exported.weights)]
@@ -376,6 +378,8 @@ class NetworkClient(NodeClient):
             )
         except ValidationError as exc:
             raise AnalyticsError.from_validation(exc) from None
+        if (problem := spec.peer_problem()) is not None:
+            raise AnalyticsError(problem)
         if all(isinstance(t, DatasetRef) for t in targets):
             published = [
                 PublishedTarget(t.domain.name, t.dataset.name, t.dataset.schema, t.dataset.label)

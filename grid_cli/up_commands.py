@@ -44,7 +44,13 @@ def _print_grid(state: GridState, *, detached: bool) -> None:
 
 
 @main.command()
-@click.option("--domains", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--domains",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Federated jobs without DP need at least 3.",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 8), help="Per domain."
 )
@@ -148,7 +154,13 @@ def down_command(data_dir: Path, timeout: float, as_json: bool) -> None:
     type=click.IntRange(1, 100),
     help="Federated rounds (or GRID_DEMO_ROUNDS).",
 )
-@click.option("--domains", default=2, show_default=True, type=click.IntRange(2, 8))
+@click.option(
+    "--domains",
+    default=3,
+    show_default=True,
+    type=click.IntRange(3, 8),
+    help="At least 3: the demo's encrypted job uses no DP.",
+)
 @click.option(
     "--data-dir",
     default=".grid/demo",

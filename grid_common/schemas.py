@@ -573,6 +573,9 @@ class FederatedUpdateQuery(AttemptIn):
     accuracy: float | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    epsilon: float | None = Field(
+        default=None, ge=0, description="DP: what this domain's accountant has spent so far."
+    )
 
 
 class HeartbeatOut(BaseModel):

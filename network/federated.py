@@ -196,7 +196,6 @@ def create_analytics_job(session: Session, submitter_id: int, spec: AnalyticsSpe
     Nothing is recorded when the datasets do not fit it: the error lists every difference.
     """
     targets = _resolve_targets(session, spec)
-    _require_peers(spec)
     published = [
         PublishedTarget(
             association.name,
@@ -210,6 +209,7 @@ def create_analytics_job(session: Session, submitter_id: int, spec: AnalyticsSpe
         plan = resolve_plan(spec, published)
     except AnalyticsError as exc:
         raise Unprocessable(str(exc), code="incompatible_datasets") from None
+    _require_peers(spec)
     job = FederatedJob(
         kind="analytics",
         submitter_id=submitter_id,

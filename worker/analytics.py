@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from grid_cli.http import GridError
 from grid_common import he
 from grid_common.analytics.compute import from_wire, local_sums, release, to_wire
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
-from grid_common.analytics.privacy import noise_share, noise_sigma
+from grid_common.analytics.privacy import noise_share, noise_shares, noise_sigma
 from grid_common.datafiles import read_frame
 from grid_common.federated_schemas import ParticipantState
 from grid_common.schemas import DatasetFormat, LeasedJob
@@ -56,19 +57,21 @@ class AnalyticsRun(NetworkRun):
     def _contribute(self, state: ParticipantState) -> TrainingOutcome | None:
         frame = read_frame(*self.data)
         try:
-            vector, complete = local_sums(frame, self.plan)
+            vector, _ = local_sums(frame, self.plan)
         except AnalyticsError as exc:
             return TrainingOutcome("failed", f"the analysis cannot read this dataset: {exc}")
         if self.sigma:
             # Each of the `min_domains` domains a round needs adds a share; the sum carries
-            # at least the whole noise.
-            vector = vector + noise_share(len(vector), self.sigma, self.task.min_domains)
+            # at least the whole noise (with fewer than 3, each adds all of it).
+            shares = noise_shares(self.task.min_domains)
+            vector = vector + noise_share(len(vector), self.sigma, shares)
         update = self.work / "update.bin"
         size = self._encrypt(state, to_wire(self.plan, vector), update)
         self.rows = len(frame)
+        # Not how many rows had every column: that count is private.
         self._log(
-            f"summed {complete} of {len(frame)} rows (those with every column the analysis "
-            f"reads) into {len(vector)} values; sending {size:,} encrypted bytes"
+            f"summed the rows with every column the analysis reads into {len(vector)} values; "
+            f"sending {size:,} encrypted bytes"
         )
         # The published row count, not the complete rows: nothing about the data leaves in
         # plaintext beyond what the domain already publishes.
@@ -95,7 +98,10 @@ class AnalyticsRun(NetworkRun):
             "the sums are decrypted; the result is ready"
             + (f" (withheld: {'; '.join(withheld)})" if withheld else "")
         )
-        return TrainingOutcome("completed", weights_path=path, metrics={"samples": self.rows})
+        metrics: dict[str, Any] = {"samples": self.rows}
+        if self.plan.dp is not None:  # the Gaussian mechanism spends exactly what it was set for
+            metrics.update(epsilon=self.plan.dp.epsilon, delta=self.plan.dp.delta)
+        return TrainingOutcome("completed", weights_path=path, metrics=metrics)
 
     def _withhold(self, reason: str) -> None:
         """Tell the network (through the domain) why nothing is released; retried while down."""

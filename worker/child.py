@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grid_common.plan import TrainingPlan
+from worker.redact import redacted
 from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome, TrainingSpec
 
 THREADS_ENV = "GRID_TRAINING_THREADS"
@@ -86,6 +87,8 @@ def spec_to_json(spec: TrainingSpec) -> dict[str, Any]:
         "output_dir": str(spec.output_dir.absolute()),
         "device": spec.device,
         "proximal_mu": spec.proximal_mu,
+        "dp_rounds": spec.dp_rounds,
+        "dp_rounds_spent": spec.dp_rounds_spent,
     }
 
 
@@ -100,6 +103,8 @@ def spec_from_json(data: dict[str, Any]) -> TrainingSpec:
         output_dir=Path(data["output_dir"]),
         device=data.get("device", "cpu"),
         proximal_mu=float(data.get("proximal_mu", 0.0)),
+        dp_rounds=int(data.get("dp_rounds", 1)),
+        dp_rounds_spent=int(data.get("dp_rounds_spent", 0)),
     )
 
 
@@ -335,9 +340,11 @@ class WarmChild:
         )
 
     def _last_error(self) -> str:
+        """The child's last line of stderr, numbers masked: a crash on private rows may quote
+        their values, and the reason reaches the data scientist."""
         self._stderr_thread.join(timeout=1)
         lines = [line for line in self._stderr if line.strip()]
-        return lines[-1][:500] if lines else "no error message"
+        return redacted(lines[-1]) if lines else "no error message"
 
     def _kill_group(self) -> None:
         if self.process.returncode is not None:

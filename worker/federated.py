@@ -32,6 +32,8 @@ from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec
 log = logging.getLogger("grid.worker")
 POLL_S = 0.2
 _METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Under DP: what the job's accountant has spent so far, and the noise behind it.
+_DP_METRICS = ("epsilon", "delta", "noise_multiplier")
 
 
 class NetworkRun(ABC):
@@ -166,6 +168,11 @@ class FederatedRun(NetworkRun):
         self.global_round = -1  # which aggregate `global_path` holds; 0 = the initial weights
         self.global_path = self.work / "global.safetensors"
         self.last_metrics: dict[str, Any] = {}
+        # DP: rounds this domain trained in, for the job's one accountant. A worker that takes
+        # the job over counts every round before the first one it joins as spent: it cannot
+        # know which of them an earlier attempt trained in, and an upper bound stays honest.
+        self.dp_rounds_spent: int | None = None
+        self.dp_spend: dict[str, Any] = {}  # the accountant's figures after the last round
 
     @property
     def values(self) -> int:
@@ -204,11 +211,14 @@ class FederatedRun(NetworkRun):
             weights_path=start,
             output_dir=output,
             proximal_mu=self.task.mu if self.task.strategy == "fedprox" else 0.0,
+            dp_rounds=state.rounds,
+            dp_rounds_spent=self._dp_rounds_spent(number),
         )
         self._log(f"round {number} of {state.rounds}: training from the global model")
         outcome = self.child.run(spec, self.on_event, self.should_stop, keep=True)
         if outcome.status != "completed" or outcome.weights_path is None:
             return outcome
+        self.dp_rounds_spent = self._dp_rounds_spent(number) + 1
         samples = int(outcome.metrics.get("samples", 0))
         if samples <= 0:
             return TrainingOutcome("failed", "local training reported no rows")
@@ -217,7 +227,10 @@ class FederatedRun(NetworkRun):
         update = output / "update.bin"
         size = self._encrypt(state, vector, update)
         metrics = {k: outcome.metrics[k] for k in _METRICS if k in outcome.metrics}
-        if not self._send(number, update, {"samples": samples, **metrics}):
+        # Spent once trained, whether or not the network takes the update.
+        self.dp_spend = {k: outcome.metrics[k] for k in _DP_METRICS if k in outcome.metrics}
+        spent = {"epsilon": self.dp_spend["epsilon"]} if "epsilon" in self.dp_spend else {}
+        if not self._send(number, update, {"samples": samples, **metrics, **spent}):
             return None
         self.last_metrics = {"samples": samples, **metrics}
         self.on_event(
@@ -229,10 +242,16 @@ class FederatedRun(NetworkRun):
                     "rounds": state.rounds,
                     "bytes": size,
                     **metrics,
+                    **spent,
                 },
             )
         )
         return None
+
+    def _dp_rounds_spent(self, number: int) -> int:
+        if self.dp_rounds_spent is None:
+            self.dp_rounds_spent = number - 1
+        return self.dp_rounds_spent
 
     def _final(self, state: ParticipantState) -> TrainingOutcome:
         """Decrypt the last round's aggregate: the job's model, hashed the same on every domain."""
@@ -240,5 +259,5 @@ class FederatedRun(NetworkRun):
         vector = self._decrypt(state, state.rounds)
         he.write_weights(he.unflatten(vector, self.weights_layout), final)
         self._log(f"all {state.rounds} rounds done; the final model is decrypted")
-        metrics = {"rounds": state.rounds, **self.last_metrics}
+        metrics = {"rounds": state.rounds, **self.last_metrics, **self.dp_spend}
         return TrainingOutcome("completed", weights_path=final, metrics=metrics)

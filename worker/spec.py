@@ -40,6 +40,11 @@ class TrainingSpec:
     output_dir: Path
     device: str = "cpu"
     proximal_mu: float = 0.0  # FedProx: weight of ||w - w_start||^2 / 2 added to the loss
+    # DP across a federated job's rounds: the noise is calibrated so that `dp_rounds` rounds of
+    # `plan.epochs` spend at most plan.dp.epsilon, and the accountant starts with the steps of
+    # the `dp_rounds_spent` rounds this domain already trained in (one accountant for the job).
+    dp_rounds: int = 1
+    dp_rounds_spent: int = 0
 
 
 EventKind = Literal["progress", "log"]

@@ -31,6 +31,7 @@ from grid_common.model_archive import (
 )
 from grid_common.plan import TrainingPlan
 from grid_common.training_data import TrainingDataError, targets_for_loss, training_arrays
+from worker.redact import redacted
 from worker.spec import DataFile, TrainingEvent, TrainingOutcome, TrainingSpec
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -159,8 +160,13 @@ class _Run:
             self.log("accuracy is not defined for an mse loss; only the loss is reported")
             self.accuracy = False
 
-    def log(self, message: str) -> None:
-        self.emit(TrainingEvent(kind="log", data={"message": message}))
+    def log(self, message: str, *, private: bool = False) -> None:
+        """A log line; `private` when it states a row count or a figure one follows from, so
+        the domain shows it to the data scientist only where exact counts may be shown."""
+        data: dict[str, Any] = {"message": message}
+        if private:
+            data["private"] = True
+        self.emit(TrainingEvent(kind="log", data=data))
 
     def progress(self, **data: Any) -> None:
         self.emit(TrainingEvent(kind="progress", data=data))
@@ -200,7 +206,8 @@ class _Run:
         self.log(
             f"training on {len(x_train):,} rows"
             + (f", validating on {len(x_val):,}" if len(x_val) else "")
-            + f" from {len(self.spec.data)} file(s)"
+            + f" from {len(self.spec.data)} file(s)",
+            private=True,
         )
         self.flags = self._training_flag_nodes(module)
         self._dry_run(module, x_train, y_train)
@@ -274,8 +281,7 @@ class _Run:
             n_val = max(1, round(n * self.plan.validation_split))
             if n_val >= n:
                 raise TrainingDataError(
-                    f"a validation split of {self.plan.validation_split} leaves no training rows "
-                    f"out of {n}"
+                    f"a validation split of {self.plan.validation_split} leaves no training rows"
                 )
         # Under DP the held-out rows are drawn from OS entropy too: which rows train must not
         # follow from a seed the data scientist chose. Without DP the seed makes runs repeatable.
@@ -314,7 +320,7 @@ class _Run:
             if is_out_of_memory(e):
                 raise
             raise TrainingFailed(
-                f"the model failed on a batch of shape {list(xb.shape)}: {_first_line(e)}"
+                f"the model failed on rows of shape {list(xb.shape[1:])}: {_first_line(e)}"
             ) from e
         if not isinstance(out, torch.Tensor):
             raise TrainingFailed("the model must return one tensor")
@@ -337,8 +343,8 @@ class _Run:
             top = int(y.max()) if len(y) else 0
             if top >= out.shape[1]:
                 raise TrainingFailed(
-                    f"the labels go up to class {top} but the model outputs {out.shape[1]} "
-                    "class scores"
+                    f"some labels are class numbers past the {out.shape[1]} class scores the "
+                    "model outputs"
                 )
         try:
             self._loss(out, self._targets(out, yb))
@@ -393,7 +399,7 @@ class _Run:
         return metrics
 
     def _cancelled(self, epoch: int, step: int) -> TrainingOutcome:
-        self.log(f"cancelled at epoch {epoch}, step {step}")
+        self.log(f"cancelled at epoch {epoch}, step {step}", private=True)
         return TrainingOutcome(status="cancelled", reason="cancelled")
 
     def _train(
@@ -467,7 +473,7 @@ class _Run:
             validation_samples=val_samples,
             seconds=round(time.monotonic() - self.started, 3),
         )
-        self.log(f"finished {self.plan.epochs} epoch(s), {steps} steps")
+        self.log(f"finished {self.plan.epochs} epoch(s), {steps} steps", private=True)
         return TrainingOutcome(status="completed", metrics=final)
 
     # -- validation in eval mode ------------------------------------------------------------
@@ -573,13 +579,15 @@ class _Run:
         sample_rate = dp_loader.sample_rate
         steps = len(dp_loader)
         expected_batch = max(1, round(len(x) * sample_rate))
+        # The budget covers the whole job: every epoch of every round of a federated job.
+        job_steps = self.spec.dp_rounds * plan.epochs * steps
         # Opacus' notes on the range of RDP orders say nothing a job's author can act on.
         with _quiet():
             sigma = get_noise_multiplier(
                 target_epsilon=dp.epsilon,
                 target_delta=dp.delta,
                 sample_rate=sample_rate,
-                epochs=plan.epochs,
+                steps=job_steps,
                 accountant="rdp",
             )
         optimizer = DPOptimizer(
@@ -594,10 +602,21 @@ class _Run:
             secure_mode=True,
         )
         accountant = RDPAccountant()
+        if self.spec.dp_rounds_spent:
+            # One accountant for the job: this domain's earlier rounds ran at the same sigma
+            # and sampling rate, so their steps go in as one entry of its history.
+            spent_steps = self.spec.dp_rounds_spent * plan.epochs * steps
+            accountant.history.append((sigma, sample_rate, spent_steps))
         optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+        if self.spec.dp_rounds > 1:
+            self.log(
+                f"DP-SGD: the noise covers all {self.spec.dp_rounds} rounds of "
+                f"{plan.epochs} epoch(s); {self.spec.dp_rounds_spent} round(s) spent before this"
+            )
         self.log(
             f"DP-SGD: noise multiplier sigma={sigma:.4f}, clipping norm {dp.max_grad_norm}, "
-            f"sampling rate {sample_rate:.4f}, target epsilon={dp.epsilon} at delta={dp.delta}"
+            f"sampling rate {sample_rate:.4f}, target epsilon={dp.epsilon} at delta={dp.delta}",
+            private=True,  # the sampling rate is the batch size over the row count
         )
         self.log(RANDOMNESS_NOTE)
 
@@ -631,7 +650,7 @@ class _Run:
                         if is_out_of_memory(e):
                             raise
                         raise TrainingFailed(
-                            f"per-sample gradients failed on a batch of shape {list(xb.shape)}: "
+                            f"per-sample gradients failed on rows of shape {list(xb.shape[1:])}: "
                             f"{_first_line(e)}"
                         ) from e
                     value = float(losses.mean())
@@ -665,7 +684,10 @@ class _Run:
             noise_multiplier=sigma,
             max_grad_norm=dp.max_grad_norm,
         )
-        self.log(f"DP-SGD: spent epsilon={outcome.metrics['epsilon']:.3f} at delta={dp.delta}")
+        self.log(
+            f"DP-SGD: spent epsilon={outcome.metrics['epsilon']:.3f} at delta={dp.delta}",
+            private=True,
+        )
         return outcome
 
 
@@ -677,5 +699,5 @@ def _quiet() -> Iterator[None]:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:500]
+    """The error's first line, numbers masked: it was raised on private rows."""
+    return redacted(str(e).strip() or type(e).__name__)

@@ -9,6 +9,8 @@ which bounds how far one row moves the vector of sums (its L2 sensitivity). The 
 Gaussian mechanism (Balle & Wang, 2018) gives the noise that (epsilon, delta) needs; each of
 the `t` domains a round needs adds a share of variance sigma^2 / t before encrypting, so the
 sum carries at least the whole noise and no single domain's share can be removed from it.
+When fewer than 3 domains may make up the sum, each adds the whole noise instead: a peer that
+subtracts its own sums and noise from the total still finds the other's sums fully noised.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import numpy as np
 
 from grid_common.analytics.plan import AnalysisPlan
+from grid_common.federated_schemas import MIN_CONTRIBUTORS
 
 
 def l2_sensitivity(plan: AnalysisPlan) -> float:
@@ -91,6 +94,12 @@ def noise_sigma(plan: AnalysisPlan) -> float:
     if plan.dp is None:
         return 0.0
     return gaussian_sigma(plan.dp.epsilon, plan.dp.delta, l2_sensitivity(plan))
+
+
+def noise_shares(min_domains: int) -> int:
+    """Into how many shares the noise is split: the quorum, when every sum holds at least 3
+    domains; else 1, so each domain's sums are differentially private on their own."""
+    return min_domains if min_domains >= MIN_CONTRIBUTORS else 1
 
 
 def noise_share(

@@ -108,7 +108,8 @@ def he_hash(path: Path) -> str:
 
 
 def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> None:
-    local = start_grid(tmp_path, 3)
+    # Four domains with a quorum of three: without DP an aggregate needs at least 3 domains.
+    local = start_grid(tmp_path, 4)
     try:
         hits = local.scientist.search("digits")
         fl = local.scientist.federated_training(
@@ -116,27 +117,27 @@ def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> Non
             datasets=hits,
             plan=PLAN,
             rounds=4,
-            min_domains=2,
+            min_domains=3,
             round_timeout=20,
             progress=False,
         )
         local.approve_all()
         eventually(lambda: fl.refresh().info.current_round >= 2, "round 2 to open", 180)
 
-        # hospital-c dies (domain and worker, no goodbye) while round 2 is open.
-        late = local.members[2]
+        # hospital-d dies (domain and worker, no goodbye) while round 2 is open.
+        late = local.members[3]
         assert late.worker is not None
         late.worker.stop(kill=True)
         late.node.stop(kill=True)
         eventually(lambda: fl.refresh().info.current_round >= 3, "round 2 to close at quorum", 60)
         closed = {r["round"]: r for r in fl.history}
-        assert sorted(closed[2]["domains"]) == ["hospital-a", "hospital-b"]
+        assert sorted(closed[2]["domains"]) == ["hospital-a", "hospital-b", "hospital-c"]
 
-        # hospital-c comes back: its worker takes the job up again as a second attempt.
+        # hospital-d comes back: its worker takes the job up again as a second attempt.
         late.node.start()
         late.start_worker()
         eventually(
-            lambda: late.owner.job(1).info.attempt >= 2, "hospital-c's worker to take the job up"
+            lambda: late.owner.job(1).info.attempt >= 2, "hospital-d's worker to take the job up"
         )
         # The network restarts between rounds and picks the job up from its database.
         local.network.stop()
@@ -144,7 +145,7 @@ def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> Non
         fl.wait(timeout=300, progress=False)
         history = fl.history
         assert [r["round"] for r in history] == [1, 2, 3, 4]
-        assert "hospital-c" in history[-1]["domains"], "hospital-c rejoins the later rounds"
+        assert "hospital-d" in history[-1]["domains"], "hospital-d rejoins the later rounds"
         assert _accuracy(fl.result()) > 0.5
     finally:
         local.stop()

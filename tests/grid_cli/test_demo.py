@@ -1,4 +1,5 @@
-"""`grid demo` (what `make demo` runs) trains across a whole local grid and proves the model."""
+"""`grid demo` (what `make demo` runs) trains across a whole local grid (3 domains: an encrypted
+job without DP needs them) and proves the model."""
 
 from __future__ import annotations
 
@@ -28,12 +29,15 @@ def test_demo_trains_across_the_domains_and_the_chain_backs_the_model(tmp_path: 
     for expected in (
         "hospital-a │ digits",
         "hospital-b │ digits",
+        "hospital-c │ digits",
         "hospital-a owner approves request",
         "hospital-b owner approves request",
+        "hospital-c owner approves request",
         "round 1/2",
         "round 2/2",
         "hospital-a owner releases the result",
         "hospital-b owner releases the result",
+        "hospital-c owner releases the result",
         "federated, CKKS",
         "centralized baseline",
         "every process has stopped",
@@ -42,6 +46,6 @@ def test_demo_trains_across_the_domains_and_the_chain_backs_the_model(tmp_path: 
     digest = model_hash(data_dir / "results" / "model.safetensors")
     assert f"sha256 {digest}" in out
     # Each domain's part is on chain, and it backs the downloaded weights.
-    assert out.count("VERIFIED: the chain backs this job and your model.") == 2
+    assert out.count("VERIFIED: the chain backs this job and your model.") == 3
     assert "NOT VERIFIED" not in out
     assert not (data_dir / "grid.json").exists()

@@ -89,7 +89,10 @@ def submit(network: FlaskClient, headers: dict[str, str], body: dict[str, Any]) 
 def test_an_analysis_is_resolved_against_the_schemas_and_signed_into_invitations(
     network: FlaskClient, network_app: Flask, scientist: dict[str, str], domains: list[Signer]
 ) -> None:
-    body = request(domains, statistics=["mean", "class_count", "hist:age:0:100:4"], min_domains=2)
+    # A round that may close with two domains needs DP on each domain's sums.
+    dp = {"epsilon": 1.0, "delta": 1e-5, "bounds": {"age": [0, 100], "visits": [0, 50]}}
+    statistics = ["mean", "class_count", "hist:age:0:100:4"]
+    body = request(domains, statistics=statistics, min_domains=2, dp=dp)
     job = submit(network, scientist, body)
     assert job["kind"] == "analytics" and job["rounds"] == 1 and job["min_domains"] == 2
     plan = AnalysisPlan.model_validate(job["plan"])

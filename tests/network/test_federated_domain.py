@@ -85,6 +85,9 @@ def test_an_invitation_becomes_a_request_whose_decision_reaches_the_network(
     with app.extensions["database"].sessionmaker() as session:
         participation = session.get(FederatedParticipation, item["id"])
         assert participation is not None and participation.network_job_id == job_id
+    # The owner is told what a peer domain could learn: here there is none.
+    shown = client.get(f"/api/v1/requests/{item['id']}", headers=owner).json
+    assert "only one" in shown["peers"]
     _sync(app)  # the same invitation again files nothing new
     assert len(client.get("/api/v1/requests", headers=owner).json["items"]) == 1
 

@@ -212,6 +212,32 @@ def test_differential_privacy_spends_the_budget_and_learns(tmp_path: Path) -> No
     assert epochs[0]["epsilon"] < epochs[-1]["epsilon"] == m["epsilon"]
 
 
+def test_differential_privacy_budget_covers_every_round_of_a_job(tmp_path: Path) -> None:
+    """A federated job's rounds share one budget: the noise is calibrated for all of them and
+    the accountant carries the earlier rounds' steps, so the last round ends within epsilon."""
+    features, labels = blobs(rows=300)
+    one_round = make_spec(
+        tmp_path,
+        data=[write_npz(tmp_path / "dp.npz", features, labels)],
+        epochs=1,
+        batch_size=30,
+        dp={"epsilon": 2.0, "delta": 1e-5},
+    )
+    single, _ = run(one_round)
+    assert single.status == "completed", single.reason
+    spent = []
+    for done in range(5):
+        round_spec = dataclasses.replace(
+            one_round, output_dir=tmp_path / f"round-{done}", dp_rounds=5, dp_rounds_spent=done
+        )
+        outcome, _ = run(round_spec)
+        assert outcome.status == "completed", outcome.reason
+        assert outcome.metrics["noise_multiplier"] > single.metrics["noise_multiplier"]
+        spent.append(outcome.metrics["epsilon"])
+    assert spent == sorted(spent) and spent[0] < spent[-1]
+    assert 1.8 <= spent[-1] <= 2.0  # the whole job's spend, not each round's
+
+
 def test_differential_privacy_refuses_batch_norm(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, model=BatchNormMLP(), dp={"epsilon": 1.0, "delta": 1e-5})
     outcome, _ = run(spec)
@@ -331,7 +357,7 @@ def bad_data(tmp_path: Path, case: str) -> tuple[list[DataFile], str]:
         )
     if case == "too many classes":
         return [write_npz(tmp_path / "d.npz", features, labels * 2)], (
-            "the labels go up to class 4 but the model outputs 3 class scores"
+            "some labels are class numbers past the 3 class scores the model outputs"
         )
     if case == "fractional classes":
         return [write_npz(tmp_path / "d.npz", features, labels + 0.5)], "whole-number class"
@@ -343,7 +369,7 @@ def bad_data(tmp_path: Path, case: str) -> tuple[list[DataFile], str]:
     if case == "missing values":
         frame.loc[3, "f1"] = np.nan
         frame.to_csv(tmp_path / "m.csv", index=False)
-        return [DataFile(tmp_path / "m.csv", "csv", "y")], "column 'f1' has 1 missing value"
+        return [DataFile(tmp_path / "m.csv", "csv", "y")], "column 'f1' has missing values"
     if case == "unreadable file":
         (tmp_path / "x.npz").write_bytes(b"nope")
         return [DataFile(tmp_path / "x.npz", "npz", "label")], "not a valid npz file"
