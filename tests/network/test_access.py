@@ -70,6 +70,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("PUT", f"{FL_JOB}/rounds/<int:number>/update"): {"member"},
     ("GET", f"{FL_JOB}/rounds/<int:number>/aggregate"): {"member"},
     ("POST", f"{FL_JOB}/attestation"): {"member"},
+    ("POST", f"{FL_JOB}/release"): {"member"},
     ("POST", f"{FL_JOB}/withheld"): {"member"},
     ("PUT", f"{FL_JOB}/result"): {"member"},
 }
@@ -77,6 +78,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
 BODIES = {
     f"{FL_JOB}/decision": {"approved": False},
     f"{FL_JOB}/attestation": {"model_hash": "0" * 64},
+    f"{FL_JOB}/release": {"model_hash": "0" * 64},
     f"{FL_JOB}/withheld": {"reason": "too few rows"},
     f"{FL_JOB}/keys/refused": {"reason": "the dealer's signature does not verify"},
 }
