@@ -233,7 +233,10 @@ def take_part(job_id: int, plan: AnalysisPlan, signers: list[Signer], work: Path
         assert attested.status_code == 200, attested.json
     uploaded = send(signers[0], "PUT", f"{path}/result", final)
     assert uploaded.status_code == 200, uploaded.json
-    assert ParticipantState.model_validate(uploaded.json).status == "completed"
+    for signer in signers[1:]:  # every owner releases it, not only the one who uploaded it
+        released = signer.call("POST", f"{path}/release", {"model_hash": digest})
+        assert released.status_code == 200, released.json
+    assert ParticipantState.model_validate(released.json).status == "completed"
     return final
 
 
@@ -248,11 +251,12 @@ def test_a_scientist_runs_an_analysis_from_the_shell(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # tables print whole
-    signers = [member(network, operator, make_signer, name) for name in ("hospital-a", "clinic-b")]
+    names = ("hospital-a", "clinic-b", "lab-c")
+    signers = [member(network, operator, make_signer, name) for name in names]
     account(network, operator, "scientist@example.org")
     ok_json(run("login", twin_network.url, "--email", "scientist@example.org",
                 "--password-stdin", "--json", input=PASSWORD))  # fmt: skip
-    ask = ("fl", "analyze", "--dataset", "hospital-a:records", "--dataset", "clinic-b:records")
+    ask = ("fl", "analyze", *(f for name in names for f in ("--dataset", f"{name}:records")))
     message = one_line_error(run(*ask, "--stat", "hist:height:0:1:2"))
     assert "height" in message and "422 incompatible_datasets" in message
 
@@ -260,7 +264,7 @@ def test_a_scientist_runs_an_analysis_from_the_shell(
     waited = run(*ask, "--stat", "count", "--timeout", "0.2", "--no-progress")
     assert waited.exit_code == 1
     note, message = waited.stderr.strip().splitlines()
-    assert note.startswith("Submitted analysis 1 to hospital-a, clinic-b; waiting")
+    assert note.startswith("Submitted analysis 1 to hospital-a, clinic-b, lab-c; waiting")
     assert "still pending_approval; it goes on: follow it with `grid fl show 1`" in message
     assert ok_json(run("fl", "cancel", "1", "--json"))["status"] == "cancelled"
 
@@ -287,7 +291,7 @@ def test_a_scientist_runs_an_analysis_from_the_shell(
     assert "rounds │ 1/1" in shown and "computes │ statistics count, mean, hist:f0:0:8:4" in shown
     assert "features │ 2: f0, f1" in shown and "label │ none" in shown
     assert "round │ status │ domains │ rows" in shown
-    assert "1 │ closed │ hospital-a, clinic-b │ 60" in shown
+    assert "1 │ closed │ hospital-a, clinic-b, lab-c │ 90" in shown
     assert f"{job} │ analytics │ completed │ scientist@example.org │ 1/1 │" in " ".join(
         table_lines(run("fl", "list"))
     )
@@ -300,6 +304,6 @@ def test_a_scientist_runs_an_analysis_from_the_shell(
         "sha256": hashlib.sha256(final).hexdigest(),
     }
     downloaded = Release.read(tmp_path / "a.safetensors")
-    assert float(downloaded.tensors["count"]) == 60
-    both = pd.concat([domain_rows(0), domain_rows(1)])
+    assert float(downloaded.tensors["count"]) == 90
+    both = pd.concat([domain_rows(i) for i in range(len(names))])
     assert downloaded.tensors["mean"] == pytest.approx(list(both[["f0", "f1"]].mean()))
