@@ -12,12 +12,12 @@ from grid_cli.client import (
     login_network,
 )
 from grid_cli.federated import FederatedJob, FederatedJobFailed
-from grid_cli.http import GridError
 from grid_cli.jobs import Job, JobCollection, JobFailed
 from grid_cli.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError
 from grid_common.plan import DifferentialPrivacy, TrainingPlan
 from grid_common.schemas import JobLimits
+from grid_common.transport import GridError
 
 __all__ = [
     "Analysis",

@@ -26,12 +26,12 @@ from grid_cli.cli import (
     users,
 )
 from grid_cli.client import DomainClient
-from grid_cli.http import GridError
 from grid_cli.job_commands import budgets, jobs, results
 from grid_cli.network_commands import associations, open_network
 from grid_cli.output import describe_error, print_json, print_table
 from grid_common.hashes import sha256_file
 from grid_common.schemas import AutoApprovalRule, JobKind, JobOut, RoleName, Settings
+from grid_common.transport import GridError
 
 KINDS = list(get_args(JobKind))
 NEW_PASSWORD_ENV = "GRID_NEW_PASSWORD"

@@ -12,10 +12,10 @@ import click
 
 from grid_cli.client import DomainClient
 from grid_cli.credentials import CredentialsError, CredentialStore, StoredLogin
-from grid_cli.http import GridError
 from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
 from grid_cli.output import describe_error, print_json, print_table
 from grid_common.schemas import JobLimits, RequestStatus, RoleName, TokenPair
+from grid_common.transport import GridError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 ROLES = list(get_args(RoleName))

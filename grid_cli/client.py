@@ -14,9 +14,8 @@ import jwt
 from pydantic import BaseModel
 from requests import Response
 
-from grid_cli.http import DEFAULT_TIMEOUT, GridError, HttpSession
 from grid_cli.jobs import Job, JobCollection
-from grid_cli.upload import multipart_body, show_progress
+from grid_cli.progress import show_progress, upload_body
 from grid_common.network_schemas import MembershipList, MembershipOut
 from grid_common.plan import TrainingPlan
 from grid_common.registry_schemas import AnchorQueued, RegistryStatus
@@ -50,6 +49,7 @@ from grid_common.schemas import (
     WorkerList,
     WorkerOut,
 )
+from grid_common.transport import DEFAULT_TIMEOUT, GridError, HttpSession
 
 if TYPE_CHECKING:
     from torch import nn
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from grid_cli.network import NetworkClient
 
 API = "/api/v1"
+# How the SDK names itself to nodes (the worker says grid-worker).
+USER_AGENT = "grid-cli"
 # Uploads wait longer for the answer: the node inspects the file and builds a mock first.
 UPLOAD_TIMEOUT: tuple[float, float] = (5.0, 600.0)
 # Refresh ahead of a streaming upload when the access token has less than this left.
@@ -330,7 +332,9 @@ class NodeClient:
         verify: bool | str = True,
         on_tokens: TokenListener | None = None,
     ) -> None:
-        self.http = HttpSession(url, timeout=timeout, retries=retries, verify=verify)
+        self.http = HttpSession(
+            url, product=USER_AGENT, timeout=timeout, retries=retries, verify=verify
+        )
         self.upload_timeout = upload_timeout
         self.on_tokens = on_tokens
         self._access_token = access_token
@@ -539,7 +543,7 @@ class DomainClient(NodeClient):
         draw = show_progress(progress)
 
         def send() -> Response:
-            with multipart_body(
+            with upload_body(
                 fields, files, progress=draw, description=f"Uploading {data_path.name}"
             ) as body:
                 return self.http.request(
@@ -672,7 +676,7 @@ class DomainClient(NodeClient):
             files = [("model", exported.program), ("weights", exported.weights)]
 
             def send() -> Response:
-                with multipart_body(
+                with upload_body(
                     fields, files, progress=show_progress(progress), description="Sending model"
                 ) as body:
                     return self.http.request(

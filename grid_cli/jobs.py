@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, overload
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from grid_cli.http import GridError
-from grid_cli.upload import show_progress
+from grid_cli.progress import show_progress
 from grid_common.schemas import JobEventOut, JobOut, JobStatus
+from grid_common.transport import GridError
 
 if TYPE_CHECKING:
     from torch import nn

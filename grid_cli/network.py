@@ -15,8 +15,7 @@ from pydantic import ValidationError
 from grid_cli.analytics import Analysis, AnalyticsJob
 from grid_cli.client import API, DomainClient, NodeClient
 from grid_cli.federated import FederatedJob
-from grid_cli.http import GridError
-from grid_cli.upload import show_progress
+from grid_cli.progress import show_progress, upload_body
 from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
 from grid_common.federated_schemas import (
@@ -42,6 +41,7 @@ from grid_common.network_schemas import (
 )
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import DatasetSchema, UserList, UserOut
+from grid_common.transport import GridError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -278,7 +278,6 @@ class NetworkClient(NodeClient):
         import numpy as np
 
         from grid_cli.export import ModelCheckError, check_forward, export_model
-        from grid_cli.upload import multipart_body
         from grid_common.training_data import TrainingDataError, example_features
 
         targets = list(datasets)
@@ -318,7 +317,7 @@ class NetworkClient(NodeClient):
             files = [("model", exported.program), ("weights", exported.weights)]
 
             def send() -> requests.Response:
-                with multipart_body(
+                with upload_body(
                     [("spec", spec.model_dump_json())],
                     files,
                     progress=show_progress(progress),

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.console import Console, OverflowMethod
 from rich.table import Table
 
-from grid_cli.http import GridError
+from grid_common.transport import GridError
 
 # Hints for codes whose server message says what went wrong but not what to do next.
 FIXES: dict[str, str] = {

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grid_cli.http import GridError
 from grid_common import he
 from grid_common.analytics.compute import from_wire, local_sums, release, to_wire
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
@@ -23,6 +22,7 @@ from grid_common.analytics.privacy import noise_share, noise_shares, noise_sigma
 from grid_common.datafiles import read_frame
 from grid_common.federated_schemas import ParticipantState
 from grid_common.schemas import DatasetFormat, LeasedJob
+from grid_common.transport import GridError
 from worker.domain_api import DomainWorkerApi
 from worker.federated import NetworkRun
 from worker.spec import TrainingEvent, TrainingOutcome

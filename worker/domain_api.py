@@ -8,21 +8,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from grid_cli.http import HttpSession
-from grid_cli.upload import multipart_body
 from grid_common.federated_schemas import ParticipantState, RoundOut
 from grid_common.schemas import HeartbeatOut, JobOut, LeasedJob
+from grid_common.transport import DEFAULT_TIMEOUT, HttpSession, multipart_body
 from worker.spec import TrainingEvent
 
 API = "/api/v1/worker"
+# How a worker names itself to its domain, apart from the SDK's grid-cli.
+USER_AGENT = "grid-worker"
 _CHUNK = 1 << 20
 
 
 class DomainWorkerApi:
     """One worker's connection to its domain, authenticated by the worker token."""
 
-    def __init__(self, domain_url: str, token: str, *, timeout: tuple[float, float] = (5, 60)):
-        self.http = HttpSession(domain_url, timeout=timeout)
+    def __init__(
+        self, domain_url: str, token: str, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> None:
+        self.http = HttpSession(domain_url, product=USER_AGENT, timeout=timeout)
         self.http.set_bearer(token)
 
     @property
@@ -67,7 +70,7 @@ class DomainWorkerApi:
         self, job_id: int, attempt: int, weights: Path, metrics: dict[str, Any]
     ) -> JobOut:
         fields = [("metrics", json.dumps(metrics))]
-        with multipart_body(fields, [("weights", weights)], progress=False) as form:
+        with multipart_body(fields, [("weights", weights)]) as form:
             response = self.http.request(
                 "PUT",
                 f"{API}/jobs/{job_id}/attempts/{attempt}/result",

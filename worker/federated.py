@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from grid_cli.http import GridError
 from grid_common import he
 from grid_common.federated_schemas import ParticipantState
 from grid_common.schemas import LeasedFederated, LeasedJob
+from grid_common.transport import GridError
 from worker.child import WarmChild
 from worker.domain_api import DomainWorkerApi
 from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec

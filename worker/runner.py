@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grid_cli.http import GridError
 from grid_common import he
 from grid_common.schemas import LeasedDataset, LeasedJob
+from grid_common.transport import GridError
 from worker.analytics import AnalyticsRun
 from worker.child import ChildError, WarmChild
 from worker.domain_api import DomainWorkerApi

@@ -16,12 +16,17 @@ from click.testing import CliRunner
 
 from grid_cli.cli import main
 from grid_cli.credentials import CredentialsError, CredentialStore, StoredLogin
-from grid_cli.http import IDEMPOTENT_METHODS, GridError, HttpSession, error_from_response
 from grid_cli.launch import DomainLaunch
 from grid_cli.mocks import mock_from_sample
 from grid_cli.output import describe_error
-from grid_cli.upload import multipart_body
 from grid_common.schemas import MockSample
+from grid_common.transport import (
+    IDEMPOTENT_METHODS,
+    GridError,
+    HttpSession,
+    error_from_response,
+    multipart_body,
+)
 from tests.conftest import free_port
 
 
@@ -144,7 +149,7 @@ def test_upload_body_repeats_tags_and_sends_only_file_names(tmp_path: Path) -> N
     data = tmp_path / "digits_a.csv"
     data.write_text("a,b\n1,2\n")
     fields = [("name", "digits"), ("tags", "x"), ("tags", "y")]
-    with multipart_body(fields, [("file", data)], progress=False) as body:
+    with multipart_body(fields, [("file", data)]) as body:
         assert body.content_type.startswith("multipart/form-data; boundary=")
         text = body.to_string().decode()
     assert text.count('name="tags"') == 2

@@ -24,8 +24,8 @@ from torch import nn
 
 import grid_cli as grid
 from grid_cli.export import ModelCheckError
-from grid_cli.upload import multipart_body
 from grid_common.model_archive import export_for_training, save_for_training
+from grid_common.transport import multipart_body
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
 from tests.console.conftest import sign_in
 from tests.domain.uploads import file_job, upload
@@ -95,7 +95,7 @@ def file_raw(
     fields = [("reason", "a classifier"), ("plan", grid.TrainingPlan(**plan).model_dump_json())]
     fields.append(("datasets", "digits-a"))
     files = [("model", archive), ("weights", weights)]
-    with multipart_body(fields, files, progress=False) as body:
+    with multipart_body(fields, files) as body:
         scientist.http.request(
             "POST",
             "/api/v1/requests/jobs",

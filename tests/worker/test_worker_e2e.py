@@ -14,8 +14,8 @@ from torch import nn
 
 import grid_cli as grid
 from grid_cli.export import export_model
-from grid_cli.upload import multipart_body
 from grid_common.schemas import AutoApprovalRule, JobLimits, Settings
+from grid_common.transport import multipart_body
 from tests.worker.live import PLAN, StartWorker, mlp, wait_until
 
 
@@ -143,7 +143,7 @@ def test_four_workers_run_fifty_jobs_exactly_once_on_postgresql(
     fields = [("reason", "many"), ("plan", quick.model_dump_json()), ("datasets", "digits-a")]
     files = [("model", exported.program), ("weights", exported.weights)]
     for _ in range(50):
-        with multipart_body(fields, files, progress=False) as body:
+        with multipart_body(fields, files) as body:
             scientist.http.request(
                 "POST",
                 "/api/v1/requests/jobs",

@@ -1,13 +1,17 @@
-"""HTTP to a Grid node: timeouts on every call, retries only when idempotent, JSON errors raised."""
+"""HTTP to a Grid node, for the SDK and the worker alike: timeouts on every call, retries only
+when idempotent, JSON errors raised as GridError, streaming multipart uploads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 from urllib3.util.retry import Retry
 
 # (connect, read) seconds; reads wait longer because the node may hash or inspect a big file.
@@ -16,11 +20,17 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 RETRY_STATUSES = (502, 503, 504)
 
 
-def _user_agent() -> str:
+FormFields = Sequence[tuple[str, str]]
+# Called with (bytes read so far, total bytes) as a multipart body is sent.
+ProgressCallback = Callable[[int, int], None]
+
+
+def user_agent(product: str) -> str:
+    """`product/<Grid's version>`, so a node's logs tell the SDK from a worker and a release."""
     try:
-        return f"grid-cli/{version('grid-nodes')}"
+        return f"{product}/{version('grid-nodes')}"
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "grid-cli"
+        return product
 
 
 class GridError(Exception):
@@ -68,12 +78,16 @@ def error_from_response(response: requests.Response) -> GridError:
 
 
 class HttpSession:
-    """A requests.Session bound to one node's base URL."""
+    """A requests.Session bound to one node's base URL.
+
+    `product` names the caller in the User-Agent header (`grid-cli`, `grid-worker`).
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
+        product: str = "grid",
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retries: int = 3,
         verify: bool | str = True,
@@ -82,7 +96,7 @@ class HttpSession:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.verify = verify
-        self.session.headers["User-Agent"] = _user_agent()
+        self.session.headers["User-Agent"] = user_agent(product)
         retry = Retry(
             total=retries,
             backoff_factor=0.3,
@@ -149,4 +163,37 @@ class HttpSession:
         return response
 
     def close(self) -> None:
+        """Close the pooled connections."""
         self.session.close()
+
+
+@contextmanager
+def multipart_body(
+    fields: FormFields,
+    files: Sequence[tuple[str, Path]],
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[MultipartEncoderMonitor]:
+    """A streaming multipart body of form fields and files, read from disk as it is sent.
+
+    `on_progress(read, total)` is called once before the first byte and after every read, so a
+    caller can draw a bar without this module knowing how.
+    """
+    with ExitStack() as stack:
+        parts: list[tuple[str, object]] = list(fields)
+        for field, path in files:
+            handle = stack.enter_context(path.open("rb"))
+            # The server reads the format from the file name's extension; send only the name.
+            parts.append((field, (path.name, handle, "application/octet-stream")))
+        encoder = MultipartEncoder(fields=parts)
+        report = on_progress or _no_progress
+        report(0, encoder.len)
+
+        def advance(monitor: MultipartEncoderMonitor) -> None:
+            report(monitor.bytes_read, encoder.len)
+
+        yield MultipartEncoderMonitor(encoder, advance)
+
+
+def _no_progress(read: int, total: int) -> None:
+    """The progress callback of a caller that draws nothing."""
