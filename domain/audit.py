@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.auth import client_address, current_user
 from domain.models import AuditEntry, AuditHead
 
 GENESIS_HASH = "0" * 64
@@ -63,6 +64,18 @@ class ChainReport:
     head_hash: str
     first_broken_seq: int | None = None
     problem: str | None = None
+
+
+def record(session: Session, action: str, target: str = "", **details: Any) -> None:
+    """Audit an action by the signed-in caller, inside the caller's transaction."""
+    append(
+        session,
+        actor=current_user().email,
+        action=action,
+        target=target,
+        address=client_address(),
+        details=details,
+    )
 
 
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:

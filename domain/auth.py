@@ -9,6 +9,7 @@ import jwt
 from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, exists, select, update
 
+from domain.context import config
 from domain.models import ApiKey, RefreshToken, User, Worker
 from domain.permissions import Permission, Role, has_permission
 from domain.security import (
@@ -108,9 +109,7 @@ def _user_from_api_key(key: str) -> Principal:
 def _user_from_access_token(token: str) -> Principal:
     app = current_app
     try:
-        claims = decode_access_token(
-            app.config["SECRET_KEY"], token, issuer=app.config["GRID"].name
-        )
+        claims = decode_access_token(app.config["SECRET_KEY"], token, issuer=config().name)
     except jwt.ExpiredSignatureError:
         raise Unauthorized(
             "Access token expired; refresh it at /api/v1/auth/refresh.", code="token_expired"

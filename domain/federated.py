@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from flask import current_app
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit, jobs
-from domain.config import DomainConfig
+from domain.context import blobs, node_identity
 from domain.models import (
     AccessRequest,
     Dataset,
@@ -30,10 +29,11 @@ from domain.models import (
     PinnedPeer,
     RequestDataset,
 )
-from domain.networks import NetworkUnavailable, call_network, node_identity, raise_for
+from domain.network_calls import NetworkUnavailable, call_network, raise_for
+from domain.requests import matching_rule, start_job
+from domain.settings import load_settings
 from grid_common import he
 from grid_common.analytics.plan import AnalysisPlan
-from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import ApiError, Conflict, NotFound
 from grid_common.federated_schemas import (
@@ -54,16 +54,6 @@ from grid_common.uploads import check_model_archive, check_safetensors
 log = logging.getLogger(__name__)
 API = "/api/v1/fl"
 _CHUNK = 1 << 20
-
-
-def _blobs() -> BlobStore:
-    store: BlobStore = current_app.extensions["blobs"]
-    return store
-
-
-def _config() -> DomainConfig:
-    cfg: DomainConfig = current_app.config["GRID"]
-    return cfg
 
 
 def _membership(session: Session, network_id: str) -> NetworkMembership:
@@ -146,7 +136,7 @@ def _fetch_file(
 ) -> str:
     expected = invitation.model_digest if part == "model" else invitation.weights_digest
     path = f"{API}/jobs/{invitation.network_job_id}/files/{part}"
-    with _blobs().staging() as staged:
+    with blobs().staging() as staged:
         response = call_network("GET", membership.url, membership.network_id, path, stream=True)
         raise_for(response)
         with response, staged.open("wb") as out:
@@ -156,7 +146,7 @@ def _fetch_file(
             check_model_archive(staged, dp=invitation.plan.get("dp") is not None)
         else:
             check_safetensors(staged, "weights")
-        digest, _, _ = _blobs().commit(staged)
+        digest, _, _ = blobs().commit(staged)
     if digest != expected:
         raise NotFound(f"The network's {part} file does not match its signed invitation.")
     return digest
@@ -238,10 +228,6 @@ def _request_kind(invitation: Invitation) -> str:
 
 
 def _file(session: Session, membership: NetworkMembership, invitation: Invitation) -> None:
-    # Imported here: the requests blueprint imports this module for its decision hook.
-    from domain.api.requests import rule_matches
-    from domain.api.settings import load_settings
-
     dataset = session.scalar(select(Dataset).where(Dataset.name == invitation.dataset))
     actor = f"network:{membership.name}"
     kind = _request_kind(invitation)
@@ -297,13 +283,8 @@ def _file(session: Session, membership: NetworkMembership, invitation: Invitatio
         details={"kind": kind, "network_job": invitation.network_job_id},
     )
     if item.status == "pending" and dataset is not None:
-        matched = next(
-            (
-                r
-                for r in settings.auto_approval
-                if rule_matches(r, None, kind, [dataset], invitation.plan, invitation)
-            ),
-            None,
+        matched = matching_rule(
+            settings.auto_approval, None, kind, [dataset], invitation.plan, invitation
         )
         if matched is not None:
             _auto_approve(session, item, matched, settings.job_limits)
@@ -315,8 +296,6 @@ def _auto_approve(
 ) -> None:
     """Approve and queue a request a rule covers, unless a privacy budget cannot pay for it:
     then it waits for the owner, like any request no rule covers."""
-    from domain.api.requests import start_job
-
     try:
         start_job(session, item, jobs.Approval(limits, rule.release_on_completion))
     except Conflict as exc:
@@ -383,7 +362,7 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
         released = network.call("POST", "/release", json_body={"model_hash": job.result_digest})
         state = ParticipantState.model_validate(released.json())
         if state.unreleased == 0 and not state.result_uploaded:
-            network.upload("PUT", "/result", _blobs().path(job.result_digest))
+            network.upload("PUT", "/result", blobs().path(job.result_digest))
         participation.result_uploaded = True  # this domain's part of the release is done
         session.commit()
 
@@ -479,7 +458,7 @@ def _deal_keys(network: FederatedNetwork, state: ParticipantState) -> None:
                 "key the invitation does not give: the network may be swapping keys",
             )
     keys = he.make_job_keys(network.invitation.ckks.to_params())
-    with _blobs().staging() as staged:
+    with blobs().staging() as staged:
         for holder in state.dealer_keys:
             boxed = he.box_for(
                 me.encryption_key, peers[holder.domain_id].encryption_key, keys.secret_context

@@ -10,8 +10,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit, registry_writes
-from domain.api.settings import load_settings
 from domain.models import AccessRequest, Dataset, Job, JobEvent
+from domain.settings import load_settings
 from grid_common.errors import Conflict
 from grid_common.hashes import spec_hash
 from grid_common.schemas import JobLimits

@@ -1,4 +1,4 @@
-"""The domain's side of network membership: signed calls to networks and the sync loop.
+"""The domain's side of network membership: joining, leaving, and the sync loop.
 
 Every `GRID_NETWORK_SYNC_S` the loop asks pending networks for their decision, pushes the
 public metadata of every dataset to networks that approved the domain when it changed (and
@@ -14,21 +14,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.config import DomainConfig
+from domain import federated
+from domain.context import config, node_identity
 from domain.models import Dataset, NetworkMembership
+from domain.network_calls import (
+    TIMEOUT,
+    NetworkRefused,
+    NetworkUnavailable,
+    call_network,
+    error_message,
+    raise_for,
+)
 from grid_common.db import db_session
-from grid_common.errors import ApiError, Conflict, TooManyRequests
-from grid_common.identity import NodeIdentity, node_id_for, verify_key_from_text
+from grid_common.errors import ApiError, Conflict
+from grid_common.identity import node_id_for, verify_key_from_text
 from grid_common.logs import request_id_headers
 from grid_common.network_schemas import AssociationOut, NodeInfo, PublishedDataset
-from grid_common.signing import NodeAuth, signed_session
 
 log = logging.getLogger(__name__)
-TIMEOUT: tuple[float, float] = (5.0, 30.0)
 # What a membership becomes when its network reports an association status.
 _STATUS_FROM_NETWORK = {
     "pending": "pending",
@@ -37,78 +43,6 @@ _STATUS_FROM_NETWORK = {
     "removed": "removed",
     "left": "removed",
 }
-
-
-class NetworkUnavailable(ApiError):
-    status, code = 502, "network_unavailable"
-
-
-class NetworkRefused(ApiError):
-    status, code = 502, "network_refused"
-
-
-def node_identity() -> NodeIdentity:
-    identity: NodeIdentity = current_app.extensions["identity"]
-    return identity
-
-
-def _config() -> DomainConfig:
-    cfg: DomainConfig = current_app.config["GRID"]
-    return cfg
-
-
-def _error_message(response: requests.Response) -> tuple[str, str]:
-    try:
-        error = response.json()["error"]
-        return str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        return "http_error", f"HTTP {response.status_code} from the network"
-
-
-def call_network(
-    method: str,
-    url: str,
-    recipient: str,
-    path: str,
-    *,
-    json_body: Any = None,
-    data: Any = None,
-    params: dict[str, Any] | None = None,
-    stream: bool = False,
-) -> requests.Response:
-    """One signed call to a network; a failure to get any answer is NetworkUnavailable.
-
-    `data` may be a file opened for reading: it is hashed for the signature, then streamed.
-    """
-    headers = {"Content-Type": "application/octet-stream"} if data is not None else None
-    with signed_session() as session:
-        try:
-            return session.request(
-                method,
-                f"{url}{path}",
-                json=json_body,
-                data=data,
-                params=params,
-                headers=headers,
-                stream=stream,
-                auth=NodeAuth(node_identity(), recipient),
-                timeout=TIMEOUT,
-            )
-        except requests.RequestException as exc:
-            raise NetworkUnavailable(
-                f"Cannot reach the network at {url} ({type(exc).__name__})."
-            ) from None
-
-
-def raise_for(response: requests.Response) -> None:
-    if response.status_code < 400:
-        return
-    code, message = _error_message(response)
-    if response.status_code == 409:
-        raise Conflict(f"The network says: {message}", code=code)
-    if response.status_code == 429:
-        raise TooManyRequests(f"The network says: {message}", code=code)
-    raise NetworkRefused(f"The network refused ({response.status_code} {code}): {message}")
 
 
 def fetch_network_info(url: str) -> NodeInfo:
@@ -141,12 +75,12 @@ def request_join(session: Session, network_url: str, domain_url: str) -> Network
     if membership is not None and membership.status == "approved":
         raise Conflict(f"This domain is already a member of {info.name}.", code="already_member")
     body = {
-        "name": _config().name,
+        "name": config().name,
         "url": domain_url,
         "encryption_key": node_identity().encryption_public_key,
     }
     response = call_network("POST", network_url, info.id, "/api/v1/associations", json_body=body)
-    if response.status_code == 409 and _error_message(response)[0] == "already_associated":
+    if response.status_code == 409 and error_message(response)[0] == "already_associated":
         # The network knows this domain as a member though this domain forgot: take it back.
         response = call_network("GET", network_url, info.id, "/api/v1/associations/self")
     raise_for(response)
@@ -171,7 +105,7 @@ def try_leave(session: Session, membership: NetworkMembership) -> bool:
         response = call_network(
             "DELETE", membership.url, membership.network_id, "/api/v1/associations/self"
         )
-        error = None if response.status_code in (204, 404) else _error_message(response)[1]
+        error = None if response.status_code in (204, 404) else error_message(response)[1]
     except NetworkUnavailable as exc:
         error = exc.message
     if error is None:
@@ -179,7 +113,7 @@ def try_leave(session: Session, membership: NetworkMembership) -> bool:
         session.commit()
         return True
     membership.status, membership.last_error = "leaving", error
-    membership.next_sync_at = datetime.now(UTC) + timedelta(seconds=_config().network_sync_s)
+    membership.next_sync_at = datetime.now(UTC) + timedelta(seconds=config().network_sync_s)
     session.commit()
     return False
 
@@ -227,7 +161,7 @@ def _push(session: Session, membership: NetworkMembership) -> None:
     canonical = json.dumps(datasets, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     now = datetime.now(UTC)
-    interval = timedelta(seconds=_config().network_push_interval_s)
+    interval = timedelta(seconds=config().network_push_interval_s)
     recent = membership.last_push_at is not None and now - membership.last_push_at < interval
     if digest == membership.last_push_digest and recent:
         return
@@ -253,9 +187,6 @@ def sync_membership(session: Session, membership: NetworkMembership) -> None:
         if membership.status == "approved":
             _push(session, membership)
             session.commit()
-            # Imported here: the federated module builds on this one's signed calls.
-            from domain import federated
-
             federated.sync(session, membership)
         membership.last_error = None
     except ApiError as exc:
@@ -276,7 +207,7 @@ def sync_networks() -> int:
                 table.next_sync_at <= now,
                 table.status.in_(("pending", "approved", "leaving")),
             )
-            .values(next_sync_at=now + timedelta(seconds=_config().network_sync_s))
+            .values(next_sync_at=now + timedelta(seconds=config().network_sync_s))
             .returning(table.id)
         )
         .scalars()

@@ -16,6 +16,7 @@ from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from grid_common.security import decode_access_token
 from grid_common.signing import SignedCaller, verify_flask_request
+from network.context import config
 from network.models import Operator, RefreshToken
 
 OPERATOR = "operator"
@@ -74,7 +75,7 @@ def is_set_up(app: Flask) -> bool:
 
 
 def authenticate() -> Principal:
-    secret, issuer = current_app.config["SECRET_KEY"], current_app.config["GRID"].name
+    secret, issuer = current_app.config["SECRET_KEY"], config().name
     try:
         claims = decode_access_token(secret, bearer_token(), issuer=issuer)
     except jwt.ExpiredSignatureError:

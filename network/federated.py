@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,7 @@ from grid_common.federated_schemas import (
 )
 from grid_common.hashes import spec_hash
 from grid_common.schemas import DatasetSchema
+from network.context import blobs
 from network.models import (
     Association,
     FederatedJob,
@@ -834,11 +834,11 @@ def min_group_size(participants: list[FederatedParticipant]) -> int:
     return max(approved, default=0)
 
 
-def delete_replaced_blobs(session: Session, blobs: BlobStore) -> None:
+def delete_replaced_blobs(session: Session, store: BlobStore) -> None:
     """After a commit: remove partial sums a newer one replaced."""
     for digest in session.info.pop("blobs_to_delete", []):
         with contextlib.suppress(OSError):
-            blobs.delete(digest)
+            store.delete(digest)
 
 
 def close_due_rounds_task() -> None:
@@ -846,6 +846,6 @@ def close_due_rounds_task() -> None:
     session = db_session()
     if close_due_rounds(session) + fail_stalled_key_setups(session):
         session.commit()
-        delete_replaced_blobs(session, current_app.extensions["blobs"])
+        delete_replaced_blobs(session, blobs())
     else:
         session.rollback()

@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import update
 
 from grid_common.db import db_session
-from network.api.common import config
+from network.context import config
 from network.models import Association
 
 _MAX_PARALLEL = 16

@@ -30,8 +30,8 @@ from grid_common.api import PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import ApiError, NotFound
 from grid_common.logs import request_id_headers
-from network.api.common import config
 from network.auth import client_address
+from network.context import config
 from network.models import Association
 
 CHUNK = 64 * 1024

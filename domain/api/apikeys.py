@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint
 from sqlalchemy import select
 
-from domain.api.common import record
+from domain.audit import record
 from domain.auth import current_user
 from domain.models import ApiKey
 from domain.security import new_api_key, token_digest

@@ -6,9 +6,10 @@ from flask import Blueprint, current_app
 from sqlalchemy import delete, select
 
 from domain import audit
-from domain.api.common import config, get_or_404
+from domain.api.common import get_or_404
 from domain.api.users import user_out
 from domain.auth import client_address, current_user
+from domain.context import config
 from domain.models import LoginFailure, RefreshToken, User
 from domain.security import verify_password
 from grid_common import accounts

@@ -1,44 +1,18 @@
-"""Helpers the domain's blueprints share: audit entries for the caller, lookups that 404."""
+"""Helpers the domain's blueprints share: lookups that 404, releasing unreferenced blobs."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from domain import audit
-from domain.auth import client_address, current_user
-from domain.config import DomainConfig
+from domain.context import blobs
 from domain.models import AccessRequest, Dataset
-from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import NotFound
 
 T = TypeVar("T")
-
-
-def config() -> DomainConfig:
-    cfg: DomainConfig = current_app.config["GRID"]
-    return cfg
-
-
-def blobs() -> BlobStore:
-    store: BlobStore = current_app.extensions["blobs"]
-    return store
-
-
-def record(session: Session, action: str, target: str = "", **details: Any) -> None:
-    """Audit an action by the signed-in caller, inside the caller's transaction."""
-    audit.append(
-        session,
-        actor=current_user().email,
-        action=action,
-        target=target,
-        address=client_address(),
-        details=details,
-    )
 
 
 def get_or_404(model: type[T], ident: Any, what: str) -> T:

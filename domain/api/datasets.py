@@ -11,8 +11,10 @@ from sqlalchemy import Row, exists, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
-from domain.api.common import blobs, config, record, release_blobs
+from domain.api.common import release_blobs
+from domain.audit import record
 from domain.auth import current_user
+from domain.context import blobs, config
 from domain.dataset_files import (
     DatasetFileError,
     check_mock_matches,

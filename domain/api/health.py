@@ -11,12 +11,11 @@ from prometheus_client.core import Metric
 from sqlalchemy import func, select
 
 from domain import migrate
-from domain.api.common import config
 from domain.auth import is_set_up
+from domain.context import blobs, config
 from domain.models import AccessRequest, Job, RegistryOutboxEntry, Worker
 from grid_common import observability
 from grid_common.api import PUBLIC, build_openapi, route
-from grid_common.blobstore import BlobStore
 from grid_common.db import Database, db_session
 from grid_common.observability import Readiness, ReadyQuery, gauge
 from grid_common.schemas import Health, JobStatus
@@ -50,10 +49,9 @@ def healthz() -> Health:
 def readyz(query: ReadyQuery) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     database: Database = app.extensions["database"]
-    blobs: BlobStore = app.extensions["blobs"]
     checks: dict[str, Callable[[], None]] = {
         "database": observability.check_database(database.engine, migrate.MIGRATIONS),
-        "blobs": observability.check_writable(blobs.tmp, "blob store"),
+        "blobs": observability.check_writable(blobs().tmp, "blob store"),
     }
     if config().chain_rpc_url:
         checks["chain"] = observability.check_chain(config().chain_rpc_url)

@@ -9,8 +9,9 @@ from flask import Blueprint, Response, send_file
 from sqlalchemy import ColumnElement, select
 
 from domain import federated, jobs, registry_writes
-from domain.api.common import blobs, record
+from domain.audit import record
 from domain.auth import Principal, current_user
+from domain.context import blobs
 from domain.disclosure import FULL, Disclosure, disclosure, is_dp, shown_event, shown_metrics
 from domain.models import AccessRequest, Job, JobEvent, RequestDataset, User, Worker
 from domain.permissions import Permission, has_permission

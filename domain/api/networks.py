@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 
-from domain.api.common import config, record
+from domain.audit import record
+from domain.context import config, node_identity
 from domain.models import NetworkMembership
-from domain.networks import node_identity, request_join, try_leave
+from domain.networks import request_join, try_leave
 from domain.permissions import Permission
 from grid_common.api import AUTHENTICATED, PUBLIC, route
 from grid_common.db import db_session

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import privacy
-from domain.api.common import record
 from domain.api.datasets import find_dataset
+from domain.audit import record
 from domain.auth import current_user
 from domain.models import NetworkMembership, PrivacyBudget, User
 from domain.permissions import Permission, has_permission

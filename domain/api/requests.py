@@ -8,29 +8,26 @@ had granted or withheld something they had not. Past ones stay on record.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, request
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from domain import federated, jobs, privacy
-from domain.api.common import blobs, record
-from domain.api.settings import load_settings
+from domain import federated, privacy
 from domain.auth import Principal, current_user
+from domain.context import blobs
 from domain.disclosure import request_note
 from domain.models import AccessRequest, Dataset, Job, RequestDataset, User
 from domain.permissions import Permission, has_permission
+from domain.requests import decide, file_request
+from domain.settings import load_settings
 from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
-from grid_common.errors import Conflict, NotFound, Unprocessable
+from grid_common.errors import NotFound, Unprocessable
 from grid_common.federated_schemas import Invitation, peer_protection
-from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     JOB_KINDS,
     ApprovalIn,
-    AutoApprovalRule,
     DecisionIn,
     JobRequestForm,
     RequestList,
@@ -104,108 +101,6 @@ def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
     return [found[n] for n in unique]
 
 
-def rule_matches(
-    rule: AutoApprovalRule,
-    requester_email: str | None,
-    kind: str,
-    datasets: list[Dataset],
-    plan: dict[str, Any] | None,
-    joint: Invitation | None = None,
-) -> bool:
-    """Whether an auto-approval rule covers a request; a network's requester has no local email.
-
-    `joint` is the signed invitation of a federated job or analysis. A condition a request
-    cannot show it meets (rounds of a local job, epsilon of a job without DP) fails the rule.
-    """
-    if rule.data_scientist is not None and rule.data_scientist.lower() != requester_email:
-        return False
-    if rule.kind is not None and rule.kind != kind:
-        return False
-    if rule.dataset_tag is not None and not all(rule.dataset_tag in d.tags for d in datasets):
-        return False
-    if rule.max_epochs is not None:
-        epochs = plan.get("epochs") if plan is not None and kind != "analytics" else None
-        if epochs is None or epochs > rule.max_epochs:
-            return False
-    if rule.max_epsilon is not None:
-        epsilon = privacy.requested_epsilon(kind, plan)
-        if epsilon is None or epsilon > rule.max_epsilon:
-            return False
-    if rule.secure_aggregation is not None and (
-        joint is None or joint.secure_aggregation != rule.secure_aggregation
-    ):
-        return False
-    if rule.max_rounds is not None and (joint is None or joint.rounds > rule.max_rounds):
-        return False
-    return rule.min_peers is None or (joint is not None and joint.min_domains >= rule.min_peers)
-
-
-def start_job(session: Session, item: AccessRequest, approval: jobs.Approval) -> None:
-    """Queue an approved job request, charging its epsilon; refused if a budget ran out since."""
-    epsilon = privacy.requested_epsilon(item.kind, item.plan)
-    datasets = jobs.request_datasets(session, item)
-    if datasets is None:
-        raise Conflict(
-            f"A dataset of request {item.id} was deleted; it cannot run.", code="dataset_deleted"
-        )
-    spender = privacy.Spender.of_request(session, item)
-    try:
-        privacy.check_budget(session, datasets, spender, epsilon)
-    except privacy.BudgetExceeded as exc:
-        raise Conflict(str(exc), code="privacy_budget_exceeded") from None
-    jobs.create_job(session, item, approval)
-    privacy.charge(session, item.id, datasets, spender, epsilon)
-
-
-def _file_request(
-    session: Session,
-    *,
-    kind: str,
-    reason: str,
-    datasets: list[Dataset],
-    plan: TrainingPlan | None = None,
-    model_digest: str | None = None,
-    weights_digest: str | None = None,
-) -> AccessRequest:
-    user = current_user()
-    item = AccessRequest(
-        kind=kind,
-        requester_id=user.id,
-        reason=reason,
-        plan=plan.model_dump(mode="json") if plan else None,
-        model_digest=model_digest,
-        weights_digest=weights_digest,
-        datasets=[RequestDataset(dataset_name=d.name, dataset_id=d.id) for d in datasets],
-    )
-    session.add(item)
-    session.flush()
-    record(
-        session,
-        "requests.filed",
-        f"request:{item.id}",
-        kind=kind,
-        datasets=[d.name for d in datasets],
-    )
-    settings = load_settings(session)
-    rules = settings.auto_approval
-    shown = plan.model_dump(mode="json") if plan else None
-    matched = next((r for r in rules if rule_matches(r, user.email, kind, datasets, shown)), None)
-    if matched is not None:
-        item.status, item.auto_approved = "approved", True
-        item.decided_at = datetime.now(UTC)
-        item.decision_reason = "Approved automatically by the domain's auto-approval rule."
-        record(
-            session,
-            "requests.auto_approved",
-            f"request:{item.id}",
-            rule=matched.model_dump(mode="json"),
-        )
-        approval = jobs.Approval(settings.job_limits, matched.release_on_completion)
-        start_job(session, item, approval)
-    session.commit()
-    return item
-
-
 @route(
     bp,
     "/jobs",
@@ -241,7 +136,7 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
         check_safetensors(staged["weights"], "weights")
         model_digest, _, _ = blobs().commit(staged["model"])
         weights_digest, _, _ = blobs().commit(staged["weights"])
-    item = _file_request(
+    item = file_request(
         session,
         kind="job",
         reason=body.reason,
@@ -292,21 +187,7 @@ def get_request(request_id: int) -> RequestOut:
 
 
 def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
-    session = db_session()
-    item = session.get(AccessRequest, request_id, with_for_update=True)
-    if item is None:
-        raise NotFound(f"No request with id {request_id}.")
-    if item.status != "pending":
-        raise Conflict(f"Request {request_id} is already {item.status}.", code="already_decided")
-    item.status, item.decision_reason = status, body.reason
-    item.decided_by, item.decided_at = current_user().id, datetime.now(UTC)
-    details: dict[str, object] = {"reason": body.reason}
-    if isinstance(body, ApprovalIn):  # every pending request is a job's (access ones are gone)
-        limits = body.limits or load_settings(session).job_limits
-        start_job(session, item, jobs.Approval(limits, body.release_on_completion))
-        details.update(limits=limits.model_dump(), release_on_completion=body.release_on_completion)
-    record(session, f"requests.{status}", f"request:{item.id}", **details)
-    session.commit()
+    item = decide(db_session(), request_id, status, body)
     if item.kind in ("federated", "analytics"):
         federated.report_soon(item.id)
     return _load_request(item.id)

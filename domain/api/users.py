@@ -9,12 +9,13 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 
 from domain import audit
-from domain.api.common import get_or_404, record
-from domain.api.settings import load_settings
+from domain.api.common import get_or_404
+from domain.audit import record
 from domain.auth import client_address, current_user
 from domain.models import Invite, User
 from domain.permissions import ROLE_PERMISSIONS, Permission, Role
 from domain.security import hash_password, new_secret_token, token_digest
+from domain.settings import load_settings
 from grid_common.api import PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, Forbidden, Unauthorized

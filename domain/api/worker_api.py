@@ -9,9 +9,9 @@ from flask import Blueprint, Response, request, send_file
 from sqlalchemy.orm import Session
 
 from domain import federated, jobs
-from domain.api.common import blobs, config
 from domain.api.jobs import job_out
 from domain.auth import WORKER, current_worker
+from domain.context import blobs, config
 from domain.disclosure import disclosure, is_dp
 from domain.models import AccessRequest, Dataset, Job, Worker
 from grid_common.api import route

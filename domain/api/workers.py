@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint
 from sqlalchemy import select
 
-from domain.api.common import config, record
+from domain.audit import record
 from domain.auth import current_user
+from domain.context import config
 from domain.models import Job, Worker
 from domain.permissions import Permission
 from domain.security import new_worker_token, token_digest

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import g
 
-from domain.api.common import config
 from domain.auth import Principal
+from domain.context import config
 from domain.permissions import Permission, has_permission
 from grid_common.api import AUTHENTICATED
 from grid_common.console import NavItem, page_context

@@ -11,11 +11,11 @@ from werkzeug.wrappers import Response
 
 from domain import federated, privacy
 from domain.api import requests
-from domain.api.common import blobs
-from domain.api.settings import load_settings
 from domain.console.common import bp
+from domain.context import blobs
 from domain.models import AccessRequest, Dataset
 from domain.permissions import Permission
+from domain.settings import load_settings
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated

@@ -14,8 +14,8 @@ from grid_common.errors import Conflict, Unauthorized
 from grid_common.network_schemas import AccountCreate
 from grid_common.schemas import LoginIn, RefreshIn, SetupIn, TokenPair, UserList, UserOut
 from grid_common.security import hash_password, verify_password
-from network.api.common import config
 from network.auth import OPERATOR, ROLE_PERMISSIONS, Permission, client_address, current_operator
+from network.context import config
 from network.models import LoginFailure, Operator, RefreshToken
 
 bp = Blueprint("accounts", __name__, url_prefix="/api/v1")

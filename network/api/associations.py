@@ -19,8 +19,8 @@ from grid_common.network_schemas import (
     JoinRequest,
 )
 from grid_common.schemas import DecisionIn
-from network.api.common import config
 from network.auth import Permission, client_address, current_node, current_operator
+from network.context import config
 from network.models import Association, IndexedDataset, JoinAttempt
 from network.routing import domain_urls
 

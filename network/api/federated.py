@@ -11,13 +11,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, request, send_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grid_common import he
 from grid_common.api import SIGNED, route
-from grid_common.blobstore import BlobStore
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, NotFound, Unprocessable
 from grid_common.federated_schemas import (
@@ -45,8 +44,8 @@ from grid_common.identity import b64encode
 from grid_common.signing import check_streamed_body
 from grid_common.uploads import check_model_archive, check_safetensors
 from network import federated
-from network.api.common import identity
 from network.auth import Permission, current_node, current_operator, has_permission
+from network.context import blobs, node_identity
 from network.models import (
     Association,
     FederatedJob,
@@ -57,11 +56,6 @@ from network.models import (
 
 bp = Blueprint("federated", __name__, url_prefix="/api/v1/fl")
 _CHUNK = 1 << 20
-
-
-def blobs() -> BlobStore:
-    store: BlobStore = current_app.extensions["blobs"]
-    return store
 
 
 # --- what the API shows ----------------------------------------------------------------------
@@ -405,7 +399,7 @@ def _invitation(
             )
     fields = {
         "network_job_id": job.id,
-        "network_id": identity().node_id,
+        "network_id": node_identity().node_id,
         **_terms(job, spec),
         "dataset": participant.dataset,
         "requester": submitter.email if submitter else "",
@@ -416,7 +410,7 @@ def _invitation(
         "weights_digest": job.weights_digest,
         "spec_hash": job.spec_hash,
     }
-    signature = identity().signing_key.sign(invitation_message(fields)).signature
+    signature = node_identity().signing_key.sign(invitation_message(fields)).signature
     return Invitation.model_validate({**fields, "signature": b64encode(signature)})
 
 
@@ -526,7 +520,7 @@ def put_public_context(job_id: int, query: PublicContextQuery) -> ParticipantSta
     with _signed_body() as staged:
         job, dealer = _participation(job_id, lock=True)
         federated.store_public_context(
-            session, job, dealer, staged, _digest(staged), identity().node_id, query.signature
+            session, job, dealer, staged, _digest(staged), node_identity().node_id, query.signature
         )
         blobs().commit(staged)
         session.commit()

@@ -11,14 +11,13 @@ from sqlalchemy import func, select
 
 from grid_common import observability
 from grid_common.api import PUBLIC, build_openapi, route
-from grid_common.blobstore import BlobStore
 from grid_common.db import Database, db_session
 from grid_common.network_schemas import AssociationStatus, NodeInfo
 from grid_common.observability import Readiness, ReadyQuery, counts_by, gauge
 from grid_common.schemas import Health
 from network import migrate
-from network.api.common import config, identity
 from network.auth import is_set_up
+from network.context import blobs, config, node_identity
 from network.models import Association, IndexedDataset
 
 bp = Blueprint("health", __name__)
@@ -34,22 +33,18 @@ def healthz() -> Health:
     bp,
     "/readyz",
     permission=PUBLIC,
-    summary="Ready for traffic: database migrated, blob store writable, chain reachable (when "
-    "configured); 503 names the checks that failed",
+    summary="Ready for traffic: database migrated, blob store writable; 503 names the checks "
+    "that failed",
     query=ReadyQuery,
     response=Readiness,
 )
 def readyz(query: ReadyQuery) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     database: Database = app.extensions["database"]
-    blobs: BlobStore = app.extensions["blobs"]
     checks: dict[str, Callable[[], None]] = {
         "database": observability.check_database(database.engine, migrate.MIGRATIONS),
-        "blobs": observability.check_writable(blobs.tmp, "blob store"),
+        "blobs": observability.check_writable(blobs().tmp, "blob store"),
     }
-    chain_rpc_url: str = getattr(config(), "chain_rpc_url", "")
-    if chain_rpc_url:
-        checks["chain"] = observability.check_chain(chain_rpc_url)
     return observability.readiness(checks, query.skip)
 
 
@@ -101,7 +96,7 @@ def network_gauges() -> Iterable[Metric]:
     response=NodeInfo,
 )
 def node() -> NodeInfo:
-    me = identity()
+    me = node_identity()
     return NodeInfo(
         id=me.node_id,
         name=config().name,

@@ -9,8 +9,8 @@ from flask import g
 from grid_common.api import AUTHENTICATED
 from grid_common.console import NavItem, page_context
 from grid_common.console.pages import make_blueprint
-from network.api.common import config
 from network.auth import Permission, Principal, has_permission
+from network.context import config
 
 bp = make_blueprint("console", __name__, sign_in_endpoint="console.sign_in")
 
