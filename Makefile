@@ -42,6 +42,7 @@ test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy domain grid_common grid_cli registry network worker
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # The whole system on this machine: a chain with the registry (anvil from npm), a network,
