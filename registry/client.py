@@ -487,8 +487,24 @@ class RegistryClient:
         return sorted(found, key=lambda r: r.round)
 
 
+# A node that prunes history (anvil --prune-history) may resolve "latest" to a block and have
+# dropped that block's state by the time it runs the call; the same call a moment later works.
+_PRUNED_BLOCK = "BlockOutOfRangeError"
+_PRUNED_BLOCK_TRIES = 5
+
+
 def guard(call: Any) -> Any:
     """Run one RPC call, turning transport failures and contract reverts into our errors."""
+    for _ in range(_PRUNED_BLOCK_TRIES - 1):
+        try:
+            return _guarded(call)
+        except RegistryError as exc:
+            if _PRUNED_BLOCK not in str(exc):
+                raise
+    return _guarded(call)
+
+
+def _guarded(call: Any) -> Any:
     try:
         return call()
     except TRANSPORT_ERRORS as exc:
