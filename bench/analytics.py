@@ -42,10 +42,10 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 
 import grid_cli as grid
-from grid_cli.analytics import AnalyticsJob
-from grid_cli.demo_data import SeedDataset
-from grid_cli.local_grid import GridConfig, LocalGrid
-from grid_cli.network import DatasetRef, NetworkClient
+from grid_cli.client.analytics import AnalyticsJob
+from grid_cli.client.network import DatasetRef, NetworkClient
+from grid_cli.local.demo_data import SeedDataset
+from grid_cli.local.grid import GridConfig, LocalGrid
 from grid_common.federated_schemas import RoundList
 from grid_common.schemas import AutoApprovalRule
 

@@ -28,7 +28,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import grid_cli as grid
-from grid_cli.export import export_model
+from grid_cli.client.export import export_model
 from worker.spec import DataFile, TrainingLimits, TrainingSpec
 from worker.training import train
 

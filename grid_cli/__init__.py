@@ -1,7 +1,7 @@
 """Grid's Python client and `grid` command: sign in to a domain, share data, review requests."""
 
-from grid_cli.analytics import Analysis, AnalyticsJob, HistogramCounts
-from grid_cli.client import (
+from grid_cli.client.analytics import Analysis, AnalyticsJob, HistogramCounts
+from grid_cli.client.domain import (
     Dataset,
     DatasetCollection,
     DomainClient,
@@ -11,9 +11,9 @@ from grid_cli.client import (
     login,
     login_network,
 )
-from grid_cli.federated import FederatedJob, FederatedJobFailed
-from grid_cli.jobs import Job, JobCollection, JobFailed
-from grid_cli.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
+from grid_cli.client.federated import FederatedJob, FederatedJobFailed
+from grid_cli.client.jobs import Job, JobCollection, JobFailed
+from grid_cli.client.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError
 from grid_common.plan import DifferentialPrivacy, TrainingPlan
 from grid_common.schemas import JobLimits

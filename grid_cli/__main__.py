@@ -1,5 +1,5 @@
 """`python -m grid_cli` runs the `grid` command."""
 
-from grid_cli.cli import main
+from grid_cli.commands.app import main
 
 main()

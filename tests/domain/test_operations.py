@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from domain import DomainConfig, create_app
-from grid_cli.launch import DomainLaunch
+from grid_cli.local.launch import DomainLaunch
 from grid_common.logs import JsonFormatter
 from tests.conftest import free_port, wait_for_http
 from tests.domain.test_jobs import approved_job, lease

@@ -1,4 +1,4 @@
-"""A whole grid in real processes for end-to-end tests, on `grid_cli.local_grid`."""
+"""A whole grid in real processes for end-to-end tests, on `grid_cli.local.grid`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 from sklearn.datasets import load_digits
 
 import grid_cli as grid
-from grid_cli import local_grid
-from grid_cli.demo_data import SeedDataset
-from grid_cli.local_grid import GridConfig, LocalDomain, ManagedProcess
+from grid_cli.local import grid as local_grid
+from grid_cli.local.demo_data import SeedDataset
+from grid_cli.local.grid import GridConfig, LocalDomain, ManagedProcess
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import grid_cli as grid
-from grid_cli.cli import main
+from grid_cli.commands.app import main
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
 
 DIGITS_CSV = "f0,f1,f2,target\n" + "".join(

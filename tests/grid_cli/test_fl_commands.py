@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from click.testing import Result
 
-import grid_cli.fl_commands
-from grid_cli.federated import FederatedJobFailed
+import grid_cli.commands.fl
+from grid_cli.client.federated import FederatedJobFailed
 from grid_common.analytics.compute import Release, local_sums, release
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsDp, AnalyticsError
 from grid_common.federated_schemas import FederatedJobOut, ParticipantOut, RoundList, RoundOut
@@ -167,7 +167,7 @@ class StubNetwork:
 def network(monkeypatch: pytest.MonkeyPatch) -> StubNetwork:
     """`grid fl` talks to this stand-in instead of a signed-in network; tables print wide."""
     stub = StubNetwork()
-    monkeypatch.setattr(grid_cli.fl_commands, "open_network", lambda url: stub)
+    monkeypatch.setattr(grid_cli.commands.fl, "open_network", lambda url: stub)
     monkeypatch.setenv("COLUMNS", "200")
     return stub
 

@@ -14,11 +14,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from grid_cli.cli import main
-from grid_cli.credentials import CredentialsError, CredentialStore, StoredLogin
-from grid_cli.launch import DomainLaunch
-from grid_cli.mocks import mock_from_sample
-from grid_cli.output import describe_error
+from grid_cli.client.mocks import mock_from_sample
+from grid_cli.commands.app import main
+from grid_cli.commands.credentials import CredentialsError, CredentialStore, StoredLogin
+from grid_cli.commands.output import describe_error
+from grid_cli.local.launch import DomainLaunch
 from grid_common.schemas import MockSample
 from grid_common.transport import (
     IDEMPOTENT_METHODS,

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import grid_cli as grid
-from grid_cli.local_grid import (
+from grid_cli.local.grid import (
     Account,
     GridState,
     GridUpError,

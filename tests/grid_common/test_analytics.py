@@ -15,7 +15,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import NearestCentroid
 
 from domain.dataset_files import label_classes, magnitude
-from grid_cli.analytics import Analysis, estimator
+from grid_cli.client.analytics import Analysis, estimator
 from grid_common import he
 from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.compute import Release, from_wire, local_sums, release, to_wire

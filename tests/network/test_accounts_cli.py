@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from grid_cli.cli import main
+from grid_cli.commands.app import main
 from tests.network.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD, LiveNode
 from tests.network.test_cli import ok_json, one_line_error
 

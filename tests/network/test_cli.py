@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import grid_cli as grid
-from grid_cli.cli import main
+from grid_cli.commands.app import main
 from grid_common import he
 from grid_common.analytics.compute import Release, from_wire, local_sums, release, to_wire
 from grid_common.analytics.plan import AnalysisPlan

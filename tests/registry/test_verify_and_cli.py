@@ -16,7 +16,7 @@ import requests
 from click.testing import CliRunner
 from eth_account import Account
 
-from grid_cli.cli import main
+from grid_cli.commands.app import main
 from grid_common.hashes import model_hash, spec_hash
 from registry.chain import LocalChain, fund, rpc
 from registry.client import RegistryClient, job_id_of, round_mask

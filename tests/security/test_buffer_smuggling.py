@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import grid_cli as grid
-from grid_cli.export import ModelCheckError
+from grid_cli.client.export import ModelCheckError
 from grid_common.model_archive import export_for_training, save_for_training
 from grid_common.transport import multipart_body
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD

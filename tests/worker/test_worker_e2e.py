@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import grid_cli as grid
-from grid_cli.export import export_model
+from grid_cli.client.export import export_model
 from grid_common.schemas import AutoApprovalRule, JobLimits, Settings
 from grid_common.transport import multipart_body
 from tests.worker.live import PLAN, StartWorker, mlp, wait_until

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from grid_cli.analytics import Analysis, HistogramCounts
-from grid_cli.cli import json_option, main, url_option
-from grid_cli.network_commands import open_network
-from grid_cli.output import print_json, print_table
+from grid_cli.client.analytics import Analysis, HistogramCounts
+from grid_cli.commands.app import json_option, main, url_option
+from grid_cli.commands.network import open_network
+from grid_cli.commands.output import print_json, print_table
 from grid_common.analytics.compute import Release
 from grid_common.analytics.plan import (
     EXACT_MODELS,

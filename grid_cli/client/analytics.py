@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grid_cli.federated import NetworkJob
+from grid_cli.client.federated import NetworkJob
 from grid_common.analytics.compute import Release
 from grid_common.analytics.plan import Histogram, parse_statistic
 

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, overload
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from grid_cli.progress import show_progress
+from grid_cli.client.progress import show_progress
 from grid_common.schemas import JobEventOut, JobOut, JobStatus
 from grid_common.transport import GridError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from grid_cli.client import DomainClient
+    from grid_cli.client.domain import DomainClient
     from registry.verify import Proof
 
 FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled", "denied"})

@@ -10,10 +10,10 @@ from typing import Any, cast, get_args
 
 import click
 
-from grid_cli.cli import domain, json_option, main, open_client, read_password, url_option
-from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
-from grid_cli.network import NetworkClient
-from grid_cli.output import print_json, print_table
+from grid_cli.client.network import NetworkClient
+from grid_cli.commands.app import domain, json_option, main, open_client, read_password, url_option
+from grid_cli.commands.output import print_json, print_table
+from grid_cli.local.launch import DomainLaunch, exec_gunicorn, run_dev_server
 from grid_common.identity import IdentityError, load_identity
 from grid_common.network_schemas import AssociationOut, AssociationStatus, NetworkRole
 

@@ -14,8 +14,8 @@ import jwt
 from pydantic import BaseModel
 from requests import Response
 
-from grid_cli.jobs import Job, JobCollection
-from grid_cli.progress import show_progress, upload_body
+from grid_cli.client.jobs import Job, JobCollection
+from grid_cli.client.progress import show_progress, upload_body
 from grid_common.network_schemas import MembershipList, MembershipOut
 from grid_common.plan import TrainingPlan
 from grid_common.registry_schemas import AnchorQueued, RegistryStatus
@@ -54,8 +54,8 @@ from grid_common.transport import DEFAULT_TIMEOUT, GridError, HttpSession
 if TYPE_CHECKING:
     from torch import nn
 
-    from grid_cli.mocks import MockData
-    from grid_cli.network import NetworkClient
+    from grid_cli.client.mocks import MockData
+    from grid_cli.client.network import NetworkClient
 
 API = "/api/v1"
 # How the SDK names itself to nodes (the worker says grid-worker).
@@ -131,7 +131,7 @@ class Dataset:
         """The mock sample: a DataFrame for tables, a dict of numpy arrays for array datasets."""
         if self._mock is None:
             # pandas loads only when a mock is read, so the `grid` command starts quickly.
-            from grid_cli.mocks import mock_from_sample
+            from grid_cli.client.mocks import mock_from_sample
 
             self._mock = mock_from_sample(self._client.mock_sample(self.name))
         return self._mock
@@ -652,7 +652,7 @@ class DomainClient(NodeClient):
         it and the plan's loss, so a shape mismatch fails here, not on the domain. Then it is
         exported in train mode (`torch.export`, no pickle) with its weights as safetensors.
         """
-        from grid_cli.export import ModelCheckError, dry_run, export_model
+        from grid_cli.client.export import ModelCheckError, dry_run, export_model
         from grid_common.hashes import spec_hash_of_files
         from grid_common.training_data import TrainingDataError, training_arrays
 
@@ -828,7 +828,7 @@ def login(url: str, email: str, password: str, **options: Any) -> DomainClient:
 
 def login_network(url: str, email: str, password: str, **options: Any) -> NetworkClient:
     """Sign in to a network (an operator, or a data scientist who runs federated jobs)."""
-    from grid_cli.network import NetworkClient
+    from grid_cli.client.network import NetworkClient
 
     client = NetworkClient(url, **options)
     if client.health().kind != "network":
@@ -893,7 +893,7 @@ def connect(
     """Connect to a domain with an API key (or saved tokens), checked against it at once;
     or, with no credentials, to a network, which anyone may search."""
     if not (api_key or access_token or refresh_token):
-        from grid_cli.network import NetworkClient
+        from grid_cli.client.network import NetworkClient
 
         network = NetworkClient(url, **options)
         if network.health().kind == "network":

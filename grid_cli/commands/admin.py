@@ -12,7 +12,8 @@ from typing import IO, Any, cast, get_args
 import click
 from pydantic import ValidationError
 
-from grid_cli.cli import (
+from grid_cli.client.domain import DomainClient
+from grid_cli.commands.app import (
     ROLES,
     Command,
     audit,
@@ -25,10 +26,9 @@ from grid_cli.cli import (
     url_option,
     users,
 )
-from grid_cli.client import DomainClient
-from grid_cli.job_commands import budgets, jobs, results
-from grid_cli.network_commands import associations, open_network
-from grid_cli.output import describe_error, print_json, print_table
+from grid_cli.commands.jobs import budgets, jobs, results
+from grid_cli.commands.network import associations, open_network
+from grid_cli.commands.output import describe_error, print_json, print_table
 from grid_common.hashes import sha256_file
 from grid_common.schemas import AutoApprovalRule, JobKind, JobOut, RoleName, Settings
 from grid_common.transport import GridError

@@ -25,10 +25,10 @@ from typing import Any, Literal, TypeVar
 
 import requests
 
-from grid_cli.client import DomainClient, login, login_network
-from grid_cli.demo_data import SeedDataset, demo_datasets
-from grid_cli.launch import DomainLaunch
-from grid_cli.network import NetworkClient
+from grid_cli.client.domain import DomainClient, login, login_network
+from grid_cli.client.network import NetworkClient
+from grid_cli.local.demo_data import SeedDataset, demo_datasets
+from grid_cli.local.launch import DomainLaunch
 
 STATE_FILE = "grid.json"
 # What `grid up` made in its data dir, so that the next `grid up` replaces just that.

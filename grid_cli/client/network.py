@@ -12,10 +12,10 @@ from urllib.parse import quote
 import requests
 from pydantic import ValidationError
 
-from grid_cli.analytics import Analysis, AnalyticsJob
-from grid_cli.client import API, DomainClient, NodeClient
-from grid_cli.federated import FederatedJob
-from grid_cli.progress import show_progress, upload_body
+from grid_cli.client.analytics import Analysis, AnalyticsJob
+from grid_cli.client.domain import API, DomainClient, NodeClient
+from grid_cli.client.federated import FederatedJob
+from grid_cli.client.progress import show_progress, upload_body
 from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
 from grid_common.federated_schemas import (
@@ -277,7 +277,7 @@ class NetworkClient(NodeClient):
         """
         import numpy as np
 
-        from grid_cli.export import ModelCheckError, check_forward, export_model
+        from grid_cli.client.export import ModelCheckError, check_forward, export_model
         from grid_common.training_data import TrainingDataError, example_features
 
         targets = list(datasets)

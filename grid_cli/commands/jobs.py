@@ -11,9 +11,9 @@ from typing import Any, cast, get_args
 
 import click
 
-from grid_cli.cli import json_option, main, open_client, url_option
-from grid_cli.jobs import FINISHED
-from grid_cli.output import print_json, print_table
+from grid_cli.client.jobs import FINISHED
+from grid_cli.commands.app import json_option, main, open_client, url_option
+from grid_cli.commands.output import print_json, print_table
 from grid_common.logs import configure_logging
 from grid_common.schemas import JobStatus
 

@@ -10,10 +10,10 @@ from typing import Any, TypeVar, cast, get_args
 
 import click
 
-from grid_cli.client import DomainClient
-from grid_cli.credentials import CredentialsError, CredentialStore, StoredLogin
-from grid_cli.launch import DomainLaunch, exec_gunicorn, run_dev_server
-from grid_cli.output import describe_error, print_json, print_table
+from grid_cli.client.domain import DomainClient
+from grid_cli.commands.credentials import CredentialsError, CredentialStore, StoredLogin
+from grid_cli.commands.output import describe_error, print_json, print_table
+from grid_cli.local.launch import DomainLaunch, exec_gunicorn, run_dev_server
 from grid_common.schemas import JobLimits, RequestStatus, RoleName, TokenPair
 from grid_common.transport import GridError
 
@@ -481,11 +481,11 @@ def domain_start(name: str, port: int, data_dir: Path, host: str, workers: int, 
 
 
 # Command groups kept in their own modules (admin, jobs, networks, registry) register on `main`.
-from grid_cli import (  # noqa: E402, F401
-    admin_commands,
-    fl_commands,
-    job_commands,
-    network_commands,
-    registry_commands,
-    up_commands,
+from grid_cli.commands import (  # noqa: E402, F401
+    admin,
+    fl,
+    jobs,
+    network,
+    registry,
+    up,
 )

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from grid_cli.cli import json_option, main, open_client, url_option
-from grid_cli.output import print_json, print_table
+from grid_cli.commands.app import json_option, main, open_client, url_option
+from grid_cli.commands.output import print_json, print_table
 
 RPC_ENV = "GRID_CHAIN_RPC_URL"
 REGISTRY_ENV = "GRID_REGISTRY_ADDRESS"

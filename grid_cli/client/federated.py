@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any, Self
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from grid_cli.jobs import figures, module_with_weights, plot_curves
-from grid_cli.progress import show_progress
+from grid_cli.client.jobs import figures, module_with_weights, plot_curves
+from grid_cli.client.progress import show_progress
 from grid_common.federated_schemas import FINISHED_STATUSES, FederatedJobOut, RoundList
 from grid_common.transport import GridError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from grid_cli.network import NetworkClient
+    from grid_cli.client.network import NetworkClient
 
 _STATE = {
     "pending_approval": "waiting for the domains' owners",

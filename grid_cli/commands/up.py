@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from grid_cli.cli import json_option, main
-from grid_cli.local_grid import (
+from grid_cli.commands.app import json_option, main
+from grid_cli.commands.output import print_json, print_table
+from grid_cli.local.grid import (
     GridConfig,
     GridState,
     GridUpError,
@@ -19,7 +20,6 @@ from grid_cli.local_grid import (
     down,
     node_rows,
 )
-from grid_cli.output import print_json, print_table
 
 DATA_DIR_HELP = "Where the grid keeps its nodes' data, logs and state file."
 
@@ -170,7 +170,7 @@ def down_command(data_dir: Path, timeout: float, as_json: bool) -> None:
 )
 def demo(rounds: int, domains: int, data_dir: Path) -> None:
     """Start a local grid and train a model across its domains with CKKS, from search to proof."""
-    from grid_cli.demo import DemoFailed, DemoOptions, run_demo
+    from grid_cli.local.demo import DemoFailed, DemoOptions, run_demo
 
     try:
         run_demo(DemoOptions(data_dir=data_dir, domains=domains, rounds=rounds))
