@@ -19,7 +19,8 @@ COPY worker worker
 COPY registry registry
 COPY grid_cli grid_cli
 COPY grid_common grid_common
-RUN pip install . && rm -rf /app/build
+# The node extra: Flask, gunicorn, the database drivers, metrics and DP-SGD.
+RUN pip install '.[node]' && rm -rf /app/build
 
 # The numeric user the charts' securityContext names; /data and /work are mounted volumes.
 RUN useradd --uid 10001 --user-group --home-dir /tmp --no-create-home grid \

@@ -16,7 +16,7 @@ $(VENV)/.torch-installed: | $(BIN)/python
 	touch $@
 
 $(VENV)/.project-installed: pyproject.toml $(VENV)/.torch-installed
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[node,test]'
 	touch $@
 
 # The registry's tools, pinned exactly in package.json: solc compiles the contract, anvil runs
