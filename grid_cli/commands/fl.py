@@ -15,9 +15,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from grid_cli.client.analytics import Analysis, HistogramCounts
-from grid_cli.commands.app import json_option, main, url_option
-from grid_cli.commands.network import open_network
+from grid_cli.commands.options import json_option, url_option
 from grid_cli.commands.output import print_json, print_table
+from grid_cli.commands.session import open_network
 from grid_common.analytics.compute import Release
 from grid_common.analytics.plan import (
     EXACT_MODELS,
@@ -36,7 +36,7 @@ SHOWN_ROWS = 20
 SHOWN_MATRIX_COLUMNS = 12
 
 
-@main.group()
+@click.group()
 def fl() -> None:
     """Federated jobs and analyses on a network signed in with `grid login NETWORK_URL`."""
 

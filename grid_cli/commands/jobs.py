@@ -1,128 +1,23 @@
-"""`grid workers|worker|jobs|results|budgets`: run workers, follow jobs, release results."""
+"""`grid jobs …`: list jobs, show one, follow its logs, cancel it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
+import json
 import time
-from pathlib import Path
 from typing import Any, cast, get_args
 
 import click
 
 from grid_cli.client.jobs import FINISHED
-from grid_cli.commands.app import json_option, main, open_client, url_option
-from grid_cli.commands.output import print_json, print_table
-from grid_common.logs import configure_logging
-from grid_common.schemas import JobStatus
+from grid_cli.commands.options import json_option, url_option
+from grid_cli.commands.output import field_table, print_json, print_table, when
+from grid_cli.commands.session import fix_on, open_client
+from grid_common.schemas import JobOut, JobStatus
 
 JOB_STATUSES = list(get_args(JobStatus))
 
 
-# --- workers (the owner's view) -----------------------------------------------
-
-
-@main.group()
-def workers() -> None:
-    """Workers that train next to the data: register, list, revoke."""
-
-
-@workers.command("add")
-@click.argument("name")
-@url_option
-@json_option
-def workers_add(name: str, url: str | None, as_json: bool) -> None:
-    """Register a worker and print its token (shown once; start it with `grid worker start`)."""
-    client = open_client(url)
-    worker = client.add_worker(name)
-    if as_json:
-        print_json(worker)
-        return
-    click.echo(f"Worker {worker.name} registered (id {worker.id}). Its token, shown only now:")
-    click.echo(worker.token)
-    click.echo(f"Start it with: GRID_WORKER_TOKEN=<token> grid worker start --domain {client.url}")
-
-
-@workers.command("list")
-@url_option
-@json_option
-def workers_list(url: str | None, as_json: bool) -> None:
-    """Workers with status, last heartbeat and current job."""
-    found = open_client(url).workers
-    if as_json:
-        print_json(found)
-        return
-    print_table(
-        "Workers",
-        ["id", "name", "status", "host", "job", "last heartbeat"],
-        (
-            [w.id, w.name, w.status, w.host, w.current_job or "", _when(w.last_heartbeat_at)]
-            for w in found
-        ),
-    )
-
-
-@workers.command("revoke")
-@click.argument("worker_id", type=int)
-@url_option
-@json_option
-def workers_revoke(worker_id: int, url: str | None, as_json: bool) -> None:
-    """Revoke a worker's token; a job it held goes back to the queue when its lease runs out."""
-    open_client(url).revoke_worker(worker_id)
-    if as_json:
-        print_json({"id": worker_id, "revoked": True})
-    else:
-        click.echo(f"Worker {worker_id} revoked.")
-
-
-# --- one worker process -------------------------------------------------------
-
-
-@main.group()
-def worker() -> None:
-    """Run a worker process."""
-
-
-@worker.command("start")
-@click.option("--domain", "domain_url", required=True, envvar="GRID_DOMAIN_URL", help="Its domain.")
-@click.option(
-    "--token", envvar="GRID_WORKER_TOKEN", required=True, help="From `grid workers add` (env var)."
-)
-@click.option(
-    "--work-dir",
-    type=click.Path(path_type=Path),
-    default=Path(".grid/worker"),
-    show_default=True,
-    envvar="GRID_WORKER_DIR",
-    help="Where inputs are fetched to (datasets are cached by digest).",
-)
-@click.option("--poll-interval", type=float, default=2.0, show_default=True, help="Seconds.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda for a GPU.")
-def worker_start(
-    domain_url: str, token: str, work_dir: Path, poll_interval: float, device: str
-) -> None:
-    """Lease jobs from the domain and train them, until interrupted (Ctrl-C or SIGTERM)."""
-    from worker.domain_api import DomainWorkerApi
-    from worker.runner import Worker, WorkerOptions, WorkerRevoked
-
-    configure_logging()
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    api = DomainWorkerApi(domain_url, token)
-    options = WorkerOptions(work_dir=work_dir, poll_interval_s=poll_interval, device=device)
-    click.echo(f"Worker {os.getpid()} taking jobs from {api.url}", err=True)
-    try:
-        Worker(api, options).run(stop)
-    except WorkerRevoked as exc:
-        raise click.ClickException(f"{exc}; register it again with `grid workers add`") from None
-
-
-# --- jobs ---------------------------------------------------------------------
-
-
-@main.group()
+@click.group()
 def jobs() -> None:
     """Jobs: list, show one, follow the logs, cancel."""
 
@@ -154,6 +49,57 @@ def jobs_list(status: str | None, url: str | None, as_json: bool) -> None:
             for j in found
         ),
     )
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@url_option
+@json_option
+def jobs_show(job_id: int, url: str | None, as_json: bool) -> None:
+    """Show one job: status, limits, metrics, result and its hashes."""
+    with fix_on(404, "see the ids you may read with `grid jobs list`"):
+        info = open_client(url).job_info(job_id)
+    if as_json:
+        print_json(info)
+        return
+    limits = info.limits
+    field_table(
+        f"Job {info.id}",
+        {
+            "kind": info.kind,
+            "status": info.status + (" (cancelling)" if info.cancel_requested else ""),
+            "requester": info.requester,
+            "datasets": ", ".join(info.datasets),
+            "why": info.reason,
+            "attempt": f"{info.attempt} of {info.max_attempts}",
+            "worker": info.worker,
+            "limits": (
+                f"{limits.cpu_seconds} cpu s, {limits.memory_mb} MB, {limits.wall_seconds} s"
+                if limits
+                else None
+            ),
+            "metrics": json.dumps(info.metrics) if info.metrics else None,
+            "epsilon spent": _spent(info),
+            "why it ended": info.failure_reason,
+            "result": info.result_status,
+            "filed": when(info.created_at),
+            "started": when(info.started_at),
+            "finished": when(info.finished_at),
+            "released": when(info.released_at),
+            "spec sha256": info.spec_hash,
+            "result sha256": info.result_hash,
+            "registry job id": info.registry_job_id,
+        },
+    )
+
+
+def _spent(info: JobOut) -> str | None:
+    """A DP job's spend as its accountant counted it, against what was approved."""
+    dp = (info.plan or {}).get("dp") if info.kind != "analytics" else None
+    if info.epsilon_spent is None:
+        return None
+    approved = f" of {dp['epsilon']:g} approved (delta {dp['delta']:g})" if dp else ""
+    return f"{info.epsilon_spent:.4g}{approved}"
 
 
 @jobs.command("logs")
@@ -192,91 +138,6 @@ def jobs_cancel(job_id: int, url: str | None, as_json: bool) -> None:
         click.echo(
             f"Job {job_id}: {info.status}" + (" (stopping)" if info.status == "running" else "")
         )
-
-
-# --- results ------------------------------------------------------------------
-
-
-@main.group()
-def results() -> None:
-    """Results of jobs: release them to their data scientists, download them."""
-
-
-@results.command("release")
-@click.argument("job_id", type=int)
-@url_option
-@json_option
-def results_release(job_id: int, url: str | None, as_json: bool) -> None:
-    """Release a held result to the job's data scientist."""
-    info = open_client(url).release(job_id)
-    if as_json:
-        print_json(info)
-    else:
-        click.echo(f"Job {job_id}: result {info.result_status}.")
-
-
-# --- privacy budgets ------------------------------------------------------------
-
-
-@main.group()
-def budgets() -> None:
-    """Privacy budgets (epsilon) per dataset and per data scientist."""
-
-
-@budgets.command("set")
-@click.argument("dataset")
-@click.argument("epsilon", type=float)
-@click.option("--data-scientist", help="Whose budget (email); default: the dataset's, for all.")
-@click.option(
-    "--network",
-    help="With --data-scientist: a network's data scientist (the network's name as joined).",
-)
-@url_option
-@json_option
-def budgets_set(
-    dataset: str,
-    epsilon: float,
-    data_scientist: str | None,
-    network: str | None,
-    url: str | None,
-    as_json: bool,
-) -> None:
-    """Cap the epsilon DP jobs may spend on a dataset; jobs on it must then train with DP."""
-    client = open_client(url)
-    budget = client.set_privacy_budget(
-        dataset, epsilon, data_scientist=data_scientist, network=network
-    )
-    _print_budget(budget, as_json)
-
-
-@budgets.command("show")
-@click.argument("dataset")
-@url_option
-@json_option
-def budgets_show(dataset: str, url: str | None, as_json: bool) -> None:
-    """Budgets on a dataset with what is spent and left."""
-    _print_budget(open_client(url).privacy_budget(dataset), as_json)
-
-
-def _print_budget(budget: Any, as_json: bool) -> None:
-    if as_json:
-        print_json(budget)
-        return
-    print_table(
-        f"Privacy budget of {budget.dataset} (spent in all: {budget.spent:g})",
-        ["whose", "epsilon", "spent", "left"],
-        ([_whose(b), f"{b.epsilon:g}", f"{b.spent:g}", f"{b.left:g}"] for b in budget.budgets),
-    )
-
-
-def _whose(line: Any) -> str:
-    if line.network is not None:
-        return f"{line.data_scientist} via network {line.network}"
-    return str(line.data_scientist or "everyone")
-
-
-def _when(value: Any) -> str:
-    return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
 
 
 def _event_line(kind: str, attempt: int, at: Any, data: dict[str, Any]) -> str:

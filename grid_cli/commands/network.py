@@ -1,84 +1,24 @@
-"""`grid network …`, `grid associations …` and `grid domain info`; they register on `main`."""
+"""`grid network …`: run a network node, join and leave networks as a domain owner, find
+domains and datasets, and manage a network's accounts."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import cast, get_args
 
 import click
 
 from grid_cli.client.network import NetworkClient
-from grid_cli.commands.app import domain, json_option, main, open_client, read_password, url_option
-from grid_cli.commands.output import print_json, print_table
+from grid_cli.commands.node_info import data_dir_option, node_info_fields
+from grid_cli.commands.options import json_option, url_option
+from grid_cli.commands.output import print_fields, print_json, print_table
+from grid_cli.commands.session import open_client, open_network, read_password
 from grid_cli.local.launch import DomainLaunch, exec_gunicorn, run_dev_server
-from grid_common.identity import IdentityError, load_identity
-from grid_common.network_schemas import AssociationOut, AssociationStatus, NetworkRole
-
-STATUSES = list(get_args(AssociationStatus))
+from grid_common.network_schemas import NetworkRole
 
 
-def node_info_fields(data_dir: Path) -> dict[str, str]:
-    """What `grid domain info` / `grid network info` print, field by field."""
-    try:
-        identity = load_identity(data_dir)
-    except IdentityError as exc:
-        raise click.ClickException(str(exc)) from None
-    from registry.keys import KEY_ENV, key_path, node_address
-
-    has_eth_key = bool(os.environ.get(KEY_ENV)) or key_path(data_dir).exists()
-    return {
-        "data_dir": str(data_dir.resolve()),
-        **identity.public_fields(),
-        # Made on the first start with a chain configured, or by `grid registry address`.
-        "eth_address": node_address(data_dir) if has_eth_key else "none yet",
-    }
-
-
-def print_fields(title: str, fields: dict[str, str], as_json: bool) -> None:
-    if as_json:
-        print_json(fields)
-    else:
-        print_table(title, ["field", "value"], fields.items())
-
-
-def data_dir_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--data-dir",
-        envvar="GRID_DATA_DIR",
-        default=default,
-        show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="The node's data dir (where its keys are).",
-    )
-
-
-def open_network(url: str | None) -> NetworkClient:
-    """An operator's client for a network signed in with `grid login`."""
-    stored = open_client(url)
-    stored.close()
-    return NetworkClient(
-        stored.url,
-        access_token=stored.access_token,
-        refresh_token=stored.refresh_token,
-        on_tokens=stored.on_tokens,
-    )
-
-
-@domain.command("info")
-@data_dir_option(".grid/domain")
-@json_option
-def domain_info(data_dir: Path, as_json: bool) -> None:
-    """Print the domain's node id and public keys (read from its data dir)."""
-    print_fields("Domain", node_info_fields(data_dir), as_json)
-
-
-# --- grid network -------------------------------------------------------------
-
-
-@main.group()
+@click.group()
 def network() -> None:
     """Run a network node, or (as a domain owner) join and leave networks."""
 
@@ -264,86 +204,6 @@ def network_search(
             for h in hits
         ),
     )
-
-
-# --- grid associations --------------------------------------------------------
-
-
-@main.group()
-def associations() -> None:
-    """Domains asking to join your network, and those that did (operators)."""
-
-
-def _print_association(item: AssociationOut, as_json: bool) -> None:
-    if as_json:
-        print_json(item)
-    else:
-        why = f": {item.decision_reason}" if item.decision_reason else "."
-        click.echo(f"Association {item.id} ({item.name}) {item.status}{why}")
-
-
-@associations.command("list")
-@click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
-@url_option
-@json_option
-def associations_list(status: str | None, url: str | None, as_json: bool) -> None:
-    """List association requests and associated domains."""
-    items = open_network(url).associations(cast(AssociationStatus | None, status))
-    if as_json:
-        print_json(items)
-        return
-    print_table(
-        "Associations",
-        ["id", "domain", "status", "online", "datasets", "requested", "url"],
-        (
-            [
-                a.id,
-                a.name,
-                a.status,
-                a.online,
-                a.dataset_count,
-                f"{a.requested_at:%Y-%m-%d %H:%M}",
-                a.url,
-            ]
-            for a in items
-        ),
-    )
-
-
-@associations.command("approve")
-@click.argument("association_id", type=int)
-@click.option("--reason", default="", help="Why (the domain sees it).")
-@url_option
-@json_option
-def associations_approve(association_id: int, reason: str, url: str | None, as_json: bool) -> None:
-    """Approve a domain's request to join."""
-    _print_association(open_network(url).approve(association_id, reason=reason), as_json)
-
-
-@associations.command("reject")
-@click.argument("association_id", type=int)
-@click.option("--reason", required=True, help="Why (the domain sees it).")
-@url_option
-@json_option
-def associations_reject(association_id: int, reason: str, url: str | None, as_json: bool) -> None:
-    """Reject a domain's request to join."""
-    _print_association(open_network(url).reject(association_id, reason=reason), as_json)
-
-
-@associations.command("remove")
-@click.argument("association_id", type=int)
-@url_option
-@json_option
-def associations_remove(association_id: int, url: str | None, as_json: bool) -> None:
-    """Remove an associated domain: no more routing to it, its datasets leave the index."""
-    open_network(url).remove_domain(association_id)
-    if as_json:
-        print_json({"removed": association_id})
-    else:
-        click.echo(f"Removed association {association_id}.")
-
-
-# --- grid network accounts ----------------------------------------------------
 
 
 @network.group("accounts")

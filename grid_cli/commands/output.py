@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -77,3 +78,32 @@ def describe_error(exc: GridError, *, url: str | None = None, fix: str | None = 
         elif exc.status == 403 and fix is None:
             fix = "sign in as an account whose role allows this"
     return f"{message}{status}" + (f"; {fix}" if fix else "")
+
+
+def when(value: Any) -> str:
+    """A time to the second, or nothing for a time not set yet."""
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
+
+
+def field_table(title: str, fields: dict[str, Any]) -> None:
+    """One object's fields as a two-column table."""
+    # Hashes and keys must show whole, so long values break over lines rather than get cut.
+    rows = ([k, "" if v is None else v] for k, v in fields.items())
+    print_table(title, ["field", "value"], rows, overflow="fold")
+
+
+def print_fields(title: str, fields: dict[str, str], as_json: bool) -> None:
+    """Fields as JSON with `--json`, else as a table."""
+    if as_json:
+        print_json(fields)
+    else:
+        print_table(title, ["field", "value"], fields.items())
+
+
+def print_saved(path: Path, as_json: bool, **about: Any) -> None:
+    """Where a download went and its size."""
+    size = path.stat().st_size
+    if as_json:
+        print_json({**about, "path": str(path), "bytes": size})
+    else:
+        click.echo(f"Saved {path} ({size} bytes).")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from grid_cli.commands.app import json_option, main
+from grid_cli.commands.options import json_option
 from grid_cli.commands.output import print_json, print_table
 from grid_cli.local.grid import (
     GridConfig,
@@ -43,7 +43,7 @@ def _print_grid(state: GridState, *, detached: bool) -> None:
     click.echo(f"Stop everything with {stop}`grid down --data-dir {state.data_dir}`.")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--domains",
     default=3,
@@ -116,7 +116,7 @@ def up(
         click.echo("Stopped every process of the grid.")
 
 
-@main.command("down")
+@click.command("down")
 @click.option(
     "--data-dir",
     default=".grid",
@@ -145,7 +145,7 @@ def down_command(data_dir: Path, timeout: float, as_json: bool) -> None:
         raise click.ClickException(f"process(es) {pids} would not stop: `kill -9 {pids}`")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--rounds",
     default=10,

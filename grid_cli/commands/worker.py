@@ -1,0 +1,53 @@
+"""`grid worker start`: one worker process; the only command module that imports the worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from grid_common.logs import configure_logging
+
+
+@click.group()
+def worker() -> None:
+    """Run a worker process."""
+
+
+@worker.command("start")
+@click.option("--domain", "domain_url", required=True, envvar="GRID_DOMAIN_URL", help="Its domain.")
+@click.option(
+    "--token", envvar="GRID_WORKER_TOKEN", required=True, help="From `grid workers add` (env var)."
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".grid/worker"),
+    show_default=True,
+    envvar="GRID_WORKER_DIR",
+    help="Where inputs are fetched to (datasets are cached by digest).",
+)
+@click.option("--poll-interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda for a GPU.")
+def worker_start(
+    domain_url: str, token: str, work_dir: Path, poll_interval: float, device: str
+) -> None:
+    """Lease jobs from the domain and train them, until interrupted (Ctrl-C or SIGTERM)."""
+    # Loaded here only: the rest of `grid` never pulls in the worker and its training stack.
+    from worker.domain_api import DomainWorkerApi
+    from worker.runner import Worker, WorkerOptions, WorkerRevoked
+
+    configure_logging()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    api = DomainWorkerApi(domain_url, token)
+    options = WorkerOptions(work_dir=work_dir, poll_interval_s=poll_interval, device=device)
+    click.echo(f"Worker {os.getpid()} taking jobs from {api.url}", err=True)
+    try:
+        Worker(api, options).run(stop)
+    except WorkerRevoked as exc:
+        raise click.ClickException(f"{exc}; register it again with `grid workers add`") from None
