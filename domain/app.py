@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from domain import console, migrate, registry_writes
+from domain.accounts import create_first_owner
 from domain.api import (
     apikeys,
     audit_log,
@@ -26,7 +27,6 @@ from domain.api import (
     worker_api,
     workers,
 )
-from domain.api.setup import create_first_owner
 from domain.auth import authorize_request
 from domain.config import DomainConfig
 from domain.networks import sync_networks

@@ -7,8 +7,8 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from domain.accounts import check_credentials
 from domain.api import datasets, jobs, privacy, requests, workers
-from domain.api.auth import check_credentials
 from domain.console.common import bp, may
 from domain.models import RefreshToken
 from domain.permissions import Permission

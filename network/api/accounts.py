@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app
-from sqlalchemy import delete, exists, select, text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from grid_common import accounts
 from grid_common.api import AUTHENTICATED, PUBLIC, route
@@ -13,14 +11,11 @@ from grid_common.db import db_session
 from grid_common.errors import Conflict, Unauthorized
 from grid_common.network_schemas import AccountCreate
 from grid_common.schemas import LoginIn, RefreshIn, SetupIn, TokenPair, UserList, UserOut
-from grid_common.security import hash_password, verify_password
-from network.auth import OPERATOR, ROLE_PERMISSIONS, Permission, client_address, current_operator
-from network.context import config
-from network.models import LoginFailure, Operator, RefreshToken
+from network.accounts import add_operator, check_credentials, create_first_operator, tokens_for
+from network.auth import ROLE_PERMISSIONS, Permission, current_operator
+from network.models import Operator, RefreshToken
 
 bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
-
-_SETUP_LOCK_ID = 0x6772_6E73
 
 
 def operator_out(operator: Operator) -> UserOut:
@@ -32,55 +27,6 @@ def operator_out(operator: Operator) -> UserOut:
         created_at=operator.created_at,
         permissions=sorted(p.value for p in ROLE_PERMISSIONS[operator.role]),
     )
-
-
-def _token_settings() -> accounts.TokenSettings:
-    cfg = config()
-    return accounts.TokenSettings(
-        secret=current_app.config["SECRET_KEY"],
-        issuer=cfg.name,
-        access_ttl_s=cfg.access_token_ttl_s,
-        refresh_ttl_s=cfg.refresh_token_ttl_s,
-    )
-
-
-def _tokens_for(session: Session, operator: Operator) -> TokenPair:
-    return accounts.issue_tokens(
-        session,
-        RefreshToken,
-        user_id=operator.id,
-        role=operator.role,
-        settings=_token_settings(),
-    )
-
-
-def add_operator(session: Session, email: str, password: str, role: str = OPERATOR) -> Operator:
-    email = email.strip().lower()
-    if session.scalar(select(exists().where(Operator.email == email))):
-        raise Conflict(f"An account {email} already exists.", code="duplicate_email")
-    operator = Operator(email=email, role=role, password_hash=hash_password(password))
-    session.add(operator)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"An account {email} already exists.", code="duplicate_email") from None
-    return operator
-
-
-def create_first_operator(session: Session, email: str, password: str) -> Operator | None:
-    """The first operator, unless one exists (then None); concurrent callers take turns.
-
-    SQLite transactions already begin with the write lock; PostgreSQL takes an advisory one.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SETUP_LOCK_ID})
-    if session.scalar(select(exists().where(Operator.id.is_not(None)))):
-        return None
-    try:
-        return add_operator(session, email, password)
-    except Conflict:
-        return None
 
 
 @route(
@@ -112,36 +58,9 @@ def setup(body: SetupIn) -> UserOut:
 )
 def login(body: LoginIn) -> TokenPair:
     session = db_session()
-    tokens = _tokens_for(session, check_credentials(body))
+    tokens = tokens_for(session, check_credentials(body))
     session.commit()
     return tokens
-
-
-def check_credentials(body: LoginIn) -> Operator:
-    """The active account these credentials open; failures count towards the sign-in limits."""
-    cfg = config()
-    session = db_session()
-    email, address = body.email.lower(), client_address()
-    accounts.check_login_rate(
-        session,
-        LoginFailure,
-        email=email,
-        address=address,
-        window_s=cfg.login_failure_window_s,
-        per_account=cfg.max_login_failures_per_account,
-        per_address=cfg.max_login_failures_per_address,
-    )
-    operator = session.scalar(select(Operator).where(Operator.email == email))
-    if (
-        operator is None
-        or not verify_password(operator.password_hash, body.password)
-        or not operator.is_active
-    ):
-        session.add(LoginFailure(email=email, address=address))
-        session.commit()
-        raise Unauthorized("Wrong email or password.", code="bad_credentials")
-    session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-    return operator
 
 
 @route(
@@ -159,7 +78,7 @@ def refresh(body: RefreshIn) -> TokenPair:
     operator = session.get(Operator, operator_id)
     if operator is None or not operator.is_active:
         raise Unauthorized("This operator account is deactivated.")
-    tokens = _tokens_for(session, operator)
+    tokens = tokens_for(session, operator)
     session.commit()
     return tokens
 

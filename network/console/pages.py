@@ -13,8 +13,8 @@ from grid_common.db import db_session
 from grid_common.errors import BadRequest, TooManyRequests, Unauthorized, Unprocessable
 from grid_common.network_schemas import AssociationQuery, AssociationStatus, SearchQuery
 from grid_common.schemas import DecisionIn, LoginIn
+from network.accounts import check_credentials
 from network.api import associations, index
-from network.api.accounts import check_credentials
 from network.auth import Permission
 from network.console.common import bp, may
 from network.models import RefreshToken

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from domain import DomainConfig, create_app
-from domain.api.setup import create_first_owner
+from domain.accounts import create_first_owner
 from domain.models import User
 from domain.security import issue_access_token
 from tests.concurrency import run_concurrently
