@@ -1,23 +1,37 @@
-"""Grid's Python client and `grid` command: sign in to a domain, share data, review requests."""
+"""Grid's Python client and `grid` command: sign in to a domain, share data, review requests.
 
-from grid_cli.client.analytics import Analysis, AnalyticsJob, HistogramCounts
-from grid_cli.client.domain import (
+The SDK lives in `grid_cli.client`, whose public names are re-exported here, so
+`import grid_cli as grid` gives `grid.login`, `grid.connect`, `grid.TrainingPlan`, ...
+"""
+
+from grid_cli.client import (
+    Analysis,
+    AnalyticsDp,
+    AnalyticsError,
+    AnalyticsJob,
     Dataset,
     DatasetCollection,
+    DatasetInfo,
+    DatasetRef,
+    DifferentialPrivacy,
     DomainClient,
+    FederatedJob,
+    FederatedJobFailed,
+    GridError,
+    HistogramCounts,
+    Job,
+    JobCollection,
+    JobFailed,
+    JobLimits,
+    NetworkClient,
+    NetworkDomain,
     Request,
     RequestCollection,
+    TrainingPlan,
     connect,
     login,
     login_network,
 )
-from grid_cli.client.federated import FederatedJob, FederatedJobFailed
-from grid_cli.client.jobs import Job, JobCollection, JobFailed
-from grid_cli.client.network import DatasetInfo, DatasetRef, NetworkClient, NetworkDomain
-from grid_common.analytics.plan import AnalyticsDp, AnalyticsError
-from grid_common.plan import DifferentialPrivacy, TrainingPlan
-from grid_common.schemas import JobLimits
-from grid_common.transport import GridError
 
 __all__ = [
     "Analysis",

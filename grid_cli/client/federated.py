@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,8 +18,6 @@ from grid_common.transport import GridError
 if TYPE_CHECKING:
     from torch import nn
 
-    from grid_cli.client.network import NetworkClient
-
 _STATE = {
     "pending_approval": "waiting for the domains' owners",
     "key_setup": "setting up keys",
@@ -27,6 +25,19 @@ _STATE = {
     "finishing": "waiting for the domains to attest and release",
     "completed": "done",
 }
+
+
+class NetworkJobSource(Protocol):
+    """What a `NetworkJob` asks of its network (`NetworkClient` is one); a protocol, so this
+    module needs nothing from the client that builds its jobs."""
+
+    def federated_job_info(self, job_id: int) -> FederatedJobOut: ...
+
+    def federated_job_rounds(self, job_id: int) -> RoundList: ...
+
+    def cancel_federated_job(self, job_id: int) -> FederatedJobOut: ...
+
+    def download_federated_result(self, job_id: int, path: str | Path) -> Path: ...
 
 
 class FederatedJobFailed(GridError):
@@ -40,7 +51,7 @@ class NetworkJob:
     running_label = "training"
     noun = "federated job"
 
-    def __init__(self, info: FederatedJobOut, client: NetworkClient) -> None:
+    def __init__(self, info: FederatedJobOut, client: NetworkJobSource) -> None:
         self._info, self._client = info, client
 
     @property
@@ -123,7 +134,7 @@ class FederatedJob(NetworkJob):
     """A model trained across domains: its rounds, their metrics, the attested model."""
 
     def __init__(
-        self, info: FederatedJobOut, client: NetworkClient, model: nn.Module | None = None
+        self, info: FederatedJobOut, client: NetworkJobSource, model: nn.Module | None = None
     ) -> None:
         super().__init__(info, client)
         self._model = model
@@ -131,7 +142,7 @@ class FederatedJob(NetworkJob):
     @property
     def history(self) -> list[dict[str, Any]]:
         """Per closed round: its number, the rows behind it, and the sample-weighted metrics."""
-        rounds = self._client._get(f"/fl/jobs/{self.id}/rounds", RoundList)
+        rounds = self._client.federated_job_rounds(self.id)
         return [
             {"round": r.number, "samples": r.samples, **r.metrics}
             for r in rounds.items

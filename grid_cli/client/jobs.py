@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,10 +20,24 @@ from grid_common.transport import GridError
 if TYPE_CHECKING:
     from torch import nn
 
-    from grid_cli.client.domain import DomainClient
     from registry.verify import Proof
 
 FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled", "denied"})
+
+
+class JobSource(Protocol):
+    """What a `Job` asks of its domain (`DomainClient` is one); a protocol, so this module
+    needs nothing from the client that builds its jobs."""
+
+    def job_info(self, job_id: int) -> JobOut: ...
+
+    def job_events(
+        self, job_id: int, *, after: int = 0, kind: str | None = None
+    ) -> list[JobEventOut]: ...
+
+    def cancel_job(self, job_id: int) -> JobOut: ...
+
+    def download_result(self, job_id: int, path: str | Path) -> Path: ...
 
 
 class JobFailed(GridError):
@@ -36,7 +50,7 @@ class Job:
     def __init__(
         self,
         info: JobOut,
-        client: DomainClient,
+        client: JobSource,
         model: nn.Module | None = None,
         spec_hash: str | None = None,
     ) -> None:

@@ -13,9 +13,9 @@ import requests
 from pydantic import ValidationError
 
 from grid_cli.client.analytics import Analysis, AnalyticsJob
-from grid_cli.client.domain import API, DomainClient, NodeClient
+from grid_cli.client.domain import DomainClient
 from grid_cli.client.federated import FederatedJob
-from grid_cli.client.progress import show_progress, upload_body
+from grid_cli.client.node import API, NodeClient
 from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
 from grid_common.federated_schemas import (
@@ -25,6 +25,7 @@ from grid_common.federated_schemas import (
     FederatedJobList,
     FederatedJobOut,
     FederatedSpec,
+    RoundList,
     Strategy,
 )
 from grid_common.he import SecureAggregation
@@ -277,7 +278,9 @@ class NetworkClient(NodeClient):
         """
         import numpy as np
 
-        from grid_cli.client.export import ModelCheckError, check_forward, export_model
+        # The export stack loads on first use, so the `grid` command starts without it.
+        from grid_cli.client.export import ModelCheckError
+        from grid_cli.client.model_upload import upload_model
         from grid_common.training_data import TrainingDataError, example_features
 
         targets = list(datasets)
@@ -297,7 +300,6 @@ class NetworkClient(NodeClient):
             except TrainingDataError as exc:
                 raise ModelCheckError(f"dataset {first.dataset.name!r}: {exc}") from None
         features = np.asarray(example_input, dtype=np.float32)
-        check_forward(model, features)
         spec = FederatedSpec(
             plan=plan,
             datasets=_targets(targets),
@@ -312,27 +314,17 @@ class NetworkClient(NodeClient):
         )
         if (problem := spec.peer_problem()) is not None:
             raise ValueError(problem)  # what the network would refuse, said before uploading
-        exported = export_model(model, features, dp=plan.dp is not None)
-        with exported.folder:
-            files = [("model", exported.program), ("weights", exported.weights)]
-
-            def send() -> requests.Response:
-                with upload_body(
-                    [("spec", spec.model_dump_json())],
-                    files,
-                    progress=show_progress(progress),
-                    description="Sending model",
-                ) as body:
-                    return self.http.request(
-                        "POST",
-                        f"{API}/fl/jobs",
-                        data=body,
-                        headers={"Content-Type": body.content_type},
-                        timeout=self.upload_timeout,
-                    )
-
-            response = self._authorized(send)
-        return FederatedJob(FederatedJobOut.model_validate(response.json()), self, model)
+        sent = upload_model(
+            self,
+            "/fl/jobs",
+            model,
+            features,
+            plan,
+            labels=None,
+            fields=[("spec", spec.model_dump_json())],
+            progress=progress,
+        )
+        return FederatedJob(FederatedJobOut.model_validate(sent.response.json()), self, model)
 
     # --- federated analytics ----------------------------------------------------------------
 
@@ -429,6 +421,10 @@ class NetworkClient(NodeClient):
 
     def federated_job_info(self, job_id: int) -> FederatedJobOut:
         return self._get(f"/fl/jobs/{int(job_id)}", FederatedJobOut)
+
+    def federated_job_rounds(self, job_id: int) -> RoundList:
+        """A federated job's rounds: their status, the rows behind them, their metrics."""
+        return self._get(f"/fl/jobs/{int(job_id)}/rounds", RoundList)
 
     def federated_job(
         self, job_id: int, model: nn.Module | None = None

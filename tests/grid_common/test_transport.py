@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grid_cli.client.domain import NodeClient
+from grid_cli.client.node import NodeClient
 from grid_common.transport import multipart_body, user_agent
 from worker.domain_api import DomainWorkerApi
 
