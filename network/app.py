@@ -17,8 +17,8 @@ from grid_common.observability import init_app as init_observability
 from grid_common.proxies import trust_proxies
 from grid_common.signing import SignatureVerifier, SqlNonceStore
 from network import console, migrate, routing
-from network.api import accounts, associations, federated, health, index
-from network.api.accounts import create_first_operator
+from network.accounts import create_first_operator
+from network.api import accounts, associations, federated, federated_domains, health, index
 from network.auth import authorize_request
 from network.config import NetworkConfig
 from network.federated import close_due_rounds_task
@@ -27,7 +27,15 @@ from network.models import SeenNonce
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (health.bp, accounts.bp, associations.bp, index.bp, federated.bp, routing.bp)
+BLUEPRINTS = (
+    health.bp,
+    accounts.bp,
+    associations.bp,
+    index.bp,
+    federated.bp,
+    federated_domains.bp,
+    routing.bp,
+)
 # How often each process looks for domains due a health check (each has its own interval).
 _HEALTH_TICK_S = 2.0
 # How often each process closes federated rounds whose deadline passed.
