@@ -10,16 +10,9 @@ import click
 
 from grid_cli.commands.options import json_option
 from grid_cli.commands.output import print_json, print_table
-from grid_cli.local.grid import (
-    GridConfig,
-    GridState,
-    GridUpError,
-    LocalGrid,
-    ManagedProcess,
-    account_rows,
-    down,
-    node_rows,
-)
+from grid_cli.local.grid import GridConfig, LocalGrid, down
+from grid_cli.local.processes import ManagedProcess
+from grid_cli.local.state import GridState, GridUpError, account_rows, node_rows
 
 DATA_DIR_HELP = "Where the grid keeps its nodes' data, logs and state file."
 

@@ -20,7 +20,9 @@ from torch import nn
 
 import grid_cli as grid
 from grid_cli.local.demo_data import DIGITS_LABEL, digits_split
-from grid_cli.local.grid import GridConfig, GridUpError, LocalGrid, account_rows, node_rows, poll
+from grid_cli.local.grid import GridConfig, LocalGrid
+from grid_cli.local.processes import poll
+from grid_cli.local.state import GridUpError, account_rows, node_rows
 from grid_common.hashes import model_hash
 from registry.verify import Proof, verify_on_chain
 

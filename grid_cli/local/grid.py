@@ -1,376 +1,58 @@
 """A whole grid on one machine: a chain with the registry, a network, domains and their workers.
 
-`LocalGrid(GridConfig(...)).start()` runs every part as its own process, each in a session of
-its own so that stopping it also stops what it started (gunicorn's workers, a worker's
-training process). A state file in the data dir lists the processes, URLs and accounts, so
-`grid down` in another shell stops everything a `grid up` started.
+`LocalGrid(GridConfig(...)).start()` runs every part as its own process (see `processes.py`)
+and lists them, with their URLs and accounts, in the state file (see `state.py`); `down`
+stops a grid that another shell started.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import requests
+from typing import Any, Literal
 
 from grid_cli.client.connect import login, login_network
 from grid_cli.client.domain import DomainClient
 from grid_cli.client.network import NetworkClient
 from grid_cli.local.demo_data import SeedDataset, demo_datasets
 from grid_cli.local.launch import DomainLaunch
+from grid_cli.local.processes import (
+    ManagedProcess,
+    free_port,
+    poll,
+    port_is_free,
+    session_members,
+    session_members_of_pid,
+    start_ticks,
+    stop_sessions,
+)
+from grid_cli.local.state import (
+    STATE_FILE,
+    Account,
+    ChainEntry,
+    GridState,
+    GridUpError,
+    NodeEntry,
+    ProcessRecord,
+    read_state,
+    state_path,
+    write_state,
+)
 
-STATE_FILE = "grid.json"
 # What `grid up` made in its data dir, so that the next `grid up` replaces just that.
 MANIFEST_FILE = ".grid-up"
 MADE = ("logs", "seeds", "workers", "network", "results", STATE_FILE)
 NETWORK_NAME = "research-net"
 OPERATOR_EMAIL = "operator@research-net.example"
 SCIENTIST_EMAIL = "scientist@university.example"
-# Inherited variables a grid's processes must not share: each node has its own database,
-# keys, URL and token.
-_PRIVATE_ENV = (
-    "GRID_DATABASE_URL",
-    "GRID_ETH_PRIVATE_KEY",
-    "GRID_PUBLIC_URL",
-    "GRID_SECRET_KEY",
-    "GRID_WORKER_TOKEN",
-    "GRID_DATA_DIR",
-    "GRID_NODE_NAME",
-    "GRID_URL",
-    "GRID_CHAIN_RPC_URL",
-    "GRID_REGISTRY_ADDRESS",
-)
-Role = Literal["chain", "network", "domain", "worker"]
-T = TypeVar("T")
-
-
-class GridUpError(RuntimeError):
-    """A local grid could not be started or stopped; the message says what to do."""
-
-
-# --- what the state file holds ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Account:
-    email: str
-    password: str
-    role: str
-
-
-@dataclass(frozen=True)
-class NodeEntry:
-    """A node of the grid as the state file lists it."""
-
-    name: str
-    kind: Literal["network", "domain"]
-    url: str
-    accounts: list[Account]
-    datasets: list[str] = field(default_factory=list)
-
-    def account(self, role: str) -> Account:
-        return next(a for a in self.accounts if a.role == role)
-
-
-@dataclass(frozen=True)
-class ChainEntry:
-    rpc_url: str
-    registry_address: str
-    chain_id: int = 31337
-
-    def environment(self) -> dict[str, str]:
-        return {"GRID_CHAIN_RPC_URL": self.rpc_url, "GRID_REGISTRY_ADDRESS": self.registry_address}
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """A started process: `pid` leads its own session; `start_ticks` tells it from a later
-    process that happens to get the same pid."""
-
-    name: str
-    role: str
-    pid: int
-    start_ticks: int
-    port: int | None
-    log: str
-
-
-@dataclass
-class GridState:
-    data_dir: str
-    status: Literal["starting", "up"]
-    supervisor: ProcessRecord | None
-    chain: ChainEntry | None
-    nodes: list[NodeEntry]
-    processes: list[ProcessRecord]
-
-    def node(self, name: str) -> NodeEntry:
-        return next(n for n in self.nodes if n.name == name)
-
-    @property
-    def network(self) -> NodeEntry:
-        return next(n for n in self.nodes if n.kind == "network")
-
-    @property
-    def domains(self) -> list[NodeEntry]:
-        return [n for n in self.nodes if n.kind == "domain"]
-
-    @property
-    def ports(self) -> list[int]:
-        return [p.port for p in self.processes if p.port]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GridState:
-        def node(raw: dict[str, Any]) -> NodeEntry:
-            accounts = [Account(**a) for a in raw["accounts"]]
-            return NodeEntry(**{**raw, "accounts": accounts})
-
-        supervisor = data.get("supervisor")
-        return cls(
-            data_dir=data["data_dir"],
-            status=data["status"],
-            supervisor=ProcessRecord(**supervisor) if supervisor else None,
-            chain=ChainEntry(**data["chain"]) if data.get("chain") else None,
-            nodes=[node(n) for n in data["nodes"]],
-            processes=[ProcessRecord(**p) for p in data["processes"]],
-        )
-
-
-def state_path(data_dir: Path) -> Path:
-    return Path(data_dir) / STATE_FILE
-
-
-def read_state(data_dir: Path) -> GridState:
-    """The state file of a grid started from `data_dir`."""
-    path = state_path(data_dir)
-    try:
-        return GridState.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise GridUpError(
-            f"no grid is running from {data_dir} (no {path}); start one with `grid up`, or "
-            "pass the --data-dir it was started with"
-        ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GridUpError(f"{path} is not a state file `grid up` wrote ({exc})") from None
-
-
-def write_state(state: GridState) -> None:
-    # It holds the grid's passwords: owner-only, written whole and then renamed into place.
-    path = state_path(Path(state.data_dir))
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(state.to_json(), handle, indent=2)
-        handle.write("\n")
-    staging.replace(path)
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def start_ticks(pid: int) -> int:
-    """When a process started (clock ticks after boot); 0 where /proc is not available."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else 0
-
-
-def session_members(record: ProcessRecord) -> list[int]:
-    """Live processes of a record's session: the leader and whatever it started."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: only the leader can be checked
-        return [record.pid] if _alive(record.pid) else []
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        # state, ppid, pgrp, session, …; zombies hold no port and run nothing
-        if fields is None or fields[0] in ("Z", "X") or int(fields[3]) != record.pid:
-            continue
-        if int(fields[19]) >= record.start_ticks:
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] not in ("Z", "X")
-
-
-def stop_sessions(
-    records: Iterable[ProcessRecord],
-    *,
-    timeout: float = 20.0,
-    reap: Callable[[], None] = lambda: None,
-) -> list[int]:
-    """SIGTERM every process of the records' sessions, SIGKILL what is left after `timeout`.
-
-    Returns the pids still alive at the end (none, unless they ignore SIGKILL). `reap` is
-    called while waiting, so that a parent waits for its own children.
-    """
-    records = list(records)
-    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        deadline = time.monotonic() + wait_s
-        signalled: set[int] = set()
-        while True:
-            reap()
-            left = [pid for record in records for pid in session_members(record)]
-            if not left:
-                return []
-            for pid in set(left) - signalled:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                signalled.add(pid)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    return left
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:port now."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def poll(
-    check: Callable[[], T | None], what: str, deadline_s: float = 60.0, every: float = 0.1
-) -> T:
-    """Call `check` until it returns something truthy; GridUpError naming `what` past the
-    deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise GridUpError(f"timed out after {deadline_s:g} s waiting for {what}")
-        time.sleep(every)
-
-
-def child_environment(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-    env.setdefault("GRID_LOG_FORMAT", "text")
-    return {**env, **extra}
-
-
-@dataclass
-class ManagedProcess:
-    """A process of the grid in a session of its own; restartable with `start()`."""
-
-    name: str
-    role: Role
-    command: list[str]
-    env: dict[str, str]
-    log: Path
-    port: int | None = None
-    health_url: str | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self, wait_s: float | None = 120.0) -> None:
-        """Start it; with `wait_s`, wait that long for it to answer its health URL."""
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command,
-                env=child_environment(self.env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        if wait_s is not None and self.health_url is not None:
-            poll(self.ready, f"{self.name} to answer", wait_s)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was never started"
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def ready(self) -> bool:
-        """Whether it answers its health URL; GridUpError with its log's end if it exited."""
-        if self.process is not None and self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise GridUpError(
-                f"{self.name} exited with status {self.process.returncode}; the end of "
-                f"{self.log}:\n{tail}"
-            )
-        if self.health_url is None:
-            return True
-        try:
-            return requests.get(self.health_url, timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def record(self) -> ProcessRecord:
-        return ProcessRecord(
-            self.name, self.role, self.pid, start_ticks(self.pid), self.port, str(self.log)
-        )
-
-    def stop(self, *, kill: bool = False, timeout: float = 20.0) -> None:
-        """Stop it and everything it started; `kill` sends SIGKILL at once (no goodbye)."""
-        if self.process is None:
-            return
-        record = self.record()
-        if kill:
-            for pid in session_members(record):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        stop_sessions([record], timeout=timeout, reap=self.reap)
-        self.reap()
-
-    def reap(self) -> None:
-        """Collect its exit status if it ended, so it does not linger as a zombie."""
-        if self.process is not None:
-            self.process.poll()
-
-
-# --- the grid -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -808,30 +490,3 @@ def down(data_dir: Path, timeout: float = 30.0) -> DownReport:
         state_path(data_dir).unlink()
     busy = [port for port in state.ports if not port_is_free(port)]
     return DownReport(running, left, busy)
-
-
-def session_members_of_pid(record: ProcessRecord) -> list[int]:
-    """The process itself if it still runs (a `grid up` shares its shell's session)."""
-    if not _alive(record.pid):
-        return []
-    ticks = start_ticks(record.pid)
-    return [record.pid] if ticks in (0, record.start_ticks) else []
-
-
-def node_rows(state: GridState) -> Iterator[list[str]]:
-    """What runs where: one row per node, chain and worker."""
-    if state.chain is not None:
-        yield ["chain", state.chain.rpc_url, f"registry {state.chain.registry_address}"]
-    for node in state.nodes:
-        what = "network" if node.kind == "network" else f"domain: {', '.join(node.datasets)}"
-        yield [node.name, node.url, what]
-    for process in state.processes:
-        if process.role == "worker":
-            yield [process.name, f"pid {process.pid}", "worker"]
-
-
-def account_rows(state: GridState) -> Iterator[list[str]]:
-    """How to sign in: one row per account of each node."""
-    for node in state.nodes:
-        for account in node.accounts:
-            yield [node.name, account.email, account.role, account.password]

@@ -15,7 +15,8 @@ from sklearn.datasets import load_digits
 import grid_cli as grid
 from grid_cli.local import grid as local_grid
 from grid_cli.local.demo_data import SeedDataset
-from grid_cli.local.grid import GridConfig, LocalDomain, ManagedProcess
+from grid_cli.local.grid import GridConfig, LocalDomain
+from grid_cli.local.processes import ManagedProcess
 
 T = TypeVar("T")
 

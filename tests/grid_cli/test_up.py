@@ -16,16 +16,8 @@ import pytest
 import requests
 
 import grid_cli as grid
-from grid_cli.local.grid import (
-    Account,
-    GridState,
-    GridUpError,
-    poll,
-    port_is_free,
-    read_state,
-    session_members,
-    state_path,
-)
+from grid_cli.local.processes import poll, port_is_free, session_members
+from grid_cli.local.state import Account, GridState, GridUpError, read_state, state_path
 
 pytestmark = pytest.mark.timeout(300)
 
