@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from grid_common.accounts import LoginFailureMixin, RefreshTokenMixin
 from grid_common.db import UtcDateTime, utcnow
 from registry.outbox import OutboxEntryMixin, SenderLeaseMixin
 
@@ -27,15 +28,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RefreshToken(Base):
-    __tablename__ = "refresh_tokens"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    expires_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+class RefreshToken(RefreshTokenMixin, Base):
+    accounts_table = "users"
 
 
 class ApiKey(Base):
@@ -65,17 +59,8 @@ class Invite(Base):
     accepted_at: Mapped[datetime | None]
 
 
-class LoginFailure(Base):
-    __tablename__ = "login_failures"
-    __table_args__ = (
-        Index("ix_login_failures_email_at", "email", "at"),
-        Index("ix_login_failures_address_at", "address", "at"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320))
-    address: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+class LoginFailure(LoginFailureMixin, Base):
+    pass
 
 
 class Setting(Base):

@@ -1,22 +1,58 @@
 """Sign-in mechanics any node's accounts share: token pairs, refresh rotation, login limits.
 
-Each node passes its own tables: a refresh-token model (`user_id`, `token_hash`,
-`expires_at`, `revoked_at`) and a login-failure model (`email`, `address`, `at`).
+Each node defines its own two tables from the mixins here, on its own declarative base
+(`class RefreshToken(RefreshTokenMixin, Base)`, naming its accounts table), and passes them in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import ClassVar
 
 from flask import request
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ForeignKey, Index, String, func, insert, select, update
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
+from grid_common.db import utcnow
 from grid_common.errors import TooManyRequests, Unauthorized
 from grid_common.schemas import TokenPair
 from grid_common.security import issue_access_token, new_secret_token, token_digest
+
+
+class RefreshTokenMixin:
+    """A refresh token, stored only as its digest; `accounts_table` names whose account it is."""
+
+    __tablename__ = "refresh_tokens"
+    accounts_table: ClassVar[str]
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @declared_attr
+    def user_id(cls) -> Mapped[int]:
+        return mapped_column(ForeignKey(f"{cls.accounts_table}.id", ondelete="CASCADE"), index=True)
+
+
+class LoginFailureMixin:
+    """One failed sign-in, counted per account and per address within the limits' window."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Index, ...]:
+        return (
+            Index("ix_login_failures_email_at", "email", "at"),
+            Index("ix_login_failures_address_at", "address", "at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -39,12 +75,17 @@ def bearer_token(what: str = "access token") -> str:
 
 
 def issue_tokens(
-    session: Session, refresh_model: Any, *, user_id: int, role: str, settings: TokenSettings
+    session: Session,
+    refresh_model: type[RefreshTokenMixin],
+    *,
+    user_id: int,
+    role: str,
+    settings: TokenSettings,
 ) -> TokenPair:
     """A new access token and a refresh token (stored only as its digest)."""
     refresh = new_secret_token()
-    session.add(
-        refresh_model(
+    session.execute(
+        insert(refresh_model).values(
             user_id=user_id,
             token_hash=token_digest(refresh),
             expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_ttl_s),
@@ -62,7 +103,7 @@ def issue_tokens(
 
 def check_login_rate(
     session: Session,
-    failure_model: Any,
+    failure_model: type[LoginFailureMixin],
     *,
     email: str,
     address: str,
@@ -82,7 +123,9 @@ def check_login_rate(
         )
 
 
-def redeem_refresh_token(session: Session, refresh_model: Any, token: str) -> int:
+def redeem_refresh_token(
+    session: Session, refresh_model: type[RefreshTokenMixin], token: str
+) -> int:
     """Revoke a refresh token and return its account id; a reused one ends every session.
 
     The caller commits (after issuing the new pair in the same transaction).
@@ -109,7 +152,9 @@ def redeem_refresh_token(session: Session, refresh_model: Any, token: str) -> in
     return user_id
 
 
-def revoke_refresh_token(session: Session, refresh_model: Any, *, user_id: int, token: str) -> None:
+def revoke_refresh_token(
+    session: Session, refresh_model: type[RefreshTokenMixin], *, user_id: int, token: str
+) -> None:
     session.execute(
         update(refresh_model)
         .where(

@@ -13,12 +13,12 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from flask import current_app, session
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from grid_common.accounts import RefreshTokenMixin
 from grid_common.errors import Unauthorized
 
 SESSION_TTL = timedelta(hours=12)
@@ -36,18 +36,16 @@ def _digest(secret: str) -> str:
     return hmac.new(key, b"grid-console-session:" + secret.encode(), hashlib.sha256).hexdigest()
 
 
-def start_session(db: Session, refresh_model: Any, user_id: int) -> None:
+def start_session(db: Session, refresh_model: type[RefreshTokenMixin], user_id: int) -> None:
     """Sign `user_id` in: a new session row and a fresh cookie (new CSRF token too).
 
     The caller commits. Clearing the cookie first means a session id planted before sign-in
     never becomes a signed-in one.
     """
     secret = secrets.token_urlsafe(32)
-    db.add(
-        refresh_model(
-            user_id=user_id,
-            token_hash=_digest(secret),
-            expires_at=datetime.now(UTC) + SESSION_TTL,
+    db.execute(
+        insert(refresh_model).values(
+            user_id=user_id, token_hash=_digest(secret), expires_at=datetime.now(UTC) + SESSION_TTL
         )
     )
     session.clear()
@@ -55,7 +53,7 @@ def start_session(db: Session, refresh_model: Any, user_id: int) -> None:
     session[_SECRET_KEY] = secret
 
 
-def session_user_id(db: Session, refresh_model: Any) -> int:
+def session_user_id(db: Session, refresh_model: type[RefreshTokenMixin]) -> int:
     """The account of the request's console session; SignInRequired if it has none or it ended."""
     secret = session.get(_SECRET_KEY)
     if not isinstance(secret, str) or not secret:
@@ -73,7 +71,7 @@ def session_user_id(db: Session, refresh_model: Any) -> int:
     return int(user_id)
 
 
-def end_session(db: Session, refresh_model: Any) -> None:
+def end_session(db: Session, refresh_model: type[RefreshTokenMixin]) -> None:
     """Revoke the request's session row and clear the cookie; the caller commits."""
     secret = session.get(_SECRET_KEY)
     if isinstance(secret, str) and secret:
