@@ -18,8 +18,8 @@ from registry.errors import ChainUnavailable
 from registry.outbox import Outbox
 from registry.sender import OutboxSender
 from tests.conftest import free_port
+from tests.proxy import Forwarder
 from tests.registry.conftest import chain_now
-from tests.registry.proxy import Forwarder
 
 OUTBOX = Outbox(RegistryOutboxEntry)
 

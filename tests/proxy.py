@@ -1,5 +1,6 @@
-"""A TCP forwarder in front of the test chain: stopping it is a chain outage, starting it again
-on the same port is the chain coming back (anvil itself keeps running and keeps its state)."""
+"""A TCP forwarder in front of a real server (the test chain, a domain): stopping it cuts the
+server off from whoever connects through it, starting it again on the same port brings the
+server back (the server itself keeps running and keeps its state)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import threading
 
 
 class Forwarder:
+    """Forwards 127.0.0.1:`port` to 127.0.0.1:`target_port` until stopped."""
+
     def __init__(self, target_port: int, port: int) -> None:
         self.target_port = target_port
         self.port = port
