@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome
 log = logging.getLogger("grid.worker")
 
 _EVENT_FLUSH_S = 0.5
+# Answers other than a refusal (a 5xx while the domain restarts) are tried this many times.
 _DELIVERY_TRIES = 5
+_DELIVERY_BACKOFF_MAX_S = 10.0
 
 
 class WorkerRevoked(Exception):
@@ -110,9 +112,11 @@ class Worker:
         self.host = options.host or socket.gethostname()
         self.cache = options.work_dir / "datasets"
         self.cache.mkdir(parents=True, exist_ok=True)
+        self.stop = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         """Lease and run jobs until `stop` is set; raises WorkerRevoked if the token is revoked."""
+        self.stop = stop
         child = WarmChild.start()
         try:
             while not stop.is_set():
@@ -149,7 +153,8 @@ class Worker:
             if lost:
                 log.warning("job %s attempt %s: lease lost, result dropped", *_ids(leased))
                 return None
-            self._report(leased, outcome)
+            if not self._report(leased, outcome):
+                return None
             log.info("job %s attempt %s: %s", leased.job_id, leased.attempt, outcome.status)
             return outcome
         finally:
@@ -240,24 +245,39 @@ class Worker:
             device=self.options.device,
         )
 
-    def _report(self, leased: LeasedJob, outcome: TrainingOutcome) -> None:
+    def _report(self, leased: LeasedJob, outcome: TrainingOutcome) -> bool:
+        """Deliver how the attempt ended; True once the domain took it.
+
+        While the domain cannot be reached the worker keeps the outcome and tries again, backing
+        off, until the domain answers or the worker is stopped: an outage longer than the lease
+        then costs nothing the domain would still accept, and whatever it no longer accepts
+        (the job went to another worker) is refused, logged and dropped.
+        """
         job_id, attempt = _ids(leased)
-        for tries in range(_DELIVERY_TRIES):
-            if tries:
-                time.sleep(min(2**tries, 30))  # the domain may be restarting: back off
+        answered_errors = 0
+        for tries in itertools.count(1):
             try:
                 if outcome.status == "completed" and outcome.weights_path is not None:
                     self.api.deliver_result(job_id, attempt, outcome.weights_path, outcome.metrics)
                 else:
                     reason = outcome.reason or outcome.status
                     self.api.report_failure(job_id, attempt, outcome.status, reason)
-                return
+                return True
             except GridError as exc:
                 if exc.status in (401, 409, 422):
-                    log.warning("job %s attempt %s: report refused: %s", job_id, attempt, exc)
-                    return
+                    log.warning(
+                        "job %s attempt %s: report refused, outcome (%s) dropped: %s",
+                        job_id, attempt, outcome.status, exc,
+                    )  # fmt: skip
+                    return False
+                answered_errors += exc.status != 0
+                if answered_errors >= _DELIVERY_TRIES:
+                    break
                 log.warning("job %s attempt %s: report failed, retrying: %s", job_id, attempt, exc)
+            if self.stop.wait(min(2**tries, _DELIVERY_BACKOFF_MAX_S)):
+                break
         log.error("job %s attempt %s: gave up reporting; the lease will run out", job_id, attempt)
+        return False
 
 
 def _ids(leased: LeasedJob) -> tuple[int, int]:

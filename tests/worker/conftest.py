@@ -53,10 +53,11 @@ def scientist(live_domain: str, owner: grid.DomainClient) -> Iterator[grid.Domai
 def start_worker(
     live_domain: str, owner: grid.DomainClient, tmp_path: Path
 ) -> Iterator[StartWorker]:
-    """Start `grid worker start` processes against the live domain; all are stopped after."""
+    """Start `grid worker start` processes against the live domain (or `domain`, a URL that
+    leads to it); all are stopped after."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, domain: str | None = None) -> subprocess.Popen[bytes]:
         token = owner.add_worker(name).token
         assert token is not None
         env = {**os.environ, "GRID_WORKER_TOKEN": token}
@@ -64,7 +65,7 @@ def start_worker(
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "grid_cli", "worker", "start"),
-                *("--domain", live_domain, "--work-dir", str(tmp_path / name)),
+                *("--domain", domain or live_domain, "--work-dir", str(tmp_path / name)),
                 *("--poll-interval", "0.2"),
             ],
             env=env,
