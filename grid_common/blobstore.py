@@ -1,4 +1,9 @@
-"""Content-addressed blob store: files named by their sha256, written atomically."""
+"""Content-addressed blob store: files named by their sha256, written atomically.
+
+Every blob is written to a temporary file in the store's own `tmp/` directory (the same
+filesystem, so the final rename is atomic), flushed to the disk, then renamed to its digest.
+A write that fails, a full disk included, leaves no temporary file behind.
+"""
 
 from __future__ import annotations
 
@@ -39,13 +44,19 @@ class BlobStore:
             path.unlink(missing_ok=True)
 
     def commit(self, staged: Path) -> tuple[str, int, bool]:
-        """Move a staged file into place. Returns (digest, size, whether it is new)."""
+        """Move a staged file into place. Returns (digest, size, whether it is new).
+
+        The file reaches the disk before its name does, and the rename reaches it before the
+        caller records the digest: after a crash a blob is whole or absent, never cut short.
+        """
         digest = file_digest(staged)
         target = self.path(digest)
         if target.exists():
             return digest, target.stat().st_size, False
         target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync(staged)
         os.replace(staged, target)
+        _fsync(target.parent)
         return digest, target.stat().st_size, True
 
     def put_bytes(self, data: bytes) -> tuple[str, int, bool]:
@@ -55,6 +66,15 @@ class BlobStore:
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def file_digest(path: Path) -> str:

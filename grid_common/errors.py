@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,34 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+class InsufficientStorage(ApiError):
+    status, code = 507, "insufficient_storage"
+
+
+# Seconds a client waits before trying again while the node's database is away.
+DATABASE_RETRY_AFTER_S = 2
+
+
+def fault_error(exc: BaseException) -> ApiError | None:
+    """The client's error for a fault of the node's own database or disk; None for any other.
+
+    The message names the fault, never its cause: driver messages carry hosts, ports and
+    user names, so they stay in the node's log.
+    """
+    if isinstance(exc, OperationalError | DisconnectionError | PoolTimeout):
+        return ServiceUnavailable(
+            "The node's database is unavailable; try again shortly.",
+            code="database_unavailable",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(
+            "The node has no disk space left to store this; nothing was kept. "
+            "Try again once its operator has freed space."
+        )
+    return None
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
@@ -107,5 +138,9 @@ def register_error_handlers(app: Flask, *, max_upload_hint: str = "") -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        fault = fault_error(exc)
+        if fault is not None:
+            log.error("%s: %s", fault.code, exc)
+            return _api_error(fault)
         log.exception("unhandled error")
         return error_response(500, "internal", "Internal server error; see the node's log.")
