@@ -39,6 +39,7 @@ def to_jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
+    """Indented JSON on stdout, as `--json` prints it."""
     click.echo(json.dumps(to_jsonable(value), indent=2, default=str))
 
 

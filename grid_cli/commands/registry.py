@@ -14,8 +14,6 @@ from grid_cli.commands.output import print_json, print_table
 from grid_cli.commands.session import open_client
 
 RPC_ENV = "GRID_CHAIN_RPC_URL"
-
-
 REGISTRY_ENV = "GRID_REGISTRY_ADDRESS"
 
 
@@ -25,12 +23,14 @@ def registry() -> None:
 
 
 def rpc_option(command: Any) -> Any:
+    """`--rpc`: the chain to talk to."""
     return click.option(
         "--rpc", envvar=RPC_ENV, required=True, help=f"The chain's JSON-RPC URL (or ${RPC_ENV})."
     )(command)
 
 
 def registry_option(command: Any) -> Any:
+    """`--registry`: the GridRegistry contract on that chain."""
     return click.option(
         "--registry",
         "registry_address",

@@ -102,6 +102,7 @@ class LocalDomain:
 
 
 def domain_name(index: int) -> str:
+    """The name of the grid's domain number `index` (0: hospital-a)."""
     return f"hospital-{chr(ord('a') + index)}"
 
 

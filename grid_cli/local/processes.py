@@ -204,6 +204,7 @@ def port_is_free(port: int) -> bool:
 
 
 def free_port() -> int:
+    """A port free on 127.0.0.1 now (the system picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -226,6 +227,8 @@ def poll(
 
 
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a grid process: this one's, less what each node must have its own
+    of, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
     env.setdefault("GRID_LOG_FORMAT", "text")
     return {**env, **extra}

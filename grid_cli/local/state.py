@@ -19,6 +19,8 @@ class GridUpError(RuntimeError):
 
 @dataclass(frozen=True)
 class Account:
+    """An account the grid made, with its password (the state file is owner-only)."""
+
     email: str
     password: str
     role: str
@@ -40,6 +42,8 @@ class NodeEntry:
 
 @dataclass(frozen=True)
 class ChainEntry:
+    """The grid's chain: where to reach it and the registry deployed on it."""
+
     rpc_url: str
     registry_address: str
     chain_id: int = 31337
@@ -63,6 +67,8 @@ class ProcessRecord:
 
 @dataclass
 class GridState:
+    """What the state file holds: the grid's nodes, its chain and its processes."""
+
     data_dir: str
     status: Literal["starting", "up"]
     supervisor: ProcessRecord | None
@@ -106,6 +112,7 @@ class GridState:
 
 
 def state_path(data_dir: Path) -> Path:
+    """Where the state file of a grid started from `data_dir` is."""
     return Path(data_dir) / STATE_FILE
 
 
@@ -124,6 +131,7 @@ def read_state(data_dir: Path) -> GridState:
 
 
 def write_state(state: GridState) -> None:
+    """Write the state file."""
     # It holds the grid's passwords: owner-only, written whole and then renamed into place.
     path = state_path(Path(state.data_dir))
     staging = path.with_name(f".{path.name}.{os.getpid()}")
