@@ -213,6 +213,16 @@ class OutboxSender:
         except IntegrityError:
             return False  # another process created the row first
 
+    def _still_leading(self, session: Session) -> bool:
+        """Whether this process still holds the lease, renewed if so, checked (row locked) in
+        the transaction that records new signatures: a successor either sees them or, having
+        taken over first, makes this pass record nothing."""
+        lease = session.get(self.Lease, LEASE_ROW, with_for_update=True, populate_existing=True)
+        if lease is None or lease.holder != self.holder:
+            return False
+        lease.expires_at = time.time() + self.lease_s
+        return True
+
     def release(self) -> None:
         """Give the lease up (on shutdown) so another process takes over at once."""
         with self.sessions() as session, session.begin():
@@ -338,6 +348,13 @@ class OutboxSender:
             entry.nonce, entry.raw_tx, entry.tx_hash = signed.nonce, signed.raw, signed.tx_hash
             self._next_nonce = signed.nonce + 1
             signed_now.append(entry)
+        if signed_now and not self._still_leading(session):
+            # The lease ran out during this pass (a slow chain) and another process took over:
+            # it may be sending these very entries with these nonces, so record none of it.
+            session.rollback()
+            self._next_nonce = None
+            log.warning("registry sender lease taken over mid-pass; signatures dropped")
+            return
         # Written before anything is broadcast: after a crash from here on, the same
         # transactions are sent again, never new ones with other nonces.
         session.commit()

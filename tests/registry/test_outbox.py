@@ -275,3 +275,45 @@ def test_an_unfunded_key_says_so_and_sends_once_funded(
     sender.run_until_idle()
     assert [r.status for r in entries(sessions)] == ["confirmed"]
     assert client.node(account.address).role == "domain"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_sender_whose_lease_ran_out_mid_pass_records_nothing_its_successor_sent(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    # PostgreSQL only: on SQLite a pass holds the write lock from its first statement, so no
+    # successor can take over in the middle of it.
+    account = Account.create()
+    fund(anvil.rpc_url, [account.address])
+    slow_client, client = (
+        RegistryClient(anvil.rpc_url, anvil.registry_address, account) for _ in range(2)
+    )
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "domain", h())
+        OUTBOX.anchor(session, 1, h())
+    slow, successor = sender_for(sessions, slow_client), sender_for(sessions, client)
+    sign = slow_client.sign
+
+    def stalls_while_its_lease_runs_out(*args: Any, **kwargs: Any) -> Any:
+        # A chain that answers slowly: the slow sender's lease runs out while it signs, and
+        # another process of the node takes over and sends the same entries meanwhile.
+        slow_client.sign = sign  # type: ignore[method-assign]
+        with sessions() as session, session.begin():
+            lease = session.get(RegistrySenderLease, 1)
+            assert lease is not None
+            lease.expires_at = 0.0
+        successor.run_until_idle()
+        return sign(*args, **kwargs)
+
+    slow_client.sign = stalls_while_its_lease_runs_out  # type: ignore[method-assign]
+    slow.tick()
+    slow.tick()
+    successor.run_until_idle()
+
+    rows = entries(sessions)
+    assert [(r.op, r.status, r.nonce) for r in rows] == [
+        ("register", "confirmed", 0),
+        ("anchor", "confirmed", 1),
+    ]
+    assert anchored_seqs(client) == [1]
+    assert client.pending_nonce() == 2  # two entries, two transactions: none sent twice
