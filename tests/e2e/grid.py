@@ -118,14 +118,16 @@ def start_grid(
     network_database_url: str = "",
     domain_env: dict[str, str] | None = None,
     parts: list[pd.DataFrame] | None = None,
+    chain: bool = False,
 ) -> LocalGrid:
-    """Start a network and `domains` domains, each with a dataset 'digits' and one worker."""
+    """Start a network and `domains` domains, each with a dataset 'digits' and one worker;
+    with `chain`, also a local chain with the registry, which the domains write to."""
     parts = parts or digits_parts(domains)
     config = GridConfig(
         data_dir=root,
         domains=domains,
         port=0,
-        chain=False,
+        chain=chain,
         datasets=[
             [SeedDataset("digits", part, "target", "handwritten digits", ["digits"])]
             for part in parts
