@@ -14,8 +14,8 @@ from torch import nn
 
 import grid_cli as grid
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+from tests.grid_cli.commands.test_session import failed, ok_json
 from tests.grid_cli.conftest import RunGrid
-from tests.grid_cli.test_cli import failed, ok_json
 
 DS_EMAIL = "ds@example.org"
 DS_PASSWORD = "ds-password-123"

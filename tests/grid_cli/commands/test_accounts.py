@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grid_cli.commands.app import main
+from tests.grid_cli.commands.test_network import ok_json, one_line_error
 from tests.network.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD, LiveNode
-from tests.network.test_cli import ok_json, one_line_error
 
 Run = Callable[..., Result]
 

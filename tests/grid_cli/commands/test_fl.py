@@ -1,5 +1,5 @@
 """`grid fl analyze|list|show` against a stand-in network: argument checks, and how jobs and
-released analyses print. The live network's side is in tests/network/test_cli.py."""
+released analyses print. The live network's side is in tests/grid_cli/commands/test_network.py."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from grid_cli.client.federated import FederatedJobFailed
 from grid_common.analytics.compute import Release, local_sums, release
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsDp, AnalyticsError
 from grid_common.federated_schemas import FederatedJobOut, ParticipantOut, RoundList, RoundOut
+from tests.grid_cli.commands.test_session import failed, ok_json
 from tests.grid_cli.conftest import RunGrid
-from tests.grid_cli.test_cli import failed, ok_json
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 DOMAINS = ("hospital-a", "hospital-b")

@@ -12,9 +12,7 @@ from torch import nn
 import grid_cli as grid
 from grid_common.schemas import Settings
 from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
-from tests.grid_cli.conftest import DIGITS_CSV, RunGrid
-from tests.grid_cli.test_cli import failed, ok_json
-from tests.grid_cli.test_job_commands import (
+from tests.grid_cli.commands.test_jobs import (
     DS_EMAIL,
     DS_PASSWORD,
     PLAN,
@@ -22,6 +20,8 @@ from tests.grid_cli.test_job_commands import (
     scientist,
     sign_in,
 )
+from tests.grid_cli.commands.test_session import failed, ok_json
+from tests.grid_cli.conftest import DIGITS_CSV, RunGrid
 from tests.network.conftest import (
     OPERATOR_EMAIL,
     OPERATOR_PASSWORD,

@@ -1,24 +1,17 @@
-"""The client's parts without a server: HTTP errors, credentials, mocks, uploads, the launcher."""
+"""The client's parts without a server: HTTP errors, timeouts and retries, mocks, upload bodies."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from click.testing import CliRunner
 
 from grid_cli.client.mocks import mock_from_sample
-from grid_cli.commands.app import main
-from grid_cli.commands.credentials import CredentialsError, CredentialStore, StoredLogin
 from grid_cli.commands.output import describe_error
-from grid_cli.local.launch import DomainLaunch
 from grid_common.schemas import MockSample
 from grid_common.transport import (
     IDEMPOTENT_METHODS,
@@ -88,31 +81,6 @@ def test_an_unreachable_node_is_a_grid_error() -> None:
     assert (unreachable.value.status, unreachable.value.code) == (0, "unreachable")
 
 
-def test_credentials_file_is_private_and_remembers_the_last_login(tmp_path: Path) -> None:
-    store = CredentialStore(tmp_path / "grid")
-    with pytest.raises(CredentialsError, match="grid login"):
-        store.get()
-    store.save(StoredLogin("http://a:1", "a@example.org", "access-a", "refresh-a"))
-    store.save(StoredLogin("http://b:2", "b@example.org", "access-b", "refresh-b"))
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
-    assert store.get().url == "http://b:2"
-    assert store.get("http://a:1/").email == "a@example.org"
-    with pytest.raises(CredentialsError, match="no stored login for http://c:3"):
-        store.get("http://c:3")
-
-    store.update_tokens("http://a:1", "access-2", "refresh-2")
-    assert store.get().url == "http://b:2"  # refreshing a token does not switch logins
-    assert store.get("http://a:1").refresh_token == "refresh-2"
-    store.remove("http://b:2")
-    assert store.get().url == "http://a:1"
-    assert list(store.directory.iterdir()) == [store.path]  # no temporary files left over
-
-    store.path.write_text("{not json")
-    with pytest.raises(CredentialsError, match="delete it"):
-        store.get()
-
-
 def test_mocks_become_dataframes_and_numpy_arrays() -> None:
     table = mock_from_sample(
         MockSample(
@@ -155,57 +123,3 @@ def test_upload_body_repeats_tags_and_sends_only_file_names(tmp_path: Path) -> N
     assert text.count('name="tags"') == 2
     assert 'name="file"; filename="digits_a.csv"' in text
     assert str(tmp_path) not in text
-
-
-def test_domain_start_execs_gunicorn_with_the_node_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    launched: list[tuple[str, list[str], dict[str, str]]] = []
-    monkeypatch.setattr(os, "execvpe", lambda f, args, env: launched.append((f, args, env)))
-    monkeypatch.setenv("GRID_DATABASE_URL", "postgresql+psycopg://db/grid")
-    node_dir = str(tmp_path / "node")
-    result = CliRunner().invoke(
-        main,
-        ["domain", "start", "--name", "hospital-a", "--port", "8001", "--data-dir", node_dir,
-         "--workers", "3"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    [(program, args, env)] = launched
-    assert program == sys.executable
-    assert args[1:] == [
-        "-m", "gunicorn", "--preload", "--workers", "3",
-        "--config", "python:grid_common.gunicorn_conf", "--bind", "127.0.0.1:8001",
-        "domain.wsgi:app",
-    ]  # fmt: skip
-    assert env["GRID_NODE_NAME"] == "hospital-a"
-    assert env["GRID_DATA_DIR"] == str((tmp_path / "node").resolve())
-    assert env["GRID_DATABASE_URL"] == "postgresql+psycopg://db/grid"
-
-    bad_port = CliRunner().invoke(main, ["domain", "start", "--name", "a", "--port", "0"])
-    assert bad_port.exit_code == 2
-    assert len(bad_port.stderr.strip().splitlines()) == 1
-
-
-def test_domain_start_dev_runs_flask_on_create_app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from flask import Flask
-
-    served: list[tuple[Flask, dict[str, Any]]] = []
-    monkeypatch.setattr(Flask, "run", lambda app, **kwargs: served.append((app, kwargs)))
-    # Set first so that monkeypatch restores them after the launcher overwrites them.
-    monkeypatch.setenv("GRID_NODE_NAME", "before")
-    monkeypatch.setenv("GRID_DATA_DIR", "before")
-    monkeypatch.delenv("GRID_DATABASE_URL", raising=False)
-    dev_dir = str(tmp_path / "dev")
-    result = CliRunner().invoke(
-        main,
-        ["domain", "start", "--dev", "--name", "dev-node", "--port", "8123", "--data-dir", dev_dir],
-    )
-    assert result.exit_code == 0, result.output
-    [(app, kwargs)] = served
-    assert app.config["GRID"].name == "dev-node"
-    assert (tmp_path / "dev" / "domain.db").exists()
-    assert kwargs == {"host": "127.0.0.1", "port": 8123, "debug": False, "use_reloader": False}
-    launch = DomainLaunch(name="n", port=1, data_dir=tmp_path)
-    assert launch.environment({})["GRID_DATA_DIR"] == str(tmp_path.resolve())
