@@ -131,15 +131,20 @@ def upload_dataset(body: DatasetUpload) -> DatasetOut:
         except DatasetFileError as exc:
             raise Unprocessable(str(exc), code="invalid_dataset") from None
 
-        data_digest, data_size, created = blobs().commit(data_path)
-        if created:
-            new_blobs.add(data_digest)
-        if mock_file is not None:
-            mock_digest, _, created = blobs().commit(mock_path)
-        else:
-            mock_digest, _, created = blobs().put_bytes(mock_bytes)
-        if created:
-            new_blobs.add(mock_digest)
+        try:
+            data_digest, data_size, created = blobs().commit(data_path)
+            if created:
+                new_blobs.add(data_digest)
+            if mock_file is not None:
+                mock_digest, _, created = blobs().commit(mock_path)
+            else:
+                mock_digest, _, created = blobs().put_bytes(mock_bytes)
+            if created:
+                new_blobs.add(mock_digest)
+        except OSError:
+            # The disk filled up (or failed) between the two blobs: keep neither.
+            release_blobs(session, new_blobs)
+            raise
 
     dataset = Dataset(
         name=body.name,

@@ -90,6 +90,23 @@ def test_a_dataset_upload_on_a_full_disk_is_refused_with_507_and_leaves_nothing(
     assert [d.name for d in owner.datasets] == ["digits-a", "digits-b"]
 
 
+def test_a_disk_that_fills_between_two_blobs_of_one_upload_keeps_neither(
+    blob_disk: Path, owner: grid.DomainClient, digits_csv: Path, tmp_path: Path
+) -> None:
+    # A new file (other values than digits-a's) whose data blob fits exactly, so the
+    # domain's synthesized mock, written next, finds the disk full.
+    other = tmp_path / "other.csv"
+    other.write_text(digits_csv.read_text().replace("16.0", "15.0"))
+    before = blob_files(blob_disk, blob_disk / "filler")
+    filler = fill(blob_disk, leave=-(-other.stat().st_size // PAGE) * PAGE)
+
+    with pytest.raises(GridError) as refused:
+        owner.upload_dataset("digits-c", other, label="target", progress=False)
+    assert (refused.value.status, refused.value.code) == (507, "insufficient_storage")
+    assert [d.name for d in owner.datasets] == ["digits-a"]
+    assert blob_files(blob_disk, filler) == before  # the data blob written first is gone too
+
+
 def test_a_result_upload_on_a_full_disk_is_refused_with_507_and_delivered_once_freed(
     blob_disk: Path,
     live_domain: str,
