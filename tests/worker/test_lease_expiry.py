@@ -25,7 +25,6 @@ def _failed_deliveries(tmp_path: Path) -> int:
     return _log(tmp_path, "w1").count("attempt 1: report failed, retrying")
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_worker_cut_off_past_its_lease_loses_the_job_and_its_late_result_is_refused(
     live_domain: str,
     database_url: str,
