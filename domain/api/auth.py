@@ -6,9 +6,9 @@ from flask import Blueprint
 
 from domain.accounts import check_credentials, issue_tokens
 from domain.api.common import get_or_404
-from domain.api.users import user_out
 from domain.auth import current_user
 from domain.models import RefreshToken, User
+from domain.users import user_out
 from grid_common import accounts
 from grid_common.api import AUTHENTICATED, PUBLIC, route
 from grid_common.db import db_session

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 
 from domain.accounts import create_first_owner
-from domain.api.users import user_out
 from domain.auth import client_address
+from domain.users import user_out
 from grid_common.api import PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import Conflict

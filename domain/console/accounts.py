@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from domain.api import apikeys, users, workers
+from domain import apikeys, users, workers
+from domain.auth import current_user
 from domain.console.common import bp, signed_in
 from domain.permissions import Permission, Role
 from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated
+from grid_common.db import db_session
 from grid_common.schemas import ApiKeyCreate, UserCreate, UserUpdate, WorkerCreate
 
 
@@ -22,7 +24,9 @@ def _grantable_roles() -> list[str]:
 @page(bp, "/users", permission=Permission.MANAGE_USERS, summary="Accounts and their roles")
 def users_page() -> str:
     return render_template(
-        "domain_console/users.html", items=users.list_users().items, roles=_grantable_roles()
+        "domain_console/users.html",
+        items=users.list_users(db_session()).items,
+        roles=_grantable_roles(),
     )
 
 
@@ -31,7 +35,7 @@ def users_page() -> str:
 )
 def create_user() -> Response:
     fields = {k: request.form.get(k, "") for k in ("email", "password", "role")}
-    created = users.create_user(validated(UserCreate, fields))
+    created = users.create_user(db_session(), current_user(), validated(UserCreate, fields))
     flash(f"Account {created.email} created as {created.role.replace('_', ' ')}.", "success")
     return redirect(url_for("console.users_page"))
 
@@ -45,7 +49,9 @@ def create_user() -> Response:
 )
 def update_user(user_id: int) -> Response:
     fields = {"role": request.form.get("role"), "is_active": request.form.get("is_active")}
-    updated = users.update_user(user_id, validated(UserUpdate, fields))
+    updated = users.update_user(
+        db_session(), current_user(), user_id, validated(UserUpdate, fields)
+    )
     state = "active" if updated.is_active else "deactivated"
     flash(f"{updated.email} is {updated.role.replace('_', ' ')}, {state}.", "success")
     return redirect(url_for("console.users_page"))
@@ -53,15 +59,23 @@ def update_user(user_id: int) -> Response:
 
 @page(bp, "/keys", permission=AUTHENTICATED, summary="Your API keys")
 def api_keys_page() -> str:
-    return render_template("domain_console/api_keys.html", items=apikeys.list_keys().items)
+    return render_template(
+        "domain_console/api_keys.html", items=apikeys.list_keys(db_session(), current_user()).items
+    )
 
 
 @page(bp, "/keys", methods=["POST"], permission=AUTHENTICATED, summary="Create an API key")
 def create_api_key() -> str:
-    created = apikeys.create_key(validated(ApiKeyCreate, {"name": request.form.get("name", "")}))
+    created = apikeys.create_key(
+        db_session(),
+        current_user(),
+        validated(ApiKeyCreate, {"name": request.form.get("name", "")}),
+    )
     # Shown in this response only: a redirect would have to carry the key in the cookie.
     return render_template(
-        "domain_console/api_keys.html", items=apikeys.list_keys().items, created=created
+        "domain_console/api_keys.html",
+        items=apikeys.list_keys(db_session(), current_user()).items,
+        created=created,
     )
 
 
@@ -73,14 +87,16 @@ def create_api_key() -> str:
     summary="Revoke one of your API keys",
 )
 def revoke_api_key(key_id: int) -> Response:
-    apikeys.revoke_key(key_id)
+    apikeys.revoke_key(db_session(), current_user(), key_id)
     flash("API key revoked.", "success")
     return redirect(url_for("console.api_keys_page"))
 
 
 @page(bp, "/workers", permission=Permission.MANAGE_WORKERS, summary="Workers and their state")
 def workers_page() -> str:
-    return render_template("domain_console/workers.html", items=workers.list_workers().items)
+    return render_template(
+        "domain_console/workers.html", items=workers.list_workers(db_session()).items
+    )
 
 
 @page(
@@ -92,10 +108,14 @@ def workers_page() -> str:
 )
 def register_worker() -> str:
     created = workers.register_worker(
-        validated(WorkerCreate, {"name": request.form.get("name", "")})
+        db_session(),
+        current_user(),
+        validated(WorkerCreate, {"name": request.form.get("name", "")}),
     )
     return render_template(
-        "domain_console/workers.html", items=workers.list_workers().items, created=created
+        "domain_console/workers.html",
+        items=workers.list_workers(db_session()).items,
+        created=created,
     )
 
 
@@ -107,6 +127,6 @@ def register_worker() -> str:
     summary="Revoke a worker's token",
 )
 def revoke_worker(worker_id: int) -> Response:
-    workers.revoke_worker(worker_id)
+    workers.revoke_worker(db_session(), worker_id)
     flash("Worker token revoked.", "success")
     return redirect(url_for("console.workers_page"))
