@@ -1,4 +1,4 @@
-"""The append-only, hash-chained audit log: appending entries and verifying the chain."""
+"""The append-only, hash-chained audit log: appending, reading and verifying the chain."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from domain.auth import client_address, current_user
 from domain.models import AuditEntry, AuditHead
+from grid_common.schemas import AuditEntryOut, AuditList, AuditQuery, AuditVerification
 
 GENESIS_HASH = "0" * 64
 
@@ -109,3 +110,41 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
             False, count, prev_hash, count + 1, "entries after this point were removed"
         )
     return ChainReport(True, count, prev_hash)
+
+
+def list_entries(session: Session, query: AuditQuery) -> AuditList:
+    """Entries after `query.after` in order, filtered by actor and by action prefix."""
+    statement = select(AuditEntry).where(AuditEntry.seq > query.after)
+    if query.actor:
+        statement = statement.where(AuditEntry.actor == query.actor)
+    if query.action:
+        statement = statement.where(AuditEntry.action.startswith(query.action))
+    entries = session.scalars(statement.order_by(AuditEntry.seq).limit(query.limit))
+    return AuditList(
+        items=[
+            AuditEntryOut(
+                seq=e.seq,
+                at=e.at,
+                actor=e.actor,
+                action=e.action,
+                target=e.target,
+                address=e.address,
+                details=json.loads(e.details),
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+            )
+            for e in entries
+        ]
+    )
+
+
+def verification(session: Session) -> AuditVerification:
+    """The chain recomputed (see `verify_chain`), as the API and the console show it."""
+    report = verify_chain(session)
+    return AuditVerification(
+        ok=report.ok,
+        entries=report.entries,
+        head_hash=report.head_hash,
+        first_broken_seq=report.first_broken_seq,
+        problem=report.problem,
+    )

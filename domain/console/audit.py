@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import render_template, request
 
-from domain.api import audit_log
+from domain import audit
 from domain.console.common import bp
 from domain.permissions import Permission
 from grid_common.console import page, validated
+from grid_common.db import db_session
 from grid_common.schemas import AuditQuery, AuditVerification
 
 PAGE_SIZE = 100
@@ -29,7 +30,7 @@ KINDS = (
 def _render(verification: AuditVerification | None = None) -> str:
     args = {k: request.args.get(k, "").strip() for k in ("actor", "action", "after")}
     query = validated(AuditQuery, {**{k: v for k, v in args.items() if v}, "limit": str(PAGE_SIZE)})
-    entries = audit_log.list_entries(query).items
+    entries = audit.list_entries(db_session(), query).items
     return render_template(
         "domain_console/audit.html",
         entries=entries,
@@ -52,4 +53,4 @@ def audit_page() -> str:
     summary="Recompute the audit hash chain and say whether it holds",
 )
 def verify_audit() -> str:
-    return _render(audit_log.verify())
+    return _render(audit.verification(db_session()))
