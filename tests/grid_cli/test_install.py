@@ -60,7 +60,14 @@ def test_the_client_install_resolves_without_the_server_stack() -> None:
 
 def test_the_node_extra_brings_the_server_stack() -> None:
     resolved = resolved_requirements("grid-nodes", frozenset({"node"}))
-    assert {"flask", "gunicorn", "psycopg", "alembic", "prometheus-client", "sqlalchemy"} <= resolved
+    assert {
+        "flask",
+        "gunicorn",
+        "psycopg",
+        "alembic",
+        "prometheus-client",
+        "sqlalchemy",
+    } <= resolved
 
 
 BLOCK_SERVER_STACK = textwrap.dedent(
@@ -94,8 +101,7 @@ BLOCK_SERVER_STACK = textwrap.dedent(
             id="every-grid_cli-module",
         ),
         pytest.param(
-            "from grid_cli.commands.app import main\n"
-            "main(['--help'], standalone_mode=False)",
+            "from grid_cli.commands.app import main\nmain(['--help'], standalone_mode=False)",
             id="grid-help",
         ),
     ],
