@@ -9,7 +9,8 @@ import click
 from grid_cli.commands.node_info import data_dir_option, node_info_fields
 from grid_cli.commands.options import json_option
 from grid_cli.commands.output import print_fields
-from grid_cli.local.launch import DomainLaunch, exec_gunicorn, run_dev_server
+from grid_cli.commands.serve import serve_node
+from grid_cli.local.launch import DomainLaunch
 
 
 @click.group()
@@ -32,15 +33,7 @@ def domain() -> None:
 def domain_start(name: str, port: int, data_dir: Path, host: str, workers: int, dev: bool) -> None:
     """Serve a domain (GRID_DATABASE_URL, GRID_OWNER_EMAIL/PASSWORD come from the environment)."""
     launch = DomainLaunch(name=name, port=port, data_dir=data_dir, host=host, workers=workers)
-    try:
-        if dev:
-            run_dev_server(launch)
-        else:
-            exec_gunicorn(launch)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot start the domain on {host}:{port}: {exc}; pick another --port or --host"
-        ) from None
+    serve_node(launch, dev=dev)
 
 
 @domain.command("info")

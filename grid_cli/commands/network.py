@@ -13,8 +13,9 @@ from grid_cli.client.network import NetworkClient
 from grid_cli.commands.node_info import data_dir_option, node_info_fields
 from grid_cli.commands.options import json_option, url_option
 from grid_cli.commands.output import print_fields, print_json, print_table
+from grid_cli.commands.serve import serve_node
 from grid_cli.commands.session import open_client, open_network, read_password
-from grid_cli.local.launch import DomainLaunch, exec_gunicorn, run_dev_server
+from grid_cli.local.launch import DomainLaunch
 from grid_common.network_schemas import NetworkRole
 
 
@@ -55,15 +56,7 @@ def network_start(
         threads=threads,
         node="network",
     )
-    try:
-        if dev:
-            run_dev_server(launch)
-        else:
-            exec_gunicorn(launch)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot start the network on {host}:{port}: {exc}; pick another --port or --host"
-        ) from None
+    serve_node(launch, dev=dev)
 
 
 @network.command("info")

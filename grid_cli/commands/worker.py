@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from grid_cli.local.launch import WORKER_MODULES, NodeExtraMissing, require_node_extra
 from grid_common.logs import configure_logging
 
 
@@ -36,6 +37,10 @@ def worker_start(
     domain_url: str, token: str, work_dir: Path, poll_interval: float, device: str
 ) -> None:
     """Lease jobs from the domain and train them, until interrupted (Ctrl-C or SIGTERM)."""
+    try:
+        require_node_extra("A worker", WORKER_MODULES)
+    except NodeExtraMissing as exc:
+        raise click.ClickException(str(exc)) from None
     # Loaded here only: the rest of `grid` never pulls in the worker and its training stack.
     from worker.domain_api import DomainWorkerApi
     from worker.runner import Worker, WorkerOptions, WorkerRevoked

@@ -23,7 +23,13 @@ from grid_cli.client.connect import login, login_network
 from grid_cli.client.domain import DomainClient
 from grid_cli.client.network import NetworkClient
 from grid_cli.local.demo_data import SeedDataset, demo_datasets
-from grid_cli.local.launch import DomainLaunch
+from grid_cli.local.launch import (
+    NODE_MODULES,
+    WORKER_MODULES,
+    DomainLaunch,
+    NodeExtraMissing,
+    require_node_extra,
+)
 from grid_cli.local.processes import (
     ManagedProcess,
     free_port,
@@ -193,6 +199,10 @@ class LocalGrid:
 
     def start(self, on_step: Callable[[str], None] = lambda _: None) -> LocalGrid:
         """Start every part and set it up; on any failure stop what started, then raise."""
+        try:
+            require_node_extra("A local grid", NODE_MODULES + WORKER_MODULES)
+        except NodeExtraMissing as exc:
+            raise GridUpError(str(exc)) from None
         self._prepare_data_dir()
         try:
             ports = self._ports()

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from grid_common.logs import configure_logging
+
+# What a node imports that `pip install grid-nodes` leaves out (the `node` extra brings them).
+NODE_MODULES = ("flask", "sqlalchemy", "alembic", "argon2", "prometheus_client", "gunicorn")
+# What a worker needs beyond the SDK: DP-SGD.
+WORKER_MODULES = ("opacus",)
+
+
+class NodeExtraMissing(RuntimeError):
+    """A node or a worker was asked to run where only the client is installed."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def require_node_extra(what: str, modules: Sequence[str] = NODE_MODULES) -> None:
+    """Raise NodeExtraMissing naming the missing modules and the install command."""
+    missing = [module for module in modules if not _installed(module)]
+    if missing:
+        raise NodeExtraMissing(
+            f"{what} needs the node extra, which is not installed here (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'grid-nodes[node]'"
+        )
 
 
 @dataclass(frozen=True)
@@ -43,12 +70,14 @@ class DomainLaunch:
 
 def exec_gunicorn(launch: DomainLaunch) -> None:
     """Replace this process with gunicorn serving the node; returns only on failure."""
+    require_node_extra(f"A {launch.node} node")
     command = launch.gunicorn_command()
     os.execvpe(command[0], command, launch.environment())
 
 
 def run_dev_server(launch: DomainLaunch) -> None:
     """Serve the node with Flask's single-process development server (no debugger)."""
+    require_node_extra(f"A {launch.node} node", [m for m in NODE_MODULES if m != "gunicorn"])
     os.environ.update(launch.environment())
     configure_logging()
     app = importlib.import_module(launch.node).create_app()

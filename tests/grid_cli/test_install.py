@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -113,3 +114,36 @@ def test_grid_cli_imports_without_the_server_stack(code: str) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["domain", "start", "--name", "d", "--port", "1", "--data-dir", "{tmp}"], "A domain node"),
+        (
+            ["domain", "start", "--name", "d", "--port", "1", "--data-dir", "{tmp}", "--dev"],
+            "A domain node",
+        ),
+        (
+            ["network", "start", "--name", "n", "--port", "1", "--data-dir", "{tmp}"],
+            "A network node",
+        ),
+        (["worker", "start", "--domain", "http://127.0.0.1:1", "--token", "t"], "A worker"),
+        (["up", "--data-dir", "{tmp}", "--no-chain"], "A local grid"),
+    ],
+    ids=["domain", "domain-dev", "network", "worker", "up"],
+)
+def test_running_a_node_without_the_node_extra_says_how_to_install_it(
+    argv: list[str], what: str, tmp_path: Path
+) -> None:
+    blocked = sorted([*SERVER_STACK.values(), "argon2", "opacus"])
+    args = [arg.replace("{tmp}", str(tmp_path / "node")) for arg in argv]
+    code = f"from grid_cli.commands.app import main\nmain({args!r}, prog_name='grid')"
+    script = f"BLOCKED = {blocked!r}\n{BLOCK_SERVER_STACK}\n{code}\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"{what} needs the node extra" in done.stderr
+    assert "pip install 'grid-nodes[node]'" in done.stderr
+    assert not (tmp_path / "node").exists()  # refused before anything was written
