@@ -37,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from grid_common.api import PUBLIC, RouteSpec, describe_validation_error
 from grid_common.console.sessions import SESSION_TTL
-from grid_common.errors import ApiError, Forbidden, Unprocessable
+from grid_common.errors import ApiError, Forbidden, Unprocessable, fault_error
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,11 @@ def make_blueprint(name: str, import_name: str, *, sign_in_endpoint: str) -> Blu
 
     @bp.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
+        fault = fault_error(exc)
+        if fault is not None:  # the database away or the disk full: the page says so, not 500
+            log.error("%s in the console: %s", fault.code, exc)
+            html, status = render_error(fault.status, fault.message)
+            return html, status, fault.headers
         log.exception("unhandled error in the console")
         return render_error(500, "Something went wrong on the server; see the node's log.")
 

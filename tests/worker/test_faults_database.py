@@ -12,7 +12,8 @@ import pytest
 import requests
 
 import grid_cli as grid
-from tests.conftest import free_port
+from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, free_port
+from tests.console.conftest import csrf_of
 from tests.postgres_server import PostgresServer
 from tests.worker.live import PLAN, StartWorker, mlp, wait_until
 
@@ -53,6 +54,11 @@ def test_postgres_restarts_while_a_job_runs_and_the_job_completes(
     job = scientist.submit_training(mlp(), dataset="digits-a", plan=LONG_PLAN, reason="digits")
     owner.approve(job.id, reason="fine")
     wait_until(lambda: job.status == "running", "running")
+    console = requests.Session()  # the owner's console, signed in while the database is up
+    token = csrf_of(console.get(f"{live_domain}/login", timeout=30).text)
+    form = {"email": OWNER_EMAIL, "password": OWNER_PASSWORD, "csrf_token": token}
+    signed_in = console.post(f"{live_domain}/login", data=form, allow_redirects=False, timeout=30)
+    assert signed_in.status_code == 302, signed_in.text
 
     private_postgres.stop()
     auth = {"Authorization": scientist.http.session.headers["Authorization"]}
@@ -63,8 +69,12 @@ def test_postgres_restarts_while_a_job_runs_and_the_job_completes(
     error = down.json()["error"]
     assert error["code"] == "database_unavailable"
     # Nothing of the server's internals reaches the client: no driver text, host or port.
+    page = console.get(f"{live_domain}/", timeout=30)
+    assert page.status_code == 503, page.text  # the console says so too, as a page
+    assert "database is unavailable" in page.text and "Retry-After" in page.headers
     for internal in ("psycopg", "sqlalchemy", "127.0.0.1", str(private_postgres.port)):
         assert internal not in down.text.lower()
+        assert internal not in page.text.lower()
 
     private_postgres.start()
     job.wait(timeout=300, progress=False)
