@@ -13,9 +13,9 @@ from grid_common.db import db_session
 from grid_common.errors import BadRequest, TooManyRequests, Unauthorized, Unprocessable
 from grid_common.network_schemas import AssociationQuery, AssociationStatus, SearchQuery
 from grid_common.schemas import DecisionIn, LoginIn
+from network import associations, index
 from network.accounts import check_credentials
-from network.api import associations, index
-from network.auth import Permission
+from network.auth import Permission, current_operator
 from network.console.common import bp, may
 from network.models import RefreshToken
 
@@ -57,8 +57,9 @@ def sign_out() -> Response:
 def overview() -> str:
     pending = []
     if may(Permission.MANAGE_ASSOCIATIONS):
-        pending = associations.list_associations(AssociationQuery(status="pending")).items
-    domains = index.list_domains().items
+        query = AssociationQuery(status="pending")
+        pending = associations.list_associations(db_session(), query).items
+    domains = index.list_domains(db_session()).items
     return render_template(
         "network_console/overview.html",
         pending=pending,
@@ -77,7 +78,9 @@ def overview() -> str:
 def associations_page() -> str:
     status = request.args.get("status")
     query = AssociationQuery(status=status if status in _STATUSES else None)
-    items = sorted(associations.list_associations(query).items, key=lambda a: a.id, reverse=True)
+    items = sorted(
+        associations.list_associations(db_session(), query).items, key=lambda a: a.id, reverse=True
+    )
     return render_template(
         "network_console/associations.html", items=items, status=query.status, statuses=_STATUSES
     )
@@ -95,7 +98,9 @@ def _reason() -> DecisionIn:
     summary="Approve a join request",
 )
 def approve_association(association_id: int) -> Response:
-    item = associations.approve(association_id, _reason())
+    item = associations.decide(
+        db_session(), current_operator(), association_id, "approved", _reason().reason
+    )
     flash(f"{item.name} joined the network.", "success")
     return redirect(url_for("console.associations_page"))
 
@@ -108,7 +113,9 @@ def approve_association(association_id: int) -> Response:
     summary="Reject a join request",
 )
 def reject_association(association_id: int) -> Response:
-    item = associations.reject(association_id, _reason())
+    item = associations.decide(
+        db_session(), current_operator(), association_id, "rejected", _reason().reason
+    )
     flash(f"The join request of {item.name} is rejected.", "success")
     return redirect(url_for("console.associations_page"))
 
@@ -121,14 +128,16 @@ def reject_association(association_id: int) -> Response:
     summary="Remove a domain from the network",
 )
 def remove_association(association_id: int) -> Response:
-    associations.remove(association_id)
+    associations.remove(db_session(), current_operator(), association_id)
     flash("The domain is removed: it is no longer searched or routed to.", "success")
     return redirect(url_for("console.associations_page"))
 
 
 @page(bp, "/domains", permission=AUTHENTICATED, summary="Associated domains and their health")
 def domains_page() -> str:
-    return render_template("network_console/domains.html", items=index.list_domains().items)
+    return render_template(
+        "network_console/domains.html", items=index.list_domains(db_session()).items
+    )
 
 
 @page(bp, "/search", permission=AUTHENTICATED, summary="Search the dataset index")
@@ -140,7 +149,7 @@ def search_page() -> Any:
     hits, problem = None, None
     if q or tags or domain:
         try:
-            hits = index.search_datasets(validated(SearchQuery, fields)).items
+            hits = index.search_datasets(db_session(), validated(SearchQuery, fields)).items
         except (BadRequest, Unprocessable) as exc:
             problem = exc.message
     page_html = render_template(
