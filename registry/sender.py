@@ -111,12 +111,18 @@ class OutboxSender:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10) -> None:
+        """Stop the sending thread after its pass and give the lease up; a no-op where it
+        never ran (another process, or an app that serves no requests)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join(timeout_s)
+        if self._thread is None or self._pid != os.getpid():
+            return
+        self._thread.join(timeout_s)
         self._thread = None
-        self.release()
+        try:
+            self.release()
+        except Exception as exc:  # the database may be gone already; the lease expires anyway
+            log.warning("registry sender lease not released: %s", exc)
 
     def wake(self) -> None:
         """Look at the outbox now instead of at the next poll."""

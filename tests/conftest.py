@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 import requests
@@ -33,6 +33,7 @@ OWNER_PASSWORD = "owner-password"
 PASSWORD = "correct-horse-battery"
 NODE_NAME = "test-domain"
 
+T = TypeVar("T")
 _RUN_ID = uuid.uuid4().hex[:8]
 _DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -50,6 +51,21 @@ def _postgres_admin_url() -> str | None:
         if os.environ.get("GRID_TEST_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"PostgreSQL required but unreachable at {url}: {exc}")
         return None
+
+
+# Fixtures that start real node processes: a test using one is a live test (marker `live`),
+# and so is every test in a module that starts a whole grid (`start_grid`) and any test
+# marked `live` by hand.
+LIVE_FIXTURES = frozenset({"live_domain", "live_network", "live_member", "twin_network"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the live tests, which `make test-load` runs while the machine is kept busy."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        starts_grid = hasattr(getattr(item, "module", None), "start_grid")
+        if fixtures & LIVE_FIXTURES or starts_grid:
+            item.add_marker(pytest.mark.live)
 
 
 class PostgresDatabases:
@@ -142,6 +158,8 @@ def domain_config(database_url: str, tmp_path: Path) -> DomainConfig:
 def app(domain_config: DomainConfig) -> Iterator[Flask]:
     application = create_app(domain_config)
     yield application
+    # Threads the app started in this process (a registry sender) stop with its test.
+    application.extensions["background"].stop()
     application.extensions["database"].engine.dispose()
 
 
@@ -189,18 +207,63 @@ def free_port() -> int:
         return port
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+def eventually(check: Callable[[], T], what: str, deadline_s: float = 120) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline.
+
+    Every wait in the tests is one of these: on a state, with a deadline generous enough for a
+    loaded machine, never a fixed sleep.
+    """
     deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], deadline_s: float = 120) -> None:
+    """Wait until `url` answers 200; fail at once if the server exits first."""
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
+            return requests.get(url, timeout=5).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {deadline_s}s")
+            return False
+
+    eventually(answers, f"{url} to answer", deadline_s)
+
+
+# gunicorn's default: how long a stopping node gives its workers before it kills them.
+GRACEFUL_TIMEOUT_S = 30
+
+
+def gunicorn_command(module: str, port: int, *, workers: int = 2, threads: int = 1) -> list[str]:
+    """A node under gunicorn as `grid domain start` runs it (same gunicorn settings)."""
+    command = [
+        sys.executable, "-m", "gunicorn", "--config", "python:grid_common.gunicorn_conf",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--preload",
+    ]  # fmt: skip
+    if threads > 1:
+        command += ["--threads", str(threads)]
+    return [*command, f"{module}.wsgi:app"]
+
+
+def server_environment(settings: dict[str, str]) -> dict[str, str]:
+    """A test server's environment: this process's without any `GRID_*` variable, plus
+    `settings`; so a server reads its database and everything else from its own test only."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GRID_")}
+    return {**inherited, **settings}
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server and wait for it; it must exit before gunicorn would kill its workers."""
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=GRACEFUL_TIMEOUT_S)
 
 
 @pytest.fixture
@@ -215,35 +278,27 @@ def live_domain(
 ) -> Iterator[str]:
     """A real domain under gunicorn on a free loopback port; yields its base URL."""
     port = free_port()
-    env = {
-        **os.environ,
-        **live_domain_env,
-        "GRID_DATA_DIR": str(tmp_path / "live"),
-        "GRID_DATABASE_URL": database_url,
-        "GRID_NODE_NAME": NODE_NAME,
-        "GRID_OWNER_EMAIL": OWNER_EMAIL,
-        "GRID_OWNER_PASSWORD": OWNER_PASSWORD,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--preload",
-        "domain.wsgi:app",
-    ]
+    env = server_environment(
+        {
+            **live_domain_env,
+            "GRID_DATA_DIR": str(tmp_path / "live"),
+            "GRID_DATABASE_URL": database_url,
+            "GRID_NODE_NAME": NODE_NAME,
+            "GRID_OWNER_EMAIL": OWNER_EMAIL,
+            "GRID_OWNER_PASSWORD": OWNER_PASSWORD,
+        }
+    )
     log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        gunicorn_command("domain", port), env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        # Before `database_url` drops the database: a server never outlives its database.
+        stop_server(process)
         log.close()
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,16 @@ from grid_common.db import make_engine
 from grid_common.identity import NodeIdentity
 from grid_common.signing import sign_headers
 from network import NetworkConfig, create_app, migrate
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, PostgresDatabases, free_port, wait_for_http
+from tests.conftest import (
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    PostgresDatabases,
+    free_port,
+    gunicorn_command,
+    server_environment,
+    stop_server,
+    wait_for_http,
+)
 
 OPERATOR_EMAIL = "operator@example.org"
 OPERATOR_PASSWORD = "operator-password"
@@ -75,6 +82,7 @@ def network_config(network_database_url: str, tmp_path: Path) -> NetworkConfig:
 def network_app(network_config: NetworkConfig) -> Iterator[Flask]:
     application = create_app(network_config)
     yield application
+    application.extensions["background"].stop()
     application.extensions["database"].engine.dispose()
 
 
@@ -169,13 +177,12 @@ class LiveNode:
     def __init__(self, module: str, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(workers), "--threads", "4", "--preload", f"{module}.wsgi:app",
-        ]  # fmt: skip
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
+            gunicorn_command(module, self.port, workers=workers, threads=4),
+            env=server_environment(env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for_http(f"{self.url}/healthz", self.process)
@@ -188,9 +195,7 @@ class LiveNode:
         return [int(p) for p in children.read_text().split()]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+        stop_server(self.process)
         self.log.close()
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
+import subprocess
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -17,25 +15,20 @@ from torch import nn
 import grid_cli as grid
 from grid_common.identity import NodeIdentity
 from grid_common.signing import NodeAuth
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+from tests.conftest import (
+    GRACEFUL_TIMEOUT_S,
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    eventually,
+    free_port,
+    gunicorn_command,
+    server_environment,
+)
 from tests.grid_cli.conftest import DIGITS_CSV
 from tests.network.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD, LiveNode
 
 DS_EMAIL = "ds@example.org"
 DS_PASSWORD = "ds-password-123"
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, deadline_s: float = 30) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def member_domain(
@@ -214,3 +207,47 @@ def test_routing_streams_large_bodies_in_constant_memory(
     unreachable = requests.get(f"{routed_owner.url}/healthz", timeout=10)
     assert unreachable.status_code == 502
     assert unreachable.json()["error"]["code"] == "domain_unreachable"
+
+
+def stops_in_time(process: subprocess.Popen[bytes], what: str) -> int:
+    """SIGTERM `process`; its exit status, or a failure if gunicorn had to kill a worker."""
+    process.terminate()
+    try:
+        return process.wait(timeout=GRACEFUL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"{what} did not stop within {GRACEFUL_TIMEOUT_S} s of SIGTERM")
+
+
+def test_nodes_stop_on_sigterm_with_their_background_loops_running(
+    live_network: LiveNode, live_member: LiveNode, tmp_path: Path
+) -> None:
+    member_domain(live_network, live_member, tmp_path)  # the domain's sync loop saw approval
+    net = grid.connect(live_network.url)
+    eventually(lambda: [d for d in net.domains if d.online], "the network's health check")
+    for node, what in ((live_member, "the domain"), (live_network, "the network")):
+        workers = node.worker_pids()
+        assert stops_in_time(node.process, what) == 0
+        log = Path(node.log.name).read_text()
+        assert all(f"Worker exiting (pid: {pid})" in log for pid in workers), log[-2000:]
+
+
+@pytest.mark.live
+def test_a_node_told_to_stop_while_its_workers_boot_stops(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A SIGTERM that reaches a worker between its fork and its own signal handlers must not
+    # be lost: four workers make that window likely to be hit on a busy machine.
+    log_path = tmp_path / "booting.log"
+    settings = {"GRID_DATA_DIR": str(tmp_path / "node"), "GRID_DATABASE_URL": database_url}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            gunicorn_command("domain", free_port(), workers=4),
+            env=server_environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        eventually(
+            lambda: log_path.read_text().count("Booting worker") == 4, "four workers to fork", 120
+        )
+        assert stops_in_time(process, "a domain whose workers were booting") == 0
