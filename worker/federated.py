@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec
 
 log = logging.getLogger("grid.worker")
 POLL_S = 0.2
+T = TypeVar("T")
 _METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Under DP: what the job's accountant has spent so far, and the noise behind it.
 _DP_METRICS = ("epsilon", "delta", "noise_multiplier")
@@ -111,9 +112,23 @@ class NetworkRun(ABC):
         if self.codec is None:
             context = None
             if task.secure_aggregation == "ckks":
-                context = self.api.federated_context(*self._ids)
+                context = self._through_outages(
+                    lambda: self.api.federated_context(*self._ids), "the job's keys"
+                )
             self.codec = he.codec_for(task.secure_aggregation, context, self.headroom_bits)
         return self.codec
+
+    def _through_outages(self, call: Callable[[], T], what: str) -> T:
+        """`call()`, tried again while the domain or the network is down (a 5xx or no answer):
+        a network restarting while this worker starts or between rounds is no reason to fail."""
+        while True:
+            try:
+                return call()
+            except GridError as exc:
+                if (exc.status and exc.status < 500) or self.should_stop():
+                    raise
+                log.warning("job %s: %s unavailable: %s", self.leased.job_id, what, exc)
+                self.wait(1.0)
 
     def _layout(self, state: ParticipantState) -> he.UpdateLayout:
         return he.UpdateLayout(state.secure_aggregation, self.values, state.slots)
@@ -121,7 +136,10 @@ class NetworkRun(ABC):
     def _aggregate(self, state: ParticipantState, number: int) -> tuple[np.ndarray, int]:
         """A closed round's sum, decrypted, and the rows the network counted behind it."""
         aggregate = self.work / f"round-{number}.agg"
-        samples = self.api.federated_aggregate(*self._ids, number, aggregate)
+        samples = self._through_outages(
+            lambda: self.api.federated_aggregate(*self._ids, number, aggregate),
+            f"round {number}'s aggregate",
+        )
         total = he.read_update(aggregate, self._codec(self.task), self._layout(state))
         aggregate.unlink(missing_ok=True)
         return total, samples
