@@ -1,12 +1,12 @@
-"""A whole grid in real processes for end-to-end tests, on `grid_cli.local.grid`."""
+"""A whole grid in real processes for end-to-end tests, on `grid_cli.local.grid`.
+
+`eventually` (from tests.conftest) is re-exported for the tests that drive it.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -17,20 +17,7 @@ from grid_cli.local import grid as local_grid
 from grid_cli.local.demo_data import SeedDataset
 from grid_cli.local.grid import GridConfig, LocalDomain
 from grid_cli.local.processes import ManagedProcess
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, deadline_s: float = 60) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+from tests.conftest import eventually
 
 
 @dataclass

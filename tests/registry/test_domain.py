@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -23,17 +21,7 @@ from grid_common.identity import load_identity
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient
 from registry.keys import key_path
-from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD
-
-
-def eventually(check: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {deadline_s}s")
+from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD, eventually
 
 
 @pytest.fixture

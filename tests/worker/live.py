@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import grid_cli as grid
+from tests.conftest import eventually as wait_until  # noqa: F401  (the tests' one poll)
 
 DS_EMAIL = "ds@example.org"
 LEASE_SECONDS = 3
@@ -19,15 +19,6 @@ StartWorker = Callable[..., subprocess.Popen[bytes]]
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 120) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"not {what} within {deadline_s}s")
 
 
 PLAN = grid.TrainingPlan(

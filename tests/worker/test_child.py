@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.conftest import eventually
 from worker.child import WarmChild
 from worker.spec import TrainingEvent, TrainingLimits, TrainingSpec
 
@@ -241,9 +242,8 @@ def test_a_child_whose_worker_died_stops(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     )
     pid = int(result.stdout)
-    deadline = time.monotonic() + 10
-    while running(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if running(pid):
+    try:
+        eventually(lambda: not running(pid), "the orphaned training child to stop", 30)
+    except AssertionError:
         os.kill(pid, signal.SIGKILL)
-        pytest.fail("the orphaned training child kept running")
+        raise
