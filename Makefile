@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: test demo lint typecheck bench contracts clean
+.PHONY: test test-load demo lint typecheck bench contracts clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ('$(PYTHON)' not found); set PYTHON=/path/to/python3.11"; exit 1; }
@@ -44,6 +44,15 @@ test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/mypy domain grid_common grid_cli registry network worker
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# The live tests (pytest marker `live`: real node processes, whole grids) while two CPU hogs
+# keep the machine busy, as a user's CI or a hospital's server would. The hogs stop with the
+# target, whether the tests pass, fail or are interrupted.
+test-load: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
+	@yes > /dev/null & hog1=$$!; yes > /dev/null & hog2=$$!; \
+	trap 'kill $$hog1 $$hog2 2>/dev/null' EXIT INT TERM; \
+	echo "test-load: two CPU hogs running (pids $$hog1 $$hog2)"; \
+	$(BIN)/pytest -m live
 
 # The whole system on this machine: a chain with the registry (anvil from npm), a network,
 # three domains with workers, and a federated job with CKKS from search to on-chain proof.
