@@ -134,7 +134,9 @@ def register_error_handlers(app: Flask, *, max_upload_hint: str = "") -> None:
             message = f"Request body exceeds the upload limit of {limit} bytes." + max_upload_hint
         elif status == 404:
             message = "No such endpoint. The API lives under /api/v1; see /api/v1/openapi.json."
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+        # The exception's own headers stay (a 405's Allow lists the methods the URL takes).
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return error_response(status, _HTTP_CODES.get(status, "http_error"), message, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

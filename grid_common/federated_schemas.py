@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from nacl.exceptions import BadSignatureError
-from pydantic import BaseModel, Field, Json, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from grid_common.analytics.plan import AnalyticsDp, ExactModel, parse_statistic
 from grid_common.hashes import canonical_json
@@ -37,9 +37,13 @@ MIN_CONTRIBUTORS = 3
 class CkksParamsIn(Strict):
     """The CKKS context a job's dealer makes; DESIGN.md's defaults."""
 
-    poly_modulus_degree: int = 8192
+    # The extras document what _valid checks (its messages stay the ones a caller reads).
+    poly_modulus_degree: int = Field(default=8192, json_schema_extra={"enum": [*ALLOWED_DEGREES]})
     coeff_mod_bit_sizes: list[int] = Field(
-        default_factory=lambda: [60, 40, 40, 60], min_length=2, max_length=16
+        default_factory=lambda: [60, 40, 40, 60],
+        min_length=2,
+        max_length=16,
+        json_schema_extra={"items": {"type": "integer", "minimum": 20, "maximum": 60}},
     )
     global_scale_bits: int = Field(default=40, ge=20, le=60)
 
@@ -167,6 +171,16 @@ class AnalyticsSpec(RoundSettings):
     columns: list[str] | None = Field(default=None, min_length=1, max_length=2000)
     label: str | None = Field(default=None, max_length=200)
     dp: AnalyticsDp | None = None
+
+    # Documented for OpenAPI: statistics or one exact model, exactly one of the two.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["statistics"], "properties": {"statistics": {"minItems": 1}}},
+                {"required": ["model"], "properties": {"model": {"not": {"type": "null"}}}},
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> AnalyticsSpec:

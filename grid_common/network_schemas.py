@@ -25,7 +25,18 @@ def _node_url(value: str) -> str:
     return url
 
 
-NodeUrl = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(_node_url)]
+_NODE_URL_PATTERN = r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e][\x21\x22\x24-\x3e\x40-\x7e]*$"
+NodeUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=2000,
+        # What _node_url accepts, documented for OpenAPI (its messages stay what a caller reads):
+        # printable ASCII without spaces, query or fragment, the host right after the scheme.
+        json_schema_extra={"pattern": _NODE_URL_PATTERN},
+    ),
+    AfterValidator(_node_url),
+]
 PublicKey = Annotated[str, Field(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+$")]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 

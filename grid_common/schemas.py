@@ -154,6 +154,15 @@ class AutoApprovalRule(Strict):
     A rule must set at least one condition: one without would approve every request.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in RULE_CONDITIONS
+            ]
+        }
+    )
+
     data_scientist: EmailStr | None = Field(default=None, description="Requester's email.")
     dataset_tag: str | None = Field(default=None, description="Every dataset carries this tag.")
     kind: JobKind | None = None

@@ -37,6 +37,29 @@ def test_openapi_documents_every_route_with_its_schemas(client: FlaskClient) -> 
     approve = document["paths"]["/api/v1/requests/{request_id}/approve"]["post"]
     assert approve["x-permission"] == "triage_requests"
     assert approve["parameters"][0]["name"] == "request_id"
+    assert approve["parameters"][0]["schema"]["type"] == "integer"
+    audit = {
+        p["name"]: p["schema"] for p in document["paths"]["/api/v1/audit"]["get"]["parameters"]
+    }
+    assert audit["after"]["type"] == "integer"
+    jobs = {p["name"]: p["schema"] for p in document["paths"]["/api/v1/jobs"]["get"]["parameters"]}
+    assert "completed" in jobs["status"]["enum"]
+    # A nested model of a form field is a component, and the field travels as JSON.
+    request_form = document["paths"]["/api/v1/requests/jobs"]["post"]["requestBody"]["content"]
+    multipart = request_form["multipart/form-data"]
+    assert multipart["schema"]["properties"]["plan"] == {
+        "$ref": "#/components/schemas/TrainingPlan"
+    }
+    assert "TrainingPlan" in document["components"]["schemas"]
+    assert multipart["encoding"]["plan"] == {"contentType": "application/json"}
+    assert "$defs" not in str(document)
+
+
+def test_a_method_a_url_does_not_take_is_a_405_naming_those_it_does(client: FlaskClient) -> None:
+    response = client.put("/api/v1/audit")
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_replicas_starting_together_migrate_once(postgres: PostgresDatabases | None) -> None:

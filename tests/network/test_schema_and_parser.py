@@ -39,11 +39,29 @@ def test_openapi_documents_every_route(network: FlaskClient) -> None:
     push = document["paths"]["/api/v1/index/{domain_id}/datasets"]["put"]
     assert push["security"] == [{"nodeSignature": []}]
     search = document["paths"]["/api/v1/search"]["get"]
-    tag = next(p for p in search["parameters"] if p["name"] == "tag")
-    assert tag["schema"] == {"type": "array", "items": {"type": "string"}}
+    parameters = {p["name"]: p["schema"] for p in search["parameters"]}
+    assert parameters["tag"]["type"] == "array"
+    assert parameters["tag"]["items"]["type"] == "string"
+    assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 100}
+    associations = document["paths"]["/api/v1/associations"]["get"]["parameters"]
+    status = next(p for p in associations if p["name"] == "status")
+    assert set(status["schema"]["enum"]) == {"pending", "approved", "rejected", "left", "removed"}
     assert "security" not in search
     approve = document["paths"]["/api/v1/associations/{association_id}/approve"]["post"]
     assert approve["x-permission"] == "manage_associations"
+    assert approve["parameters"][0]["schema"]["type"] == "integer"
+    submit = document["paths"]["/api/v1/fl/jobs"]["post"]["requestBody"]["content"]
+    form = submit["multipart/form-data"]
+    assert form["schema"]["properties"]["spec"] == {"$ref": "#/components/schemas/FederatedSpec"}
+    assert form["encoding"] == {"spec": {"contentType": "application/json"}}
+    assert set(form["schema"]["required"]) == {"model", "weights", "spec"}
+
+
+def test_a_method_a_url_does_not_take_is_a_405_naming_those_it_does(network: FlaskClient) -> None:
+    response = network.delete("/api/v1/search")
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_queries_parse_into_alternatives_of_terms() -> None:
