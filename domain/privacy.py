@@ -9,6 +9,9 @@ from typing import Any
 from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
+from domain.audit import record
+from domain.auth import Principal
+from domain.datasets import find_dataset
 from domain.models import (
     AccessRequest,
     Dataset,
@@ -18,8 +21,11 @@ from domain.models import (
     PrivacySpend,
     User,
 )
+from domain.permissions import Permission, has_permission
 from grid_common.analytics.plan import AnalysisPlan
+from grid_common.errors import NotFound, Unprocessable
 from grid_common.plan import TrainingPlan
+from grid_common.schemas import PrivacyBudgetIn, PrivacyBudgetLine, PrivacyBudgetOut
 
 # Float sums of epsilons drift in the last digits; a request that fits to this tolerance fits.
 _TOLERANCE = 1e-9
@@ -189,3 +195,101 @@ def charge(
                 epsilon=epsilon,
             )
         )
+
+
+def budget_out(session: Session, viewer: Principal, name: str) -> PrivacyBudgetOut:
+    """The budgets on dataset `name` with what each has spent and has left, as `viewer` may see
+    them: a reviewer every one, anyone else only those that bind them."""
+    dataset = find_dataset(session, name)
+    only = None
+    if not has_permission(viewer.role, Permission.TRIAGE_REQUESTS):
+        only = Spender(user_id=viewer.id)
+    lines = budget_lines(session, dataset, only)
+    return PrivacyBudgetOut(
+        dataset=dataset.name,
+        spent=spent(session, dataset.id),
+        budgets=[
+            PrivacyBudgetLine(
+                data_scientist=line.email,
+                network=line.network,
+                epsilon=line.epsilon,
+                spent=line.spent,
+                left=line.left,
+            )
+            for line in lines
+        ],
+    )
+
+
+def _budget_spender(session: Session, body: PrivacyBudgetIn) -> Spender | None:
+    """Whose budget `body` sets: none for the dataset's; a local account; a network's scientist.
+
+    A network's scientist is named by the network as this domain joined it (its name or id),
+    so the budget binds what that network signs as coming from them, and no other network.
+    """
+    if body.data_scientist is None:
+        if body.network is not None:
+            raise Unprocessable(
+                "A budget for a network's data scientist needs data_scientist (their email) "
+                "beside network."
+            )
+        return None
+    email = body.data_scientist.lower()
+    if body.network is None:
+        user_id = session.scalar(select(User.id).where(User.email == email))
+        if user_id is None:
+            raise NotFound(
+                f"No account with email {body.data_scientist!r} on this domain; for a "
+                "network's data scientist, name the network too."
+            )
+        return Spender(user_id=user_id)
+    network_id = session.scalar(
+        select(NetworkMembership.network_id).where(
+            (NetworkMembership.name == body.network)
+            | (NetworkMembership.network_id == body.network)
+        )
+    )
+    if network_id is None:
+        raise NotFound(
+            f"This domain has not joined a network named {body.network!r} "
+            "(`grid network memberships` lists them)."
+        )
+    return Spender(network_id=network_id, scientist=email)
+
+
+def set_budget(session: Session, name: str, body: PrivacyBudgetIn) -> None:
+    """Set (or, with epsilon None, remove) the budget on dataset `name`, or one data
+    scientist's on it; audited, and commits."""
+    dataset = find_dataset(session, name)
+    whose = _budget_spender(session, body)
+    mine = PrivacyBudget.dataset_id == dataset.id
+    if whose is None:
+        mine &= PrivacyBudget.user_id.is_(None) & PrivacyBudget.network_id.is_(None)
+    else:
+        mine &= whose.owns(PrivacyBudget)
+    budget = session.scalar(select(PrivacyBudget).where(mine))
+    if body.epsilon is None:
+        if budget is not None:
+            session.delete(budget)
+    elif budget is None:
+        whose = whose or Spender()
+        session.add(
+            PrivacyBudget(
+                dataset_id=dataset.id,
+                user_id=whose.user_id,
+                network_id=whose.network_id,
+                scientist=whose.scientist,
+                epsilon=body.epsilon,
+            )
+        )
+    else:
+        budget.epsilon = body.epsilon
+    record(
+        session,
+        "privacy.budget_set",
+        name,
+        epsilon=body.epsilon,
+        data_scientist=body.data_scientist,
+        network=whose.network_id if whose is not None else None,
+    )
+    session.commit()

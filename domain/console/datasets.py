@@ -7,11 +7,13 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from domain.api import datasets, privacy
+from domain import datasets, privacy
+from domain.auth import current_user
 from domain.console.common import bp
 from domain.permissions import Permission
 from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated
+from grid_common.db import db_session
 from grid_common.schemas import DatasetUpload, MockSample, PrivacyBudgetIn
 
 PREVIEW_ROWS = 20
@@ -20,7 +22,9 @@ _UPLOAD_FIELDS = ("name", "description", "tags", "label", "citation", "license")
 
 @page(bp, "/datasets", permission=AUTHENTICATED, summary="Datasets on this domain")
 def datasets_page() -> str:
-    return render_template("domain_console/datasets.html", items=datasets.list_datasets().items)
+    return render_template(
+        "domain_console/datasets.html", items=datasets.list_datasets(db_session()).items
+    )
 
 
 @page(bp, "/upload", permission=Permission.UPLOAD_DATA, summary="The upload form")
@@ -37,7 +41,9 @@ def upload_form() -> str:
 )
 def upload() -> Response:
     fields = {k: request.form[k] for k in _UPLOAD_FIELDS if request.form.get(k)}
-    uploaded = datasets.upload_dataset(validated(DatasetUpload, fields))
+    uploaded = datasets.upload_dataset(
+        db_session(), current_user(), validated(DatasetUpload, fields), request.files
+    )
     flash(f"Dataset {uploaded.name} uploaded: {uploaded.dataset_schema.row_count} rows.", "success")
     return redirect(url_for("console.dataset_detail", name=uploaded.name))
 
@@ -58,13 +64,14 @@ def _preview(sample: MockSample) -> dict[str, Any]:
 
 @page(bp, "/datasets/<name>", permission=AUTHENTICATED, summary="A dataset's public description")
 def dataset_detail(name: str) -> str:
-    dataset = datasets.get_dataset(name)
-    preview = _preview(datasets.get_mock(name)) if dataset.mock.available else None
+    session = db_session()
+    dataset = datasets.get_dataset(session, name)
+    preview = _preview(datasets.read_mock_sample(session, name)) if dataset.mock.available else None
     return render_template(
         "domain_console/dataset_detail.html",
         dataset=dataset,
         preview=preview,
-        budget=privacy.get_budget(name),
+        budget=privacy.budget_out(session, current_user(), name),
     )
 
 
@@ -76,7 +83,7 @@ def dataset_detail(name: str) -> str:
     summary="Delete a dataset",
 )
 def delete_dataset(name: str) -> Response:
-    datasets.delete_dataset(name)
+    datasets.delete_dataset(db_session(), name)
     flash(f"Dataset {name} deleted.", "success")
     return redirect(url_for("console.datasets_page"))
 
@@ -92,6 +99,6 @@ def set_budget(name: str) -> Response:
     epsilon = request.form.get("epsilon", "").strip()
     who = request.form.get("data_scientist", "").strip()
     body = validated(PrivacyBudgetIn, {"epsilon": epsilon or None, "data_scientist": who or None})
-    privacy.set_budget(name, body)
+    privacy.set_budget(db_session(), name, body)
     flash(f"Privacy budget on {name} saved.", "success")
     return redirect(url_for("console.dataset_detail", name=name))
