@@ -9,10 +9,10 @@ from flask import Blueprint, Response, request, send_file
 from sqlalchemy.orm import Session
 
 from domain import federated, jobs
-from domain.api.jobs import job_out
 from domain.auth import WORKER, current_worker
 from domain.context import blobs, config
 from domain.disclosure import disclosure, is_dp
+from domain.job_access import job_out
 from domain.models import AccessRequest, Dataset, Job, Worker
 from grid_common.api import route
 from grid_common.db import db_session
@@ -220,7 +220,7 @@ def deliver_result(job_id: int, attempt: int, body: ResultForm) -> JobOut:
                 f"Job {job_id} already has its result, from attempt {job.result_attempt}.",
                 code="result_exists",
             )
-        return job_out(job_id)  # the same delivery again: already stored
+        return job_out(db_session(), job_id)  # the same delivery again: already stored
     job = jobs.held_lease(session, job_id, current_worker().id, attempt)
     file = request.files.get("weights")
     if file is None:
@@ -233,7 +233,7 @@ def deliver_result(job_id: int, attempt: int, body: ResultForm) -> JobOut:
     jobs.complete(session, job, digest, body.metrics, _actor())
     session.commit()
     federated.report_soon(job_id)  # a federated job attests its final model's hash
-    return job_out(job_id)
+    return job_out(db_session(), job_id)
 
 
 @route(
@@ -250,7 +250,7 @@ def report_failure(job_id: int, attempt: int, body: AttemptFailure) -> JobOut:
     job = jobs.held_lease(session, job_id, current_worker().id, attempt)
     jobs.fail(session, job, body.status, body.reason, _actor())
     session.commit()
-    return job_out(job_id)
+    return job_out(db_session(), job_id)
 
 
 # --- federated jobs: the worker reaches the network through its domain --------------------------

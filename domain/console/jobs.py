@@ -7,12 +7,14 @@ from typing import Any
 from flask import flash, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from domain.api import jobs
+from domain import job_access
+from domain.auth import current_user
 from domain.console.common import bp
 from domain.jobs import FINISHED
 from domain.permissions import Permission
 from grid_common.api import AUTHENTICATED
 from grid_common.console import page, validated
+from grid_common.db import db_session
 from grid_common.schemas import JobEventQuery, JobQuery
 
 _STATUSES = ("pending_approval", "queued", "running", "completed", "failed", "cancelled", "denied")
@@ -23,20 +25,25 @@ _EVENT_LIMIT = 10_000
 def jobs_page() -> str:
     status = request.args.get("status")
     query = JobQuery(status=status if status in _STATUSES else None)  # type: ignore[arg-type]
-    items = sorted(jobs.list_jobs(query).items, key=lambda j: j.id, reverse=True)
+    items = sorted(
+        job_access.list_jobs(db_session(), current_user(), query).items,
+        key=lambda j: j.id,
+        reverse=True,
+    )
     return render_template(
         "domain_console/jobs.html", items=items, status=query.status, statuses=_STATUSES
     )
 
 
 def _events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
-    found = jobs.job_events(job_id, JobEventQuery(after=after, limit=_EVENT_LIMIT))
+    query = JobEventQuery(after=after, limit=_EVENT_LIMIT)
+    found = job_access.job_events(db_session(), current_user(), job_id, query)
     return [e.model_dump(mode="json") for e in found.items]
 
 
 @page(bp, "/jobs/<int:job_id>", permission=AUTHENTICATED, summary="A job: progress, logs, result")
 def job_detail(job_id: int) -> str:
-    job = jobs.get_job(job_id)
+    job = job_access.visible_job(db_session(), current_user(), job_id)
     return render_template(
         "domain_console/job_detail.html",
         job=job,
@@ -53,7 +60,7 @@ def job_detail(job_id: int) -> str:
 )
 def job_progress(job_id: int) -> Response:
     after = validated(JobEventQuery, {"after": request.args.get("after", "0")}).after
-    job = jobs.get_job(job_id)
+    job = job_access.visible_job(db_session(), current_user(), job_id)
     return jsonify(
         status=job.status, result_status=job.result_status, events=_events(job_id, after)
     )
@@ -67,7 +74,7 @@ def job_progress(job_id: int) -> Response:
     summary="Cancel a job",
 )
 def cancel_job(job_id: int) -> Response:
-    jobs.cancel_job(job_id)
+    job_access.cancel_job(db_session(), current_user(), job_id)
     flash(f"Job {job_id}: cancel requested.", "success")
     return redirect(url_for("console.job_detail", job_id=job_id))
 
@@ -80,6 +87,6 @@ def cancel_job(job_id: int) -> Response:
     summary="Release a held result to the job's data scientist",
 )
 def release_result(job_id: int) -> Response:
-    jobs.release_result(job_id)
+    job_access.release_result(db_session(), current_user(), job_id)
     flash(f"The result of job {job_id} is released to its data scientist.", "success")
     return redirect(url_for("console.job_detail", job_id=job_id))
