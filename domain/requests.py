@@ -1,6 +1,6 @@
 """Job requests: filing them, the owner's auto-approval rules, deciding, starting an approved one.
 
-A data scientist files through the requests blueprint, a network through an invitation
+A data scientist files through `domain.request_access`, a network through an invitation
 (`domain.federated`); both kinds are matched against the rules and started here.
 """
 

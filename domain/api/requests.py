@@ -7,26 +7,14 @@ had granted or withheld something they had not. Past ones stay on record.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from flask import Blueprint, request
-from sqlalchemy import ColumnElement, select
-from sqlalchemy.orm import Session
 
-from domain import federated, privacy
-from domain.auth import Principal, current_user
-from domain.context import blobs
-from domain.disclosure import request_note
-from domain.models import AccessRequest, Dataset, Job, RequestDataset, User
-from domain.permissions import Permission, has_permission
-from domain.requests import decide, file_request
-from domain.settings import load_settings
+from domain import request_access
+from domain.auth import current_user
+from domain.permissions import Permission
 from grid_common.api import AUTHENTICATED, route
 from grid_common.db import db_session
-from grid_common.errors import NotFound, Unprocessable
-from grid_common.federated_schemas import Invitation, peer_protection
 from grid_common.schemas import (
-    JOB_KINDS,
     ApprovalIn,
     DecisionIn,
     JobRequestForm,
@@ -34,71 +22,8 @@ from grid_common.schemas import (
     RequestOut,
     RequestQuery,
 )
-from grid_common.uploads import check_model_archive, check_safetensors
 
 bp = Blueprint("requests", __name__, url_prefix="/api/v1/requests")
-
-_REQUESTS = AccessRequest.__table__
-_NAMES = RequestDataset.__table__
-_REQUESTER = User.__table__.alias("requester")
-_DECIDER = User.__table__.alias("decider")
-# One row per (request, dataset name), with both people's emails: one query for any number.
-_REQUESTS_SHOWN = (
-    select(
-        _REQUESTS,
-        _REQUESTER.c.email.label("requester_email"),
-        _DECIDER.c.email.label("decider_email"),
-        _NAMES.c.dataset_name,
-    )
-    .outerjoin_from(_REQUESTS, _REQUESTER, _REQUESTER.c.id == _REQUESTS.c.requester_id)
-    .outerjoin(_DECIDER, _DECIDER.c.id == _REQUESTS.c.decided_by)
-    .outerjoin(_NAMES, _NAMES.c.request_id == _REQUESTS.c.id)
-    .order_by(_REQUESTS.c.id, _NAMES.c.dataset_name)
-)
-
-
-def load_requests(*where: ColumnElement[bool]) -> list[RequestOut]:
-    """Requests as the API shows them."""
-    shown: dict[int, RequestOut] = {}
-    for row in db_session().connection().execute(_REQUESTS_SHOWN.where(*where)):
-        if row.id not in shown:
-            shown[row.id] = RequestOut(
-                id=row.id,
-                kind=row.kind,
-                status=row.status,
-                requester=row.requester_email or row.requester_label,
-                datasets=[],
-                reason=row.reason,
-                decision_reason=row.decision_reason,
-                decided_by=row.decider_email,
-                decided_at=row.decided_at,
-                auto_approved=row.auto_approved,
-                plan=row.plan,
-                created_at=row.created_at,
-            )
-        if row.dataset_name is not None:
-            shown[row.id].datasets.append(row.dataset_name)
-    return list(shown.values())
-
-
-def _load_request(request_id: int) -> RequestOut:
-    found = load_requests(_REQUESTS.c.id == request_id)
-    if not found:
-        raise NotFound(f"No request with id {request_id}.")
-    return found[0]
-
-
-def _may_triage(user: Principal) -> bool:
-    return has_permission(user.role, Permission.TRIAGE_REQUESTS)
-
-
-def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
-    unique = sorted(set(names))
-    found = {d.name: d for d in session.scalars(select(Dataset).where(Dataset.name.in_(unique)))}
-    missing = [n for n in unique if n not in found]
-    if missing:
-        raise NotFound(f"No dataset named {', '.join(map(repr, missing))} on this domain.")
-    return [found[n] for n in unique]
 
 
 @route(
@@ -114,38 +39,7 @@ def _datasets_named(session: Session, names: list[str]) -> list[Dataset]:
     status=201,
 )
 def file_job_request(body: JobRequestForm) -> RequestOut:
-    session = db_session()
-    datasets = _datasets_named(session, body.datasets)
-    try:
-        epsilon = body.plan.dp.epsilon if body.plan.dp is not None else None
-        privacy.check_budget(session, datasets, privacy.Spender(user_id=current_user().id), epsilon)
-    except privacy.BudgetExceeded as exc:
-        raise Unprocessable(str(exc), code="privacy_budget_exceeded") from None
-    parts = {}
-    for field in ("model", "weights"):
-        file = request.files.get(field)
-        if file is None:
-            raise Unprocessable(f"Missing the '{field}' file part of the job request.")
-        parts[field] = file
-    with ExitStack() as stack:
-        staged = {}
-        for field, file in parts.items():
-            staged[field] = stack.enter_context(blobs().staging())
-            file.save(staged[field])
-        check_model_archive(staged["model"], dp=body.plan.dp is not None)
-        check_safetensors(staged["weights"], "weights")
-        model_digest, _, _ = blobs().commit(staged["model"])
-        weights_digest, _, _ = blobs().commit(staged["weights"])
-    item = file_request(
-        session,
-        kind="job",
-        reason=body.reason,
-        datasets=datasets,
-        plan=body.plan,
-        model_digest=model_digest,
-        weights_digest=weights_digest,
-    )
-    return _load_request(item.id)
+    return request_access.file_job_request(db_session(), current_user(), body, request.files)
 
 
 @route(
@@ -157,40 +51,14 @@ def file_job_request(body: JobRequestForm) -> RequestOut:
     response=RequestList,
 )
 def list_requests(query: RequestQuery) -> RequestList:
-    where = []
-    user = current_user()
-    if not _may_triage(user):
-        where.append(_REQUESTS.c.requester_id == user.id)
-    if query.status:
-        where.append(_REQUESTS.c.status == query.status)
-    return RequestList(items=load_requests(*where))
+    return request_access.list_requests(db_session(), current_user(), query)
 
 
 @route(
     bp, "/<int:request_id>", permission=AUTHENTICATED, summary="One request", response=RequestOut
 )
 def get_request(request_id: int) -> RequestOut:
-    found = load_requests(_REQUESTS.c.id == request_id)
-    user = current_user()
-    if not found or (found[0].requester != user.email and not _may_triage(user)):
-        raise NotFound(f"No request with id {request_id}.")
-    participation = federated.participation_of(db_session(), request_id)
-    if participation is not None:
-        invitation = Invitation.model_validate(participation.invitation)
-        found[0].peers = peer_protection(invitation, participation.min_peers)[1]
-    if found[0].kind in JOB_KINDS:
-        # Until approval the setting as it stands; from then on the one recorded with the job.
-        job = db_session().get(Job, request_id)
-        live = job.live_metrics if job else load_settings(db_session()).live_metrics
-        found[0].live_metrics = request_note(found[0].plan, live)
-    return found[0]
-
-
-def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
-    item = decide(db_session(), request_id, status, body)
-    if item.kind in ("federated", "analytics"):
-        federated.report_soon(item.id)
-    return _load_request(item.id)
+    return request_access.visible_request(db_session(), current_user(), request_id)
 
 
 @route(
@@ -203,7 +71,7 @@ def _decide(request_id: int, status: str, body: DecisionIn) -> RequestOut:
     response=RequestOut,
 )
 def approve(request_id: int, body: ApprovalIn) -> RequestOut:
-    return _decide(request_id, "approved", body)
+    return request_access.approve(db_session(), request_id, body)
 
 
 @route(
@@ -216,4 +84,4 @@ def approve(request_id: int, body: ApprovalIn) -> RequestOut:
     response=RequestOut,
 )
 def deny(request_id: int, body: DecisionIn) -> RequestOut:
-    return _decide(request_id, "denied", body)
+    return request_access.deny(db_session(), request_id, body)

@@ -9,8 +9,8 @@ from flask import flash, redirect, render_template, request, url_for
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
-from domain import federated, privacy
-from domain.api import requests
+from domain import federated, privacy, request_access
+from domain.auth import current_user
 from domain.console.common import bp
 from domain.context import blobs
 from domain.models import AccessRequest, Dataset
@@ -51,7 +51,11 @@ class DatasetBudget:
 def requests_page() -> str:
     status = request.args.get("status")
     query = RequestQuery(status=status if status in _STATUSES else None)
-    items = sorted(requests.list_requests(query).items, key=lambda r: r.id, reverse=True)
+    items = sorted(
+        request_access.list_requests(db_session(), current_user(), query).items,
+        key=lambda r: r.id,
+        reverse=True,
+    )
     return render_template(
         "domain_console/requests.html", items=items, status=query.status, statuses=_STATUSES
     )
@@ -98,7 +102,7 @@ def _analysis(shown: RequestOut) -> tuple[AnalysisSummary | None, str | None]:
 
 @page(bp, "/requests/<int:request_id>", permission=AUTHENTICATED, summary="One request, explained")
 def request_detail(request_id: int) -> str:
-    shown = requests.get_request(request_id)
+    shown = request_access.visible_request(db_session(), current_user(), request_id)
     row = db_session().get(AccessRequest, request_id)
     if row is None:
         raise NotFound(f"No request with id {request_id}.")
@@ -152,7 +156,7 @@ def _approval_form() -> ApprovalIn:
     summary="Approve a pending request",
 )
 def approve_request(request_id: int) -> Response:
-    decided = requests.approve(request_id, _approval_form())
+    decided = request_access.approve(db_session(), request_id, _approval_form())
     flash(f"Request {request_id} approved.", "success")
     if decided.kind == "job":
         return redirect(url_for("console.job_detail", job_id=request_id))
@@ -167,6 +171,7 @@ def approve_request(request_id: int) -> Response:
     summary="Deny a pending request",
 )
 def deny_request(request_id: int) -> Response:
-    requests.deny(request_id, validated(DecisionIn, {"reason": request.form.get("reason", "")}))
+    body = validated(DecisionIn, {"reason": request.form.get("reason", "")})
+    request_access.deny(db_session(), request_id, body)
     flash(f"Request {request_id} denied.", "success")
     return redirect(url_for("console.request_detail", request_id=request_id))
