@@ -7,8 +7,9 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from domain import datasets, job_access, privacy, request_access, workers
 from domain.accounts import check_credentials
-from domain.api import datasets, jobs, privacy, requests, workers
+from domain.auth import current_user
 from domain.console.common import bp, may
 from domain.models import RefreshToken
 from domain.permissions import Permission
@@ -53,11 +54,14 @@ def sign_out() -> Response:
 
 @page(bp, "/", permission=AUTHENTICATED, summary="What needs attention on this domain")
 def overview() -> str:
-    pending = requests.list_requests(RequestQuery(status="pending")).items
-    active = [j for j in jobs.list_jobs(JobQuery()).items if j.status in ("queued", "running")]
-    worker_list = workers.list_workers().items if may(Permission.MANAGE_WORKERS) else None
+    session, user = db_session(), current_user()
+    pending = request_access.list_requests(session, user, RequestQuery(status="pending")).items
+    listed = job_access.list_jobs(session, user, JobQuery()).items
+    active = [j for j in listed if j.status in ("queued", "running")]
+    worker_list = workers.list_workers(session).items if may(Permission.MANAGE_WORKERS) else None
     budgets = [
-        (dataset, privacy.get_budget(dataset.name)) for dataset in datasets.list_datasets().items
+        (dataset, privacy.budget_out(session, user, dataset.name))
+        for dataset in datasets.list_datasets(session).items
     ]
     return render_template(
         "domain_console/overview.html",
