@@ -37,9 +37,10 @@ from grid_common.hashes import sha256_file
 from grid_common.identity import b64encode
 from grid_common.signing import check_streamed_body
 from network import federated
-from network.api.federated import job_file_digest, job_terms, round_out, send_blob
+from network.api.federated import send_blob
 from network.auth import current_node
 from network.context import blobs, node_identity
+from network.federated_access import job_file_digest, job_terms, round_out
 from network.models import Association, FederatedJob, FederatedParticipant, FederatedRound, Operator
 
 bp = Blueprint("federated_domains", __name__, url_prefix="/api/v1/fl")

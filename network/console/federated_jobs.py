@@ -12,14 +12,15 @@ from werkzeug.wrappers import Response
 from grid_common.analytics.plan import AnalysisPlan
 from grid_common.console import page
 from grid_common.console.analytics import AnalysisSummary, summarize
+from grid_common.db import db_session
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
     FederatedJobOut,
     FederatedStatus,
     RoundOut,
 )
-from network.api import federated as api
-from network.auth import Permission
+from network import federated_access
+from network.auth import Permission, current_operator
 from network.console.common import bp, may, signed_in
 from network.federated import METRIC_NAMES
 
@@ -135,8 +136,10 @@ def _analysis(job: FederatedJobOut) -> AnalysisSummary | None:
 
 
 def _job_and_rounds(job_id: int) -> tuple[FederatedJobOut, list[RoundOut]]:
-    # The API's own views: a job that is not yours (unless you are an operator) is a 404.
-    return api.get_job(job_id), api.list_rounds(job_id).items
+    # A job that is not yours (unless you manage federated jobs) is a 404, as in the API.
+    session, caller = db_session(), current_operator()
+    job = federated_access.get_job(session, caller, job_id)
+    return job, federated_access.list_rounds(session, caller, job_id).items
 
 
 @page(
@@ -148,7 +151,11 @@ def _job_and_rounds(job_id: int) -> tuple[FederatedJobOut, list[RoundOut]]:
 def federated_jobs() -> str:
     status = request.args.get("status")
     status = status if status in _STATUSES else None
-    items = [j for j in api.list_jobs().items if status is None or j.status == status]
+    items = [
+        j
+        for j in federated_access.list_jobs(db_session(), current_operator()).items
+        if status is None or j.status == status
+    ]
     return render_template(
         "network_console/federated_jobs.html", items=items, status=status, statuses=_STATUSES
     )
@@ -193,6 +200,6 @@ def federated_progress(job_id: int) -> Response:
     summary="Cancel a federated job",
 )
 def cancel_federated_job(job_id: int) -> Response:
-    api.cancel_job(job_id)
+    federated_access.cancel_job(db_session(), current_operator(), job_id)
     flash(f"Federated job {job_id} is cancelled; its domains stop at their next step.", "success")
     return redirect(url_for("console.federated_job", job_id=job_id))
