@@ -22,9 +22,10 @@ status per family, p50 and p99 latency per family, the jobs done, and for each l
 process (the network's and each domain's gunicorn master with its workers, each Grid worker;
 a worker's training child lives for one job and is listed apart) its resident memory
 (/proc/<pid>/status VmRSS) and open file descriptors (/proc/<pid>/fd) after the warm-up and
-after the load stopped, with a sample every minute in between. Verdicts: no 5xx, RSS growth
-under 10%, no fd leak (each process ends with at most `FD_SLACK` more descriptors than it
-started with).
+after the load stopped, with a sample every minute in between, and the growth over the second
+half alone (a cache that fills up grows early and stops; a leak keeps growing). Verdicts: no
+5xx, RSS growth under 10%, no fd leak (each process ends with at most `FD_SLACK` more
+descriptors than it started with).
 
     .venv/bin/python bench/soak.py --minutes 10
     .venv/bin/python bench/soak.py --seconds 90        # a short try
@@ -456,23 +457,29 @@ def report_calls(recorder: Recorder, seconds: float) -> int:
 def report_processes(samples: list[tuple[float, Snapshot]]) -> tuple[float, int]:
     """Print memory and descriptors per process, from the first sample (after the warm-up) to
     the last (after the load stopped), and every sample between; returns the largest RSS
-    growth and the largest fd gain of a long-lived process."""
-    start, end = samples[0][1], samples[-1][1]
-    print(f"\n{'process (gunicorn: master + workers)':<36}pids  RSS MiB start -> end   growth  fds")
+    growth and the largest fd gain of a long-lived process. The growth over the second half
+    tells a cache that fills up (it grows early, then stops) from a leak (it keeps growing)."""
+    start, middle, end = samples[0][1], samples[len(samples) // 2][1], samples[-1][1]
+    print(
+        f"\n{'process (gunicorn: master+workers)':<36}pids  RSS MiB start -> end   growth"
+        "  2nd half  fds"
+    )
     worst_growth, worst_fds = 0.0, 0
     for name, (before, _) in start.items():
         after = end[name][0]
         growth = after.rss_kib / before.rss_kib - 1 if before.rss_kib else 0.0
+        late = after.rss_kib / middle[name][0].rss_kib - 1 if middle[name][0].rss_kib else 0.0
         worst_growth, worst_fds = max(worst_growth, growth), max(worst_fds, after.fds - before.fds)
         print(
             f"{name:<36}{len(after.pids):>4}  {before.rss_kib / 1024:7.1f} -> "
-            f"{after.rss_kib / 1024:7.1f} {growth:+8.1%}  {before.fds} -> {after.fds}"
+            f"{after.rss_kib / 1024:7.1f} {growth:+8.1%} {late:+8.1%}  {before.fds} -> {after.fds}"
         )
         if end[name][1].pids or start[name][1].pids:
             child = [shot[name][1] for shot in (start, end)]
             print(
                 f"{'  its training child (one per job)':<40}  {child[0].rss_kib / 1024:7.1f} -> "
-                f"{child[1].rss_kib / 1024:7.1f}           {child[0].fds} -> {child[1].fds}"
+                f"{child[1].rss_kib / 1024:7.1f}                    {child[0].fds} -> "
+                f"{child[1].fds}"
             )
     times = " ".join(f"{t / 60:6.1f}" for t, _ in samples)
     print(f"\nRSS MiB of each long-lived process over time\n{'minutes':<36}{times}")
