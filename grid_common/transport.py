@@ -3,6 +3,7 @@ when idempotent, JSON errors raised as GridError, streaming multipart uploads.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,11 @@ from urllib3.util.retry import Retry
 # (connect, read) seconds; reads wait longer because the node may hash or inspect a big file.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 60.0)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+# A node closes a kept-alive connection after a couple of idle seconds (gunicorn's keep-alive
+# is 2 s), and on a busy machine it may do so just as a request goes out on it. An idempotent
+# call is then retried; any other call cannot be, so after this much idle time it takes a
+# fresh connection instead of reusing one the node may be closing.
+STALE_CONNECTION_S = 1.0
 RETRY_STATUSES = (502, 503, 504)
 
 
@@ -105,9 +111,11 @@ class HttpSession:
             # The last failed response comes back to us so its JSON error can be raised.
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(max_retries=retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", self._adapter)
+        self.session.mount("https://", self._adapter)
+        self.stale_after_s = STALE_CONNECTION_S
+        self._last_used = time.monotonic()
 
     def set_bearer(self, token: str | None) -> None:
         """Send `Authorization: Bearer <token>` from now on (or nothing, for None)."""
@@ -133,6 +141,8 @@ class HttpSession:
         With `stream`, the body is read as the caller iterates (close the response after).
         """
         url = f"{self.base_url}{path}"
+        if method.upper() not in IDEMPOTENT_METHODS:
+            self._drop_stale_connections()
         try:
             response = self.session.request(
                 method,
@@ -158,9 +168,16 @@ class HttpSession:
                 "unreachable",
                 f"cannot reach {self.base_url}: is the node running and the URL right?",
             ) from exc
+        finally:
+            self._last_used = time.monotonic()
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
+
+    def _drop_stale_connections(self) -> None:
+        # Connections lent out (a streamed download) are not in the pool and stay open.
+        if time.monotonic() - self._last_used >= self.stale_after_s:
+            self._adapter.poolmanager.clear()
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -112,8 +112,7 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
 
     with chain_stopped(local):
         for member in members:
-            # The domain answers while its chain does not. (A GET first: the client tries a
-            # GET again on a pooled connection the server closed meanwhile, never a POST.)
+            # The domain answers while its chain does not.
             assert member.owner.registry_status().enabled
             member.owner.anchor_audit_log()  # queued mid-job, before the job's result writes
         fl.wait(timeout=400, progress=False)
