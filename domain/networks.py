@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain import federated
+from domain import federated, registry_writes
 from domain.context import config, node_identity
 from domain.models import Dataset, NetworkMembership
 from domain.network_calls import (
@@ -79,6 +79,9 @@ def request_join(session: Session, network_url: str, domain_url: str) -> Network
         "url": domain_url,
         "encryption_key": node_identity().encryption_public_key,
     }
+    registry = registry_writes.current_registry()
+    if registry is not None:  # so that the network can record the association on chain
+        body["eth_address"] = registry.address
     response = call_network("POST", network_url, info.id, "/api/v1/associations", json_body=body)
     if response.status_code == 409 and error_message(response)[0] == "already_associated":
         # The network knows this domain as a member though this domain forgot: take it back.

@@ -9,59 +9,42 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import is_address
 from flask import Flask, current_app
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.config import DomainConfig
 from domain.models import AuditHead, RegistryOutboxEntry, RegistrySenderLease
 from grid_common.db import Database
-from grid_common.hashes import ed25519_key_hash
-from grid_common.identity import load_or_create_identity
-from registry.client import RegistryClient, job_id_of, round_mask
-from registry.keys import load_or_create_account
-from registry.outbox import Outbox
-from registry.sender import OutboxSender
+from registry.client import job_id_of, round_mask
+from registry.node import EXTENSION, NodeRegistry, off_message
 
 log = logging.getLogger(__name__)
-EXTENSION = "registry"
-OFF_MESSAGE = (
-    "registry writes are off: set GRID_CHAIN_RPC_URL and GRID_REGISTRY_ADDRESS to record "
-    "this domain's jobs and audit anchors on chain"
-)
+OFF_MESSAGE = off_message("this domain's jobs and audit anchors")
 
 
-@dataclass
-class DomainRegistry:
-    """The registry side of one domain app: its address, outbox and sender."""
+class DomainRegistry(NodeRegistry):
+    """The registry side of one domain app: a node registry that also anchors the audit log
+    and names the jobs it coordinates."""
 
-    address: str
-    registry_address: str
-    key_hash: str
-    outbox: Outbox
-    sender: OutboxSender
-    anchor_interval_s: float
+    def __init__(self, config: DomainConfig, database: Database) -> None:
+        super().__init__(
+            "domain",
+            data_dir=config.data_dir,
+            rpc_url=config.chain_rpc_url,
+            registry_address=config.registry_address,
+            sessions=database.sessionmaker,
+            entry_model=RegistryOutboxEntry,
+            lease_model=RegistrySenderLease,
+        )
+        self.anchor_interval_s = float(config.registry_anchor_interval_s)
+        self.sender.every_tick(self.anchor_if_due)
 
     def job_id(self, job_key: str) -> str:
         """The on-chain id of a job this domain coordinates."""
         return job_id_of(self.address, job_key)
-
-    def ensure_registered(self, session: Session) -> bool:
-        """Enqueue this node's registration unless one with the same key is already queued."""
-        last = self.outbox.last(session, "register")
-        if (
-            last is not None
-            and last.status != "failed"
-            and last.args.get("key_hash") == self.key_hash
-        ):
-            return False
-        self.outbox.register(session, "domain", self.key_hash)
-        return True
 
     def anchor(self, session: Session, *, force: bool = False) -> RegistryOutboxEntry | None:
         """Enqueue an anchor of the audit chain's head, unless that head is already anchored."""
@@ -81,10 +64,6 @@ class DomainRegistry:
             return
         self.anchor(session)
 
-    def start_sender(self) -> None:
-        """Start sending in this process; cheap to call on every request (once per process)."""
-        self.sender.start()
-
 
 def init_app(app: Flask, config: DomainConfig, database: Database) -> DomainRegistry | None:
     """Turn registry writes on when a chain is configured; otherwise say clearly that they
@@ -93,33 +72,8 @@ def init_app(app: Flask, config: DomainConfig, database: Database) -> DomainRegi
         log.warning(OFF_MESSAGE)
         app.extensions[EXTENSION] = None
         return None
-    if not is_address(config.registry_address):
-        raise ValueError(
-            f"GRID_REGISTRY_ADDRESS must be a 0x-prefixed contract address, "
-            f"got {config.registry_address!r}"
-        )
-    account = load_or_create_account(config.data_dir)
-    identity = load_or_create_identity(config.data_dir)
-    client = RegistryClient(
-        config.chain_rpc_url, config.registry_address, account, transport_retries=False
-    )
-    sender = OutboxSender(database.sessionmaker, RegistryOutboxEntry, RegistrySenderLease, client)
-    node = DomainRegistry(
-        address=str(account.address),
-        registry_address=client.address,
-        key_hash="0x" + ed25519_key_hash(bytes(identity.signing_key.verify_key)),
-        outbox=Outbox(RegistryOutboxEntry, notify=sender.wake),
-        sender=sender,
-        anchor_interval_s=config.registry_anchor_interval_s,
-    )
-    sender.every_tick(node.anchor_if_due)
-    with database.sessionmaker() as session, session.begin():
-        node.ensure_registered(session)
-    app.extensions[EXTENSION] = node
-    # Started from a request, never at import: a pre-forking server's workers each get a
-    # thread of their own, and the outbox lease lets only one of them send at a time.
-    app.before_request(node.start_sender)
-    log.info("registry writes on: node address %s, registry %s", node.address, client.address)
+    node = DomainRegistry(config, database)
+    node.attach(app, database.sessionmaker, background=config.background)
     return node
 
 
@@ -228,20 +182,9 @@ def registry_status(session: Session) -> dict[str, Any]:
     reg = current_registry()
     if reg is None:
         return {"enabled": False, "message": OFF_MESSAGE}
-    counts = reg.outbox.counts(session)
     last_anchor = reg.outbox.last(session, "anchor")
-    last_failed = session.scalars(
-        select(RegistryOutboxEntry)
-        .where(RegistryOutboxEntry.status == "failed")
-        .order_by(RegistryOutboxEntry.id.desc())
-        .limit(1)
-    ).first()
     return {
-        "enabled": True,
-        "message": reg.sender.last_error or "registry writes on",
-        "node_address": reg.address,
-        "registry_address": reg.registry_address,
-        "outbox": counts,
+        **reg.status(session),
         "last_anchor": None
         if last_anchor is None
         else {
@@ -251,9 +194,6 @@ def registry_status(session: Session) -> dict[str, Any]:
             "tx_hash": last_anchor.tx_hash,
             "block_number": last_anchor.block_number,
         },
-        "last_failure": None
-        if last_failed is None
-        else {"id": last_failed.id, "op": last_failed.op, "error": last_failed.last_error},
     }
 
 

@@ -39,6 +39,7 @@ NodeUrl = Annotated[
 ]
 PublicKey = Annotated[str, Field(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+$")]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
+EthAddress = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
 
 
 class NodeInfo(BaseModel):
@@ -49,6 +50,10 @@ class NodeInfo(BaseModel):
     kind: NodeKind
     signing_key: str = Field(description="Ed25519 public key, URL-safe base64.")
     encryption_key: str = Field(description="X25519 public key, URL-safe base64.")
+    eth_address: EthAddress | None = Field(
+        default=None,
+        description="The Ethereum address it signs its registry writes with (None when off).",
+    )
 
 
 # --- association --------------------------------------------------------------
@@ -60,6 +65,10 @@ class JoinRequest(Strict):
     name: str = Field(min_length=1, max_length=100)
     url: NodeUrl = Field(description="Where the network and data scientists reach the domain.")
     encryption_key: PublicKey
+    eth_address: EthAddress | None = Field(
+        default=None,
+        description="The address the domain registered on chain with, when it writes there.",
+    )
 
 
 class AssociationOut(BaseModel):
@@ -77,6 +86,7 @@ class AssociationOut(BaseModel):
     online: bool
     last_seen: datetime | None
     dataset_count: int
+    eth_address: str | None = None
 
 
 class AssociationList(BaseModel):

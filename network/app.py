@@ -16,7 +16,7 @@ from grid_common.identity import load_or_create_identity
 from grid_common.observability import init_app as init_observability
 from grid_common.proxies import trust_proxies
 from grid_common.signing import SignatureVerifier, SqlNonceStore
-from network import console, migrate, routing
+from network import console, migrate, registry_writes, routing
 from network.accounts import create_first_operator
 from network.api import accounts, associations, federated, federated_domains, health, index
 from network.auth import authorize_request
@@ -79,6 +79,7 @@ def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask
     background.add("health", min(config.health_interval_s, _HEALTH_TICK_S), check_domains)
     background.add("rounds", _ROUND_TICK_S, close_due_rounds_task)
     app.extensions["background"] = background
+    registry_writes.init_app(app, config, database)
 
     if config.operator_email and config.operator_password:
         with database.sessionmaker() as session:

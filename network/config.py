@@ -37,6 +37,8 @@ class NetworkConfig:
     route_connect_timeout_s: float = 5.0
     route_read_timeout_s: float = 300.0
     background: bool = True
+    chain_rpc_url: str = ""
+    registry_address: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -60,6 +62,8 @@ class NetworkConfig:
             "max_routed_bytes": env_int("GRID_MAX_UPLOAD_BYTES", 1 << 30),
             "route_read_timeout_s": env_float("GRID_ROUTE_TIMEOUT_S", 300.0),
             "background": env_bool("GRID_BACKGROUND", True),
+            "chain_rpc_url": env.get("GRID_CHAIN_RPC_URL", ""),
+            "registry_address": env.get("GRID_REGISTRY_ADDRESS", ""),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known and v is not None})

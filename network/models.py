@@ -14,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from grid_common.accounts import LoginFailureMixin, RefreshTokenMixin
 from grid_common.db import UtcDateTime, utcnow
+from registry.outbox import OutboxEntryMixin, SenderLeaseMixin
 
 
 class Base(DeclarativeBase):
@@ -62,6 +63,8 @@ class Association(Base):
     last_checked: Mapped[datetime | None]
     check_error: Mapped[str | None] = mapped_column(Text)
     next_check_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The Ethereum address the domain registered on chain with, as it said when joining.
+    eth_address: Mapped[str | None] = mapped_column(String(42))
 
 
 class JoinAttempt(Base):
@@ -231,3 +234,15 @@ class FederatedUpdate(Base):
     samples: Mapped[int]
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegistryOutboxEntry(OutboxEntryMixin, Base):
+    """A registry write, committed with the change it records and sent later in order."""
+
+    __tablename__ = "registry_outbox"
+
+
+class RegistrySenderLease(SenderLeaseMixin, Base):
+    """Which of the network's processes sends the outbox right now."""
+
+    __tablename__ = "registry_sender_lease"

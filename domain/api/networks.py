@@ -10,6 +10,7 @@ from domain.context import config, node_identity
 from domain.models import NetworkMembership
 from domain.networks import request_join, try_leave
 from domain.permissions import Permission
+from domain.registry_writes import current_registry
 from grid_common.api import AUTHENTICATED, PUBLIC, route
 from grid_common.db import db_session
 from grid_common.errors import NotFound
@@ -55,6 +56,7 @@ def node() -> NodeInfo:
         kind="domain",
         signing_key=me.signing_public_key,
         encryption_key=me.encryption_public_key,
+        eth_address=registry.address if (registry := current_registry()) else None,
     )
 
 

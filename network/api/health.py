@@ -19,6 +19,7 @@ from network import migrate
 from network.auth import is_set_up
 from network.context import blobs, config, node_identity
 from network.models import Association, IndexedDataset
+from network.registry_writes import current_registry
 
 bp = Blueprint("health", __name__)
 
@@ -103,6 +104,7 @@ def node() -> NodeInfo:
         kind="network",
         signing_key=me.signing_public_key,
         encryption_key=me.encryption_public_key,
+        eth_address=registry.address if (registry := current_registry()) else None,
     )
 
 
