@@ -39,6 +39,7 @@ from grid_common.federated_schemas import (
 )
 from grid_common.hashes import spec_hash
 from grid_common.schemas import DatasetSchema
+from network import registry_writes
 from network.context import blobs
 from network.models import (
     Association,
@@ -289,6 +290,7 @@ def _advance(session: Session, job: FederatedJob) -> None:
 
 def _start(session: Session, job: FederatedJob) -> None:
     job.status, job.started_at = "running", datetime.now(UTC)
+    registry_writes.enqueue_job_started(session, job)
     _open_round(session, job, 1)
 
 
@@ -532,10 +534,12 @@ def _withhold_round(session: Session, round_: FederatedRound) -> None:
         round_.aggregate_digest = None
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)
 def _cached_ckks_codec(context_path: Path, headroom_bits: int) -> he.FrameCodec:
     # Loading a public context (its public key) takes tens of milliseconds; a job's rounds
     # reuse one. The path names a content-addressed blob, so it never changes underneath.
+    # A loaded context holds about 10 MiB until it drops out, long after its job finished:
+    # a few cover the jobs a network runs at once, and more running jobs only reload.
     return he.codec_for("ckks", context_path.read_bytes(), headroom_bits)
 
 
@@ -582,6 +586,7 @@ def close_round(session: Session, job: FederatedJob, round_: FederatedRound) -> 
     """Publish a round's aggregate and open the next round, or wait for attestations."""
     round_.status, round_.closed_at = "closed", datetime.now(UTC)
     round_.metrics = round_metrics(session, round_)
+    registry_writes.enqueue_round_logged(session, job, round_)
     spec = spec_of(job)
     if round_.number >= spec.rounds:
         job.status = "finishing"
