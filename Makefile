@@ -47,12 +47,12 @@ test: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 
 # The live tests (pytest marker `live`: real node processes, whole grids) while two CPU hogs
 # keep the machine busy, as a user's CI or a hospital's server would. The hogs stop with the
-# target, whether the tests pass, fail or are interrupted.
+# target, whether the tests pass, fail or are interrupted. PYTEST_ARGS adds pytest options.
 test-load: $(VENV)/.project-installed $(NODE_STAMP) $(CHROMIUM)
 	@yes > /dev/null & hog1=$$!; yes > /dev/null & hog2=$$!; \
 	trap 'kill $$hog1 $$hog2 2>/dev/null' EXIT INT TERM; \
 	echo "test-load: two CPU hogs running (pids $$hog1 $$hog2)"; \
-	$(BIN)/pytest -m live
+	$(BIN)/pytest -m live $(PYTEST_ARGS)
 
 # The whole system on this machine: a chain with the registry (anvil from npm), a network,
 # three domains with workers, and a federated job with CKKS from search to on-chain proof.
