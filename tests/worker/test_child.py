@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,10 +92,12 @@ def next_job_works(children: Children, quick: TrainingSpec, tmp_path: Path) -> N
 
 
 def test_start_returns_at_once_and_the_child_gets_ready() -> None:
-    started = time.monotonic()
     child = WarmChild.start(threads=1)
     try:
-        assert time.monotonic() - started < 2
+        # start() neither waited for the child's "ready" line nor read it: the child is still
+        # importing torch when start() returns, and only wait_ready() takes the line.
+        assert not child.ready
+        assert select.select([child.process.stdout], [], [], 0)[0] == []
         child.wait_ready()
         assert child.process.poll() is None
     finally:
@@ -193,10 +195,8 @@ def test_wall_clock_timeout(
 ) -> None:
     limits = TrainingLimits(cpu_seconds=60, memory_mb=1024, wall_seconds=2)
     child = children.take()
-    started = time.monotonic()
     outcome = child.run(dataclasses.replace(slow, limits=limits, output_dir=tmp_path), ignore)
     assert (outcome.status, outcome.reason) == ("failed", "timed out after 2 s")
-    assert time.monotonic() - started < 10
     assert gone(child)
     next_job_works(children, quick, tmp_path)
 
