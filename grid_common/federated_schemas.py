@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from nacl.exceptions import BadSignatureError
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic.json_schema import JsonDict
 
-from grid_common.analytics.plan import AnalyticsDp, ExactModel, parse_statistic
+from grid_common.analytics.plan import STATISTICS, AnalyticsDp, ExactModel, parse_statistic
 from grid_common.hashes import canonical_json
 from grid_common.he import CkksParams, SecureAggregation
 from grid_common.identity import NodeIdentity, b64decode, b64encode, verify_key_from_text
@@ -157,6 +158,13 @@ class FederatedSpec(RoundSettings):
         return self.model_dump(mode="json", exclude={"plan", "datasets", "reason"})
 
 
+# hist:COLUMN:LOW:HIGH:BINS, with BINS from 1 to 9999 (MAX_BINS is 10,000).
+_HISTOGRAM: JsonDict = {
+    "type": "string",
+    "pattern": r"^hist:[^:]+:-?[0-9]+(\.[0-9]+)?:-?[0-9]+(\.[0-9]+)?:[1-9][0-9]{0,3}$",
+}
+
+
 class AnalyticsSpec(RoundSettings):
     """What a data scientist asks the network to compute across datasets, in one round.
 
@@ -164,7 +172,12 @@ class AnalyticsSpec(RoundSettings):
     `columns` are the features (every numeric column but the label by default).
     """
 
-    statistics: list[str] = Field(default_factory=list, max_length=200)
+    statistics: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        # What parse_statistic reads (a histogram's LOW below HIGH is left to it).
+        json_schema_extra={"items": {"anyOf": [{"enum": [*STATISTICS]}, _HISTOGRAM]}},
+    )
     model: ExactModel | None = None
     alpha: float = Field(default=1.0, ge=0, description="Ridge's regularization strength.")
     var_smoothing: float = Field(default=1e-9, ge=0, description="Gaussian NB's smoothing.")

@@ -143,6 +143,7 @@ class SearchQuery(Strict):
     q: str = Field(
         default="",
         max_length=500,
+        json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f]*$"},  # parse_query refuses controls
         description='Words (all must match), "quoted phrases", OR between alternatives, '
         "-word to exclude. Empty: every dataset the filters allow.",
     )
