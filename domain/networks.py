@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from urllib3.exceptions import LocationValueError
 
 from domain import federated, registry_writes
 from domain.context import config, node_identity
@@ -49,7 +50,8 @@ def fetch_network_info(url: str) -> NodeInfo:
     """Who answers at `url`; refuses anything but a network whose id matches its key."""
     try:
         response = requests.get(f"{url}/api/v1/node", headers=request_id_headers(), timeout=TIMEOUT)
-    except requests.RequestException as exc:
+    except (requests.RequestException, LocationValueError) as exc:
+        # urllib3 raises LocationValueError itself (unwrapped) for a host it cannot parse.
         raise NetworkUnavailable(f"Cannot reach {url} ({type(exc).__name__}).") from None
     try:
         info = NodeInfo.model_validate(response.json()) if response.ok else None
