@@ -11,11 +11,21 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grid_common.db import Database
 from network.config import NetworkConfig
-from network.models import Association, RegistryOutboxEntry, RegistrySenderLease
+from network.models import (
+    Association,
+    FederatedJob,
+    FederatedParticipant,
+    FederatedRound,
+    FederatedUpdate,
+    RegistryOutboxEntry,
+    RegistrySenderLease,
+)
+from registry.client import job_id_of, round_mask
 from registry.node import EXTENSION, NodeRegistry, off_message
 
 log = logging.getLogger(__name__)
@@ -56,3 +66,71 @@ def enqueue_association(session: Session, item: Association, associated: bool) -
     if reg is None or item.eth_address is None:
         return
     reg.outbox.set_association(session, item.eth_address, associated)
+
+
+# --- federated and analytics jobs ---------------------------------------------------------
+
+
+def job_key_for(job: FederatedJob) -> str:
+    """The name the network gives a federated job on chain: unique per job row and its spec,
+    so a network whose database was reset does not collide with its own earlier jobs."""
+    return f"federated/{job.id}/{job.spec_hash.removeprefix('0x')[:16]}"
+
+
+def _participant_addresses(session: Session, job: FederatedJob) -> dict[int, str | None]:
+    """The registered address of each domain that had approved when the job started, by
+    participant id, in job order: the job's participants on chain."""
+    rows = session.execute(
+        select(FederatedParticipant.id, Association.eth_address)
+        .join(Association, Association.id == FederatedParticipant.association_id)
+        .where(
+            FederatedParticipant.job_id == job.id,
+            FederatedParticipant.status == "approved",
+            FederatedParticipant.decided_at <= job.started_at,
+        )
+        .order_by(FederatedParticipant.position)
+    ).all()
+    return {participant_id: address for participant_id, address in rows}
+
+
+def enqueue_job_started(session: Session, job: FederatedJob) -> str | None:
+    """Create the job on chain as it starts, with the approving domains' registered addresses
+    as participants; returns its on-chain id. Nothing when writes are off or a participant
+    gave no address (it is not on chain, so the job cannot be either)."""
+    reg = current_registry()
+    if reg is None:
+        return None
+    found = list(_participant_addresses(session, job).values())
+    addresses = [a for a in found if a is not None]
+    if not found or len(addresses) < len(found):
+        log.warning(
+            "federated job %s is not recorded on chain: a participant has no address", job.id
+        )
+        return None
+    reg.outbox.create_job(session, job_key_for(job), job.spec_hash, addresses)
+    return job_id_of(reg.address, job_key_for(job))
+
+
+def enqueue_round_logged(session: Session, job: FederatedJob, round_: FederatedRound) -> None:
+    """Log a closed round of a job created on chain: its aggregate's hash as the network
+    stored it, which participants it counts and the samples each reported."""
+    reg = current_registry()
+    if reg is None or round_.aggregate_digest is None:
+        return
+    by_participant = _participant_addresses(session, job)
+    if not by_participant or None in by_participant.values():
+        return  # the job was never created on chain (see enqueue_job_started)
+    reported = session.execute(
+        select(FederatedUpdate.participant_id, FederatedUpdate.samples).where(
+            FederatedUpdate.round_id == round_.id
+        )
+    ).all()
+    samples = {str(by_participant[pid]): n for pid, n in reported if pid in by_participant}
+    counted, sample_list = round_mask([str(a) for a in by_participant.values()], samples)
+    reg.outbox.log_round(
+        session,
+        job_id_of(reg.address, job_key_for(job)),
+        round_.aggregate_digest,
+        counted,
+        sample_list,
+    )

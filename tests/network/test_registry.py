@@ -70,9 +70,10 @@ def registered_domain(anvil: LocalChain) -> str:
     return str(account.address)
 
 
-def join_with_address(signer: Signer, address: str) -> int:
+def join_with_address(signer: Signer, address: str, name: str = "hospital-a") -> int:
+    """Ask to join as `signer`, naming `address` as the domain's on chain; the request's id."""
     body = {
-        "name": "hospital-a",
+        "name": name,
         "url": "http://127.0.0.1:9",
         "encryption_key": signer.identity.encryption_public_key,
         "eth_address": address,
