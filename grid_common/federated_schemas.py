@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 from pydantic.json_schema import JsonDict
 
 from grid_common.analytics.plan import STATISTICS, AnalyticsDp, ExactModel, parse_statistic
-from grid_common.hashes import canonical_json
+from grid_common.canonical import canonical_json
+from grid_common.contributors import MIN_CONTRIBUTORS
 from grid_common.he import CkksParams, SecureAggregation
 from grid_common.identity import NodeIdentity, b64decode, b64encode, verify_key_from_text
 from grid_common.plan import TrainingPlan
@@ -29,10 +30,6 @@ RoundStatus = Literal["open", "closed"]
 ResultAvailability = Literal["none", "awaiting_attestations", "awaiting_release", "available"]
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 ALLOWED_DEGREES = (4096, 8192, 16384, 32768)
-# Path 5: an aggregate of two lets each domain subtract its own part and read the other's; so
-# an aggregate reaches the domains only when at least this many contributed, unless each
-# domain's part is differentially private on its own.
-MIN_CONTRIBUTORS = 3
 
 
 class CkksParamsIn(Strict):

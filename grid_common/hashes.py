@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from grid_common.analytics.plan import AnalysisPlan
+from grid_common.canonical import canonical_json
 from grid_common.plan import TrainingPlan
 
 JobKind = Literal["data_centric", "model_centric", "analytics"]
@@ -27,11 +27,6 @@ def sha256_stream(stream: BinaryIO) -> str:
     while chunk := stream.read(_CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    """One byte string per value: sorted keys, no spaces, UTF-8; what the hashes cover."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def spec_document(

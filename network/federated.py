@@ -21,14 +21,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grid_common import he
-from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
+from grid_common.analytics_compatibility import PublishedTarget, resolve_plan
 from grid_common.blobstore import BlobStore
+from grid_common.contributors import MIN_CONTRIBUTORS
 from grid_common.db import db_session
 from grid_common.errors import Conflict, Forbidden, NotFound, Unprocessable
 from grid_common.federated_schemas import (
     FINISHED_STATUSES,
-    MIN_CONTRIBUTORS,
     AnalyticsSpec,
     DealerKey,
     FederatedSpec,

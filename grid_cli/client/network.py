@@ -16,8 +16,8 @@ from grid_cli.client.analytics import Analysis, AnalyticsJob
 from grid_cli.client.domain import DomainClient
 from grid_cli.client.federated import FederatedJob
 from grid_cli.client.node import API, NodeClient
-from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
+from grid_common.analytics_compatibility import PublishedTarget, resolve_plan
 from grid_common.federated_schemas import (
     AnalyticsSpec,
     CkksParamsIn,

@@ -24,7 +24,7 @@ from grid_common.analytics.plan import (
     Histogram,
 )
 from grid_common.analytics.privacy import withheld_cells
-from grid_common.hashes import canonical_json
+from grid_common.canonical import canonical_json
 
 RELEASE_KEY = "grid.analysis"
 

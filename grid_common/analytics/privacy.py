@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from grid_common.analytics.plan import AnalysisPlan
-from grid_common.federated_schemas import MIN_CONTRIBUTORS
+from grid_common.contributors import MIN_CONTRIBUTORS
 
 
 def l2_sensitivity(plan: AnalysisPlan) -> float:

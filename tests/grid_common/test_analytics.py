@@ -17,7 +17,6 @@ from sklearn.neighbors import NearestCentroid
 from domain.dataset_files import label_classes, magnitude
 from grid_cli.client.analytics import Analysis, estimator
 from grid_common import he
-from grid_common.analytics.compatibility import PublishedTarget, resolve_plan
 from grid_common.analytics.compute import Release, from_wire, local_sums, release, to_wire
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError, parse_statistic
 from grid_common.analytics.privacy import (
@@ -27,6 +26,7 @@ from grid_common.analytics.privacy import (
     noise_share,
     withheld_cells,
 )
+from grid_common.analytics_compatibility import PublishedTarget, resolve_plan
 from grid_common.federated_schemas import AnalyticsSpec
 from grid_common.schemas import ColumnSchema, DatasetSchema
 
