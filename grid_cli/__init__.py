@@ -1,63 +1,10 @@
 """Grid's Python client and `grid` command: sign in to a domain, share data, review requests.
 
-The SDK lives in `grid_cli.client`, whose public names are re-exported here, so
-`import grid_cli as grid` gives `grid.login`, `grid.connect`, `grid.TrainingPlan`, ...
+The SDK lives in `grid_cli.client`, whose public names (its `__all__`) are the package's own,
+so `import grid_cli as grid` gives `grid.login`, `grid.connect`, `grid.TrainingPlan`, ...
 """
 
-from grid_cli.client import (
-    Analysis,
-    AnalyticsDp,
-    AnalyticsError,
-    AnalyticsJob,
-    Dataset,
-    DatasetCollection,
-    DatasetInfo,
-    DatasetRef,
-    DifferentialPrivacy,
-    DomainClient,
-    FederatedJob,
-    FederatedJobFailed,
-    GridError,
-    HistogramCounts,
-    Job,
-    JobCollection,
-    JobFailed,
-    JobLimits,
-    NetworkClient,
-    NetworkDomain,
-    Request,
-    RequestCollection,
-    TrainingPlan,
-    connect,
-    login,
-    login_network,
-)
+from grid_cli import client
+from grid_cli.client import *  # noqa: F403 - the SDK's names, listed once in its __all__
 
-__all__ = [
-    "Analysis",
-    "AnalyticsDp",
-    "AnalyticsError",
-    "AnalyticsJob",
-    "Dataset",
-    "DatasetCollection",
-    "DatasetInfo",
-    "DatasetRef",
-    "DifferentialPrivacy",
-    "DomainClient",
-    "FederatedJob",
-    "FederatedJobFailed",
-    "GridError",
-    "HistogramCounts",
-    "Job",
-    "JobCollection",
-    "JobFailed",
-    "JobLimits",
-    "NetworkClient",
-    "NetworkDomain",
-    "Request",
-    "RequestCollection",
-    "TrainingPlan",
-    "connect",
-    "login",
-    "login_network",
-]
+__all__ = client.__all__
