@@ -70,16 +70,18 @@ class Forwarder:
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         selector = selectors.DefaultSelector()
-        selector.register(a, selectors.EVENT_READ, b)
-        selector.register(b, selectors.EVENT_READ, a)
         try:
+            # A cut() may close both sockets before this thread starts: nothing left to relay
+            # (registering a closed socket raises ValueError).
+            selector.register(a, selectors.EVENT_READ, b)
+            selector.register(b, selectors.EVENT_READ, a)
             while not self._stop.is_set():
                 for key, _ in selector.select(timeout=0.1):
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
                     key.data.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             return
         finally:
             selector.close()
