@@ -15,11 +15,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import grid_cli as grid
-from domain import DomainConfig
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient
-from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD, eventually
+from tests.conftest import eventually
 from tests.network.conftest import NETWORK_NAME, OPERATOR_EMAIL, OPERATOR_PASSWORD, LiveNode
+from tests.registry.test_domain import domain_config
+
+__all__ = ["domain_config"]  # the domain on the chain, as the registry's domain tests make it
 
 
 def after(poke: Callable[[], object], check: Callable[[], Any]) -> Callable[[], Any]:
@@ -31,19 +33,6 @@ def after(poke: Callable[[], object], check: Callable[[], Any]) -> Callable[[], 
         return check()
 
     return poked
-
-
-@pytest.fixture
-def domain_config(database_url: str, tmp_path: Path, anvil: LocalChain) -> DomainConfig:
-    return DomainConfig(
-        data_dir=tmp_path / "node",
-        name=NODE_NAME,
-        database_url=database_url,
-        owner_email=OWNER_EMAIL,
-        owner_password=OWNER_PASSWORD,
-        chain_rpc_url=anvil.rpc_url,
-        registry_address=anvil.registry_address,
-    )
 
 
 @pytest.fixture
