@@ -29,6 +29,7 @@ from domain.api import (
 )
 from domain.auth import authorize_request
 from domain.config import DomainConfig
+from domain.network_nudges import MemoryNonceStore
 from domain.networks import sync_networks
 from grid_common.background import Background
 from grid_common.blobstore import BlobStore
@@ -37,6 +38,7 @@ from grid_common.errors import register_error_handlers
 from grid_common.identity import load_or_create_identity
 from grid_common.observability import init_app as init_observability
 from grid_common.proxies import trust_proxies
+from grid_common.signing import SignatureVerifier
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
     database.init_app(app)
     app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
     app.extensions["identity"] = load_or_create_identity(config.data_dir)
+    # Networks' nudges are the only calls signed for a domain (see domain.network_nudges).
+    app.extensions["signatures"] = SignatureVerifier(app.extensions["identity"], MemoryNonceStore())
     background = Background(app)
     background.add("networks", config.network_sync_s, sync_networks)
     app.extensions["background"] = background

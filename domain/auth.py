@@ -19,10 +19,11 @@ from domain.security import (
     token_digest,
 )
 from grid_common.accounts import bearer_token
-from grid_common.api import AUTHENTICATED, PUBLIC, route_spec
+from grid_common.api import AUTHENTICATED, PUBLIC, SIGNED, route_spec
 from grid_common.console import SignInRequired, is_page, session_user_id
 from grid_common.db import db_session
 from grid_common.errors import Forbidden, ServiceUnavailable, Unauthorized
+from grid_common.signing import verify_flask_request
 
 SETUP_HINT = (
     "This domain has no owner yet. Set GRID_OWNER_EMAIL and GRID_OWNER_PASSWORD before the "
@@ -172,6 +173,9 @@ def authorize_request() -> None:
         return
     if spec.permission == WORKER:
         g.worker = authenticate_worker()
+        return
+    if spec.permission == SIGNED:  # another node: its own checks decide what it may ask
+        g.node = verify_flask_request()
         return
     # A console page trusts only its session cookie, an API route only its bearer token.
     g.user = console_user() if is_page(spec) else authenticate()

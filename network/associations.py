@@ -18,7 +18,7 @@ from grid_common.network_schemas import (
     JoinRequest,
 )
 from grid_common.signing import SignedCaller
-from network import registry_writes
+from network import nudges, registry_writes
 from network.auth import Principal
 from network.context import config
 from network.models import Association, IndexedDataset, JoinAttempt
@@ -163,6 +163,7 @@ def decide(
     session.commit()
     if status == "approved":
         current_app.extensions["background"].wake()  # check its health now, not in a while
+        nudges.nudge([(item.domain_id, item.url)])  # it learns so, and publishes, now
     return association_out(session, item)
 
 

@@ -31,7 +31,7 @@ from grid_common.federated_schemas import (
 )
 from grid_common.hashes import sha256_file
 from grid_common.uploads import check_model_archive, check_safetensors
-from network import federated
+from network import federated, nudges
 from network.auth import Permission, Principal, has_permission
 from network.context import blobs
 from network.models import Association, FederatedJob, FederatedRound, Operator
@@ -180,6 +180,7 @@ def submit(
         for path in staged.values():
             blobs().commit(path)
     session.commit()
+    nudges.nudge_participants(session, job.id)  # its domains fetch the invitation now
     return job_out(session, job)
 
 
@@ -187,6 +188,7 @@ def submit_analysis(session: Session, caller: Principal, body: AnalyticsSpec) ->
     """Create `caller`'s analysis over datasets on several domains; commits."""
     job = federated.create_analytics_job(session, caller.id, body)
     session.commit()
+    nudges.nudge_participants(session, job.id)
     return job_out(session, job)
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from sqlalchemy import select
 
 from domain.audit import record
 from domain.context import config, node_identity
 from domain.models import NetworkMembership
+from domain.network_nudges import NUDGE_PATH, accept_nudge
 from domain.networks import request_join, try_leave
 from domain.permissions import Permission
 from domain.registry_writes import current_registry
-from grid_common.api import AUTHENTICATED, PUBLIC, route
+from grid_common.api import AUTHENTICATED, PUBLIC, SIGNED, route
 from grid_common.db import db_session
 from grid_common.errors import NotFound
 from grid_common.network_schemas import (
@@ -20,6 +21,7 @@ from grid_common.network_schemas import (
     MembershipOut,
     NodeInfo,
 )
+from grid_common.signing import SignedCaller
 
 bp = Blueprint("networks", __name__, url_prefix="/api/v1")
 
@@ -89,6 +91,19 @@ def join_network(body: JoinNetworkIn) -> MembershipOut:
     record(session, "networks.join_requested", membership.network_id, url=body.url)
     session.commit()
     return membership_out(membership)
+
+
+@route(
+    bp,
+    NUDGE_PATH.removeprefix("/api/v1"),
+    methods=["POST"],
+    permission=SIGNED,
+    summary="A network this domain joined asks it to sync now (it has news for the domain)",
+    status=204,
+)
+def nudge() -> None:
+    caller: SignedCaller = g.node
+    accept_nudge(db_session(), caller)
 
 
 @route(
