@@ -14,6 +14,7 @@ import pandas as pd
 
 from grid_common.datafiles import DatasetFileError, load_arrays, read_table
 from grid_common.schemas import ColumnSchema, DatasetFormat, DatasetSchema, MockSample
+from grid_common.training_data import TrainingDataError, example_features
 
 EXTENSIONS: dict[str, DatasetFormat] = {
     ".csv": "csv",
@@ -44,9 +45,22 @@ def detect_format(filename: str) -> DatasetFormat:
     fmt = EXTENSIONS.get(Path(filename).suffix.lower())
     if fmt is None:
         raise DatasetFileError(
-            f"cannot tell the format of {filename!r}: name it with one of " + ", ".join(EXTENSIONS)
+            f"cannot tell the format of {filename!r}: name it with one of "
+            + ", ".join(EXTENSIONS)
+            + ", or .zip for PNG/JPEG images with a labels.csv"
         )
     return fmt
+
+
+def input_shape(schema: DatasetSchema, label: str | None) -> list[int] | None:
+    """Per-row shape of the features a model trains on with `label`, or None without one (or
+    when nothing but the label is left to train on)."""
+    if label is None:
+        return None
+    try:
+        return list(example_features(schema, label, rows=1).shape[1:])
+    except TrainingDataError:
+        return None
 
 
 def _dtype_name(dtype: Any) -> str:

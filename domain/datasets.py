@@ -20,13 +20,17 @@ from domain.dataset_files import (
     DatasetFileError,
     check_mock_matches,
     detect_format,
+    input_shape,
     inspect_dataset,
     read_mock,
     synthesize_mock,
 )
+from domain.image_archives import METHOD as IMAGE_METHOD
+from domain.image_archives import ImageArchive, images_to_npz, is_image_archive
 from domain.models import AccessRequest, Dataset
 from grid_common.errors import Conflict, NotFound, Unprocessable
 from grid_common.schemas import (
+    DatasetFormat,
     DatasetList,
     DatasetOut,
     DatasetSchema,
@@ -108,11 +112,24 @@ def _stage(stack: ExitStack, file: FileStorage) -> Path:
     return staged
 
 
+def _stage_data(
+    stack: ExitStack, file: FileStorage, label: str | None
+) -> tuple[Path, DatasetFormat, str | None, ImageArchive | None]:
+    """The uploaded file staged as stored (an image zip becomes an npz array file), its format,
+    its label and, for images, what the archive held."""
+    staged = _stage(stack, file)
+    if not is_image_archive(file.filename or ""):
+        return staged, detect_format(file.filename or ""), label, None
+    converted = stack.enter_context(blobs().staging())
+    images = images_to_npz(staged, converted, label)
+    return converted, "npz", images.label, images
+
+
 def upload_dataset(
     session: Session, user: Principal, body: DatasetUpload, files: Mapping[str, FileStorage]
 ) -> DatasetOut:
     """Store the `file` part (and a `mock` part, else a synthesized mock) as a dataset owned
-    by `user`; commits."""
+    by `user`; commits. A zip of images is stored as an npz array file (see image_archives)."""
     if session.scalar(select(exists().where(Dataset.name == body.name))):
         raise Conflict(f"A dataset named {body.name!r} already exists.", code="duplicate_name")
     data_file = _uploaded(files, "file", required=True)
@@ -121,18 +138,19 @@ def upload_dataset(
     new_blobs: set[str] = set()
     with ExitStack() as stack:
         try:
-            fmt = detect_format(data_file.filename or "")
-            data_path = _stage(stack, data_file)
-            schema = inspect_dataset(data_path, fmt, body.label)
+            data_path, fmt, label, images = _stage_data(stack, data_file, body.label)
+            schema = inspect_dataset(data_path, fmt, label)
+            schema.input_shape = input_shape(schema, label)
+            schema.image_mode = images.mode if images else None
             if mock_file is not None:
-                mock_fmt = detect_format(mock_file.filename or "")
-                mock_path = _stage(stack, mock_file)
-                check_mock_matches(schema, inspect_dataset(mock_path, mock_fmt, body.label))
+                mock_path, mock_fmt, _, _ = _stage_data(stack, mock_file, label)
+                check_mock_matches(schema, inspect_dataset(mock_path, mock_fmt, label))
                 mock_method = None
             else:
                 mock_bytes, mock_fmt, mock_method = synthesize_mock(
-                    data_path, schema, config().mock_rows, label=body.label
+                    data_path, schema, config().mock_rows, label=label
                 )
+                mock_method = IMAGE_METHOD if images else mock_method
         except DatasetFileError as exc:
             raise Unprocessable(str(exc), code="invalid_dataset") from None
 
@@ -157,7 +175,7 @@ def upload_dataset(
         tags=body.tags,
         citation=body.citation,
         license=body.license,
-        label=body.label,
+        label=label,
         schema=schema.model_dump(mode="json"),
         data_digest=data_digest,
         data_size=data_size,

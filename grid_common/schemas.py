@@ -263,6 +263,15 @@ class DatasetSchema(BaseModel):
         default=None,
         description="The label's distinct values, when it has a label with at most 50 of them.",
     )
+    input_shape: list[int] | None = Field(
+        default=None,
+        description="Per-row shape of the features a model trains on with the dataset's label, "
+        "e.g. [1, 28, 28] for grayscale images (the model gets [batch, *input_shape]).",
+    )
+    image_mode: Literal["L", "RGB", "RGBA"] | None = Field(
+        default=None,
+        description="Set for a dataset uploaded as a zip of images: their mode (L: grayscale).",
+    )
 
 
 def _split_tags(value: Any) -> Any:
