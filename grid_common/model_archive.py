@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import os
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grid_common.shape_expressions import ShapeExpressionError, check_shape_expression
+
 if TYPE_CHECKING:
     import torch
     from torch.export import ExportedProgram
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 MAX_CONFIG_BYTES = 16 << 20
 MAX_GRAPH_BYTES = 64 << 20
 MAX_SAMPLE_INPUTS_BYTES = 64 << 20
-MAX_SYM_EXPR_CHARS = 2000
 ALLOWED_OP_NAMESPACES = frozenset({"aten", "prims"})
 # aten operators that touch the filesystem: a model has no business reading or writing files.
 DENIED_OPS = frozenset({"aten.from_file", "aten.save"})
@@ -84,46 +84,6 @@ _MEMBER = re.compile(
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FQN = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")
 _SYMBOL = re.compile(r"^[a-z]+[0-9]+$")
-_SYM_FUNCTIONS = frozenset(
-    {"Symbol", "Integer", "Float", "Rational", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt"}
-    | {"Ge", "And", "Or", "Not", "floor", "ceiling", "oo", "zoo", "true", "false", "nan"}
-    | {"FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv", "CeilToInt"}
-    | {"FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv"}
-    | {"IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt"}
-    | {"RoundToInt", "RoundDecimal", "ToFloat", "Identity"}
-)
-_SYM_KEYWORDS = frozenset(
-    {"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite"}
-)
-_SYM_NODES = (
-    ast.Expression,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Compare,
-    ast.BoolOp,
-    ast.Call,
-    ast.keyword,
-    ast.Name,
-    ast.Constant,
-    ast.Load,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.FloorDiv,
-    ast.Mod,
-    ast.USub,
-    ast.UAdd,
-    ast.Not,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.And,
-    ast.Or,
-)
 # Argument kinds and signature entries that smuggle objects, code or subgraphs into a program.
 _DENIED_KEYS = frozenset({"as_graph", "as_custom_obj", "as_operator"})
 _INPUT_KINDS = frozenset({"user_input", "parameter", "buffer", "tensor_constant"})
@@ -661,6 +621,12 @@ def _check_graph(program: dict[str, Any]) -> None:
     if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
         raise ModelArchiveError(_NOT_EXPORT + "its program has no graph")
     assert isinstance(gm, dict)
+    symbols = program.get("range_constraints") or {}
+    if not isinstance(symbols, dict):
+        raise ModelArchiveError(_NOT_EXPORT + "its range constraints are malformed")
+    for name in symbols:
+        if not _SYMBOL.match(name):
+            raise ModelArchiveError(f"the model's graph has a shape symbol {name!r}: bad name")
     for key, item in _walk(program):
         if key in _DENIED_KEYS:
             raise ModelArchiveError(
@@ -668,14 +634,11 @@ def _check_graph(program: dict[str, Any]) -> None:
                 "graphs of tensor operators only (no custom objects, operators or subgraphs)"
             )
         if key == "expr_str":
-            _check_sym_expr(item)
+            _check_sym_expr(item, symbols)
         if key == "name" and not (isinstance(item, str) and _IDENTIFIER.match(item)):
             raise ModelArchiveError(f"the model's graph has a value named {item!r}: bad name")
     if graph.get("custom_obj_values"):
         raise ModelArchiveError("the model's graph holds custom objects, which Grid refuses")
-    for name in program.get("range_constraints") or {}:
-        if not _SYMBOL.match(name):
-            raise ModelArchiveError(f"the model's graph has a shape symbol {name!r}: bad name")
     for node in graph["nodes"]:
         target = node.get("target") if isinstance(node, dict) else None
         if not isinstance(target, str):
@@ -755,30 +718,16 @@ def _check_target_name(target: str) -> None:
     )
 
 
-def _check_sym_expr(expr: Any) -> None:
+def _check_sym_expr(expr: Any, symbols: dict[str, Any]) -> None:
     # torch's deserializer hands these strings to sympy.sympify, which evaluates Python, so only
-    # plain arithmetic on shape symbols may pass.
-    if not isinstance(expr, str) or len(expr) > MAX_SYM_EXPR_CHARS:
-        raise ModelArchiveError("the model's graph has a malformed shape expression")
+    # what Grid's own grammar of shape arithmetic parses may pass.
     try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise ModelArchiveError(f"the model's graph has a bad shape expression {expr!r}") from e
-    for node in ast.walk(tree):
-        ok = isinstance(node, _SYM_NODES)
-        if isinstance(node, ast.Name):
-            ok = node.id in _SYM_FUNCTIONS or bool(_SYMBOL.match(node.id))
-        elif isinstance(node, ast.Call):
-            ok = isinstance(node.func, ast.Name) and node.func.id in _SYM_FUNCTIONS
-        elif isinstance(node, ast.keyword):
-            ok = node.arg in _SYM_KEYWORDS
-        elif isinstance(node, ast.Constant):
-            value = node.value
-            ok = isinstance(value, bool | int | float) or (
-                isinstance(value, str) and bool(_SYMBOL.match(value))
-            )
-        if not ok:
-            raise ModelArchiveError(f"the model's graph has a shape expression {expr!r}: refused")
+        check_shape_expression(expr, symbols)
+    except ShapeExpressionError as e:
+        shown = repr(expr)[:200] if isinstance(expr, str) else type(expr).__name__
+        raise ModelArchiveError(
+            f"the model's graph has a shape expression {shown} that Grid refuses: {e}"
+        ) from e
 
 
 def _check_sample_inputs(data: bytes, rel: str) -> None:
