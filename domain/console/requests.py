@@ -13,6 +13,7 @@ from domain import federated, privacy, request_access
 from domain.auth import current_user
 from domain.console.common import bp
 from domain.context import blobs
+from domain.dataset_files import input_shape
 from domain.models import AccessRequest, Dataset
 from domain.permissions import Permission
 from domain.settings import load_settings
@@ -28,6 +29,7 @@ from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     JOB_KINDS,
     ApprovalIn,
+    DatasetSchema,
     DecisionIn,
     JobLimits,
     RequestOut,
@@ -45,6 +47,15 @@ class DatasetBudget:
     name: str
     exists: bool
     lines: list[privacy.BudgetLine]
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """The features one dataset feeds a model: their per-row shape, and the image mode if any."""
+
+    name: str
+    shape: list[int] | None
+    image_mode: str | None
 
 
 @page(bp, "/requests", permission=AUTHENTICATED, summary="Requests: all for reviewers, else own")
@@ -80,6 +91,18 @@ def _budgets(row: AccessRequest) -> list[DatasetBudget]:
         spender = privacy.Spender.of_request(session, row)
         lines = privacy.budget_lines(session, dataset, spender) if dataset else []
         found.append(DatasetBudget(named.dataset_name, dataset is not None, lines))
+    return found
+
+
+def _input_shapes(row: AccessRequest) -> list[DatasetInput]:
+    """Per dataset, the shape of the features the model is fed (None: deleted or unlabelled)."""
+    session = db_session()
+    found = []
+    for named in row.datasets:
+        dataset = session.get(Dataset, named.dataset_id) if named.dataset_id else None
+        schema = DatasetSchema.model_validate(dataset.schema) if dataset else None
+        dims = input_shape(schema, dataset.label) if dataset and schema else None
+        found.append(DatasetInput(named.dataset_name, dims, schema.image_mode if schema else None))
     return found
 
 
@@ -128,6 +151,7 @@ def request_detail(request_id: int) -> str:
         model_problem=model_problem,
         weights_bytes=weights_bytes,
         budgets=_budgets(row),
+        input_shapes=_input_shapes(row),
         limits=load_settings(db_session()).job_limits,
     )
 
