@@ -24,17 +24,21 @@ class TrainingDataError(ValueError):
 
 
 def training_arrays(
-    data: pd.DataFrame | Mapping[str, np.ndarray], label: str
+    data: pd.DataFrame | Mapping[str, np.ndarray], label: str, *, integer: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features as float32 [N, ...], labels [N, ...]) from a table or from named arrays.
+    """(features [N, ...] as float32, or int64 with `integer`; labels [N, ...]) from a table or
+    from named arrays.
 
     A table's features are its other columns, in the file's order, each numeric or bool.
     Arrays: the one other array as it is, or several flattened per row and concatenated in
-    name order.
+    name order. With `integer` (a model over integer ids, such as an nn.Embedding, whose
+    export took int64 rows) the features are int64, and a feature with fractions is refused.
     """
     if isinstance(data, pd.DataFrame):
-        return _from_table(data, label)
-    return _from_arrays(data, label)
+        x, y = _from_table(data, label, integer)
+    else:
+        x, y = _from_arrays(data, label, integer)
+    return x.astype(np.int64 if integer else np.float32), y
 
 
 def example_features(schema: DatasetSchema, label: str, rows: int = 4) -> np.ndarray:
@@ -81,6 +85,16 @@ def targets_for_loss(labels: np.ndarray, loss: Loss) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _whole(values: np.ndarray, what: str) -> np.ndarray:
+    """`values` for a model over integer ids: refused if any has a fraction."""
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise TrainingDataError(
+            f"{what} has fractions, but the model takes integer ids (it was exported with "
+            "int64 rows): give it whole numbers, or a model that takes float rows"
+        )
+    return values
+
+
 def _numeric(values: np.ndarray, what: str) -> np.ndarray:
     if values.dtype.kind not in "biuf":
         raise TrainingDataError(
@@ -95,7 +109,7 @@ def _numeric(values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
-def _from_table(df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
+def _from_table(df: pd.DataFrame, label: str, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     columns = [str(c) for c in df.columns]
     if label not in columns:
         raise TrainingDataError(
@@ -107,7 +121,9 @@ def _from_table(df: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
     if len(df) == 0:
         raise TrainingDataError("the data has no rows")
     parts = [_column(df[c], f"column {c!r}") for c in features]
-    x = np.stack(parts, axis=1).astype(np.float32)
+    if integer:
+        parts = [_whole(p, f"column {c!r}") for c, p in zip(features, parts, strict=True)]
+    x = np.stack(parts, axis=1)
     y = _column(df[label], f"label column {label!r}")
     return x, y
 
@@ -129,7 +145,9 @@ def _column(series: pd.Series, what: str) -> np.ndarray:
     )
 
 
-def _from_arrays(arrays: Mapping[str, np.ndarray], label: str) -> tuple[np.ndarray, np.ndarray]:
+def _from_arrays(
+    arrays: Mapping[str, np.ndarray], label: str, integer: bool
+) -> tuple[np.ndarray, np.ndarray]:
     if label not in arrays:
         raise TrainingDataError(
             f"label {label!r} is not an array of the data; its arrays: {', '.join(arrays)}"
@@ -146,9 +164,11 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], label: str) -> tuple[np.ndarr
     if rows[label] == 0:
         raise TrainingDataError("the data has no rows")
     parts = [_numeric(np.asarray(arrays[k]), f"array {k!r}") for k in names]
+    if integer:
+        parts = [_whole(p, f"array {k!r}") for k, p in zip(names, parts, strict=True)]
     if len(parts) == 1:
-        x = parts[0].astype(np.float32)
+        x = parts[0]
     else:
-        x = np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1).astype(np.float32)
+        x = np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
     y = _numeric(np.asarray(arrays[label]), f"label array {label!r}")
     return x, y

@@ -114,17 +114,20 @@ def warm_up(workdir: Path) -> None:
     F.cross_entropy(program(torch.randn(3, 4)), torch.tensor([0, 1, 1])).backward()
 
 
-def load_data(files: list[DataFile]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of all `files`, concatenated in order; their shapes must agree."""
+def load_data(files: list[DataFile], *, integer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of all `files`, concatenated in order; their shapes must agree.
+
+    Features are float32, or int64 with `integer` (for a model over integer ids).
+    """
     if not files:
         raise TrainingDataError("the job names no dataset file to train on")
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for i, f in enumerate(files, start=1):
         if f.format in ("csv", "parquet"):
-            x, y = training_arrays(read_table(f.path, f.format), f.label)
+            x, y = training_arrays(read_table(f.path, f.format), f.label, integer=integer)
         else:
-            x, y = training_arrays(load_arrays(f.path, f.format), f.label)
+            x, y = training_arrays(load_arrays(f.path, f.format), f.label, integer=integer)
         if xs and (x.shape[1:] != xs[0].shape[1:] or y.shape[1:] != ys[0].shape[1:]):
             raise TrainingDataError(
                 f"dataset file {i} has rows of features {list(x.shape[1:])} and labels "
@@ -197,7 +200,9 @@ class _Run:
         self.log(f"loaded model: {n_params:,} parameters")
         input_dtype = self._check_input(ep)
 
-        x_np, y_np = load_data(self.spec.data)
+        # A model exported with integer rows (token ids for an nn.Embedding) gets them exactly,
+        # never by way of float32.
+        x_np, y_np = load_data(self.spec.data, integer=not input_dtype.is_floating_point)
         targets_np = targets_for_loss(y_np, self.plan.loss)
         x = torch.from_numpy(x_np).to(input_dtype)
         y = torch.from_numpy(targets_np)
@@ -258,7 +263,7 @@ class _Run:
                 f"the model was exported for batches of exactly {list(val.shape)[:1]} rows; "
                 "export it with a dynamic batch dimension (Grid's client does)"
             )
-        return val.dtype  # features arrive as float32; an embedding model wants int64 ids
+        return val.dtype  # the dtype of the rows it was exported with: float32, or int64 ids
 
     def _check_features(self, ep: Any, x: torch.Tensor) -> None:
         need = list(self._user_input(ep).shape[1:])

@@ -34,6 +34,38 @@ class ExportedModel:
     weights: Path
 
 
+def model_rows(model: nn.Module, features: np.ndarray) -> np.ndarray:
+    """`features` typed as the model takes them: float32, or int64 for a model over integer ids.
+
+    A model whose forward refuses float rows but takes the same rows as int64 (an nn.Embedding
+    over token ids) is exported with int64 rows, and the archive records that dtype: its
+    domains then hand it integer columns as a LongTensor. Float rows are tried first, so every
+    other model keeps float32.
+    """
+    rows = np.ascontiguousarray(features[: max(2, min(len(features), DRY_RUN_ROWS))])
+    floats = features.astype(np.float32)
+    probe = copy.deepcopy(model).train()
+    whole = rows.dtype.kind in "iu" or (
+        rows.dtype.kind == "f" and np.array_equal(rows, np.round(rows))
+    )
+    if _takes(probe, rows.astype(np.float32)) or not whole:
+        return floats  # the checks that follow report a model's own error
+    if _takes(probe, rows.astype(np.int64)):
+        return np.rint(features).astype(np.int64)
+    return floats
+
+
+def _takes(module: nn.Module, rows: np.ndarray) -> bool:
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(rows))
+    except Exception:
+        return False
+    return True
+
+
 def dry_run(model: nn.Module, features: np.ndarray, labels: np.ndarray, plan: TrainingPlan) -> None:
     """Run a few mock rows through the model and the plan's loss, as the worker will."""
     import torch

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from requests import Response
 
-from grid_cli.client.export import check_forward, dry_run, export_model
+from grid_cli.client.export import check_forward, dry_run, export_model, model_rows
 from grid_cli.client.node import NodeClient
 from grid_common.hashes import sha256_file
 from grid_common.plan import TrainingPlan
@@ -44,11 +44,13 @@ def upload_model(
 ) -> SentModel:
     """Check `model`, export it in train mode and POST it to `path` with the form `fields`.
 
+    The rows are float32, or int64 for a model that takes integer ids (see `model_rows`).
     With `labels`, a few rows go through the model and the plan's loss, as a domain's worker
     will; without (a federated job: the domains' labels are unseen here), a batch goes
     through the model. The export is inspected as a node will, so what a node refuses fails
     here first. The program and its weights travel as the `model` and `weights` files.
     """
+    features = model_rows(model, features)
     if labels is None:
         check_forward(model, features)
     else:
