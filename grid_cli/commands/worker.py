@@ -32,7 +32,13 @@ def worker() -> None:
     help="Where inputs are fetched to (datasets are cached by digest).",
 )
 @click.option("--poll-interval", type=float, default=2.0, show_default=True, help="Seconds.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda for a GPU.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    envvar="GRID_WORKER_DEVICE",
+    help="Where training runs: cpu, cuda (a GPU; refused if none answers), cuda:N, or auto.",
+)
 def worker_start(
     domain_url: str, token: str, work_dir: Path, poll_interval: float, device: str
 ) -> None:
@@ -42,8 +48,14 @@ def worker_start(
     except NodeExtraMissing as exc:
         raise click.ClickException(str(exc)) from None
     # Loaded here only: the rest of `grid` never pulls in the worker and its training stack.
+    from worker.device import DeviceError, resolve_device
     from worker.domain_api import DomainWorkerApi
     from worker.runner import Worker, WorkerOptions, WorkerRevoked
+
+    try:
+        device = resolve_device(device)
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from None
 
     configure_logging()
     stop = threading.Event()
@@ -51,7 +63,7 @@ def worker_start(
         signal.signal(signum, lambda *_: stop.set())
     api = DomainWorkerApi(domain_url, token)
     options = WorkerOptions(work_dir=work_dir, poll_interval_s=poll_interval, device=device)
-    click.echo(f"Worker {os.getpid()} taking jobs from {api.url}", err=True)
+    click.echo(f"Worker {os.getpid()} taking jobs from {api.url} on {device}", err=True)
     try:
         Worker(api, options).run(stop)
     except WorkerRevoked as exc:
