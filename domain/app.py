@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from domain import console, migrate, registry_writes
+from domain import console, lease_wait, migrate, registry_writes
 from domain.accounts import create_first_owner
 from domain.api import (
     apikeys,
@@ -79,6 +79,7 @@ def create_app(config: DomainConfig | Mapping[str, Any] | None = None) -> Flask:
     database = Database(config.database_url)
     migrate.upgrade(database.engine)
     database.init_app(app)
+    lease_wait.watch(database.sessionmaker)  # a new job wakes the workers waiting for one
     app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
     app.extensions["identity"] = load_or_create_identity(config.data_dir)
     # Networks' nudges are the only calls signed for a domain (see domain.network_nudges).

@@ -31,6 +31,8 @@ class DomainConfig:
     trusted_proxies: int = 0
     mock_rows: int = 100
     job_lease_seconds: int = 30
+    # The longest a worker's lease request waits for a job (the long poll; 0: answer at once).
+    lease_wait_s: float = 20.0
     public_url: str = ""
     network_sync_s: float = 10.0
     network_push_interval_s: float = 600.0
@@ -56,6 +58,7 @@ class DomainConfig:
             "owner_email": env.get("GRID_OWNER_EMAIL", ""),
             "owner_password": env.get("GRID_OWNER_PASSWORD", ""),
             "job_lease_seconds": _env_int("GRID_JOB_LEASE_SECONDS", 30),
+            "lease_wait_s": env_float("GRID_LEASE_WAIT_S", 20.0),
             "trusted_proxies": _env_int("GRID_TRUSTED_PROXIES", 0),
             "public_url": env.get("GRID_PUBLIC_URL", ""),
             "network_sync_s": env_float("GRID_NETWORK_SYNC_S", 10.0),

@@ -539,6 +539,16 @@ class WorkerHello(Strict):
     host: str = Field(default="", max_length=200)
 
 
+class LeaseQuery(Strict):
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=600,
+        description="Seconds to wait for a runnable job before answering 204 (a long poll); the "
+        "domain waits at most its GRID_LEASE_WAIT_S.",
+    )
+
+
 class LeasedDataset(BaseModel):
     name: str
     format: DatasetFormat

@@ -290,7 +290,7 @@ def live_domain(
     )
     log = (tmp_path / "gunicorn.log").open("wb")
     process = subprocess.Popen(
-        gunicorn_command("domain", port), env=env, stdout=log, stderr=subprocess.STDOUT
+        gunicorn_command("domain", port, threads=8), env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:

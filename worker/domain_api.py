@@ -35,8 +35,12 @@ class DomainWorkerApi:
     def hello(self, host: str) -> None:
         self.http.request("POST", f"{API}/heartbeat", json={"host": host})
 
-    def lease(self, host: str) -> LeasedJob | None:
-        response = self.http.request("POST", f"{API}/lease", json={"host": host})
+    def lease(self, host: str, wait_s: float = 0.0) -> LeasedJob | None:
+        """The next job, or None when the domain has none runnable within `wait_s`."""
+        timeout = (self.http.timeout[0], self.http.timeout[1] + wait_s)
+        response = self.http.request(
+            "POST", f"{API}/lease", json={"host": host}, params={"wait": wait_s}, timeout=timeout
+        )
         if response.status_code == 204:
             return None
         return LeasedJob.model_validate(response.json())

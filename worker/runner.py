@@ -7,6 +7,7 @@ import logging
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from worker.spec import DataFile, TrainingEvent, TrainingLimits, TrainingOutcome
 log = logging.getLogger("grid.worker")
 
 _EVENT_FLUSH_S = 0.5
+# How often a worker waiting for a job checks whether it was told to stop.
+_STOP_CHECK_S = 0.1
 # Answers other than a refusal (a 5xx while the domain restarts) are tried this many times.
 _DELIVERY_TRIES = 5
 _DELIVERY_BACKOFF_MAX_S = 10.0
@@ -33,10 +36,17 @@ class WorkerRevoked(Exception):
 
 @dataclass
 class WorkerOptions:
-    """How a worker runs: where it keeps files, how often it asks for work, which device."""
+    """How a worker runs: where it keeps files, how it asks for work, which device.
+
+    Each lease request waits at the domain up to `lease_wait_s` for a job (a long poll; the
+    domain may wait less), so a new job starts at once. A request answered sooner than
+    `poll_interval_s` with no job (a domain that does not wait, or an error) is followed by a
+    pause to make up the interval.
+    """
 
     work_dir: Path
     poll_interval_s: float = 2.0
+    lease_wait_s: float = 20.0
     device: str = "cpu"
     host: str = ""
 
@@ -120,9 +130,10 @@ class Worker:
         child = WarmChild.start()
         try:
             while not stop.is_set():
+                asked = time.monotonic()
                 leased = self._lease()
                 if leased is None:
-                    stop.wait(self.options.poll_interval_s)
+                    stop.wait(max(0.0, self.options.poll_interval_s - (time.monotonic() - asked)))
                     continue
                 self.run_job(leased, child)
                 if not _is_analysis(leased):
@@ -131,13 +142,30 @@ class Worker:
             child.kill()
 
     def _lease(self) -> LeasedJob | None:
-        try:
-            return self.api.lease(self.host)
-        except GridError as exc:
-            if exc.status == 401:
-                raise WorkerRevoked(f"{self.api.url} refused this worker's token: {exc}") from exc
-            log.warning("could not lease a job from %s: %s", self.api.url, exc)
-            return None
+        """Ask for a job; None when there is none yet, or the worker is told to stop meanwhile.
+
+        The long poll runs in a thread of its own, so that a stop does not wait for it: the
+        process exits, and the domain, seeing the connection closed, hands the job to no one.
+        """
+        answer: list[LeasedJob | GridError | None] = []
+
+        def ask() -> None:
+            try:
+                answer.append(self.api.lease(self.host, self.options.lease_wait_s))
+            except GridError as exc:
+                answer.append(exc)
+
+        asking = threading.Thread(target=ask, name="grid-worker-lease", daemon=True)
+        asking.start()
+        while asking.is_alive() and not self.stop.is_set():
+            asking.join(_STOP_CHECK_S)
+        result = answer[0] if answer else None
+        if not isinstance(result, GridError):
+            return result
+        if result.status == 401:
+            raise WorkerRevoked(f"{self.api.url} refused this worker's token: {result}") from result
+        log.warning("could not lease a job from %s: %s", self.api.url, result)
+        return None
 
     def run_job(self, leased: LeasedJob, child: WarmChild) -> TrainingOutcome | None:
         """Run one attempt and report how it ended; None when the lease was lost on the way."""

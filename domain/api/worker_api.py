@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request, send_file
 from sqlalchemy.orm import Session
 
-from domain import federated, jobs
+from domain import federated, jobs, lease_wait
 from domain.auth import WORKER, current_worker
 from domain.context import blobs, config
 from domain.disclosure import disclosure, is_dp
@@ -30,6 +30,7 @@ from grid_common.schemas import (
     LeasedDataset,
     LeasedFederated,
     LeasedJob,
+    LeaseQuery,
     ResultForm,
     WorkerHello,
 )
@@ -69,16 +70,24 @@ def heartbeat(body: WorkerHello) -> None:
     "/lease",
     methods=["POST"],
     permission=WORKER,
-    summary="Lease the next job: 200 with the job, or 204 when the queue is empty",
+    summary="Lease the next job: 200 with the job, or 204 when none is runnable within `wait` s",
     body=WorkerHello,
+    query=LeaseQuery,
     response=LeasedJob,
 )
-def lease(body: WorkerHello) -> LeasedJob | None:
+def lease(body: WorkerHello, query: LeaseQuery) -> LeasedJob | None:
     session = db_session()
     _touch(body)
     worker = current_worker()
-    lease_s = config().job_lease_seconds
-    job = jobs.lease_next_job(session, worker.id, worker.name, lease_s)
+    lease_s, wait_s = config().job_lease_seconds, min(query.wait, config().lease_wait_s)
+    job = lease_wait.lease_waiting(
+        session,
+        worker.id,
+        worker.name,
+        lease_s,
+        wait_s,
+        lambda: lease_wait.client_gone(request.environ),
+    )
     if job is None:
         session.commit()
         return None

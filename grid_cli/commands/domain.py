@@ -29,10 +29,22 @@ def domain() -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Threads per gunicorn worker: each worker waiting for a job (a long poll, up to "
+    "GRID_LEASE_WAIT_S) holds one. With 1, set GRID_LEASE_WAIT_S=0.",
+)
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
-def domain_start(name: str, port: int, data_dir: Path, host: str, workers: int, dev: bool) -> None:
+def domain_start(
+    name: str, port: int, data_dir: Path, host: str, workers: int, threads: int, dev: bool
+) -> None:
     """Serve a domain (GRID_DATABASE_URL, GRID_OWNER_EMAIL/PASSWORD come from the environment)."""
-    launch = DomainLaunch(name=name, port=port, data_dir=data_dir, host=host, workers=workers)
+    launch = DomainLaunch(
+        name=name, port=port, data_dir=data_dir, host=host, workers=workers, threads=threads
+    )
     serve_node(launch, dev=dev)
 
 

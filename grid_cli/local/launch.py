@@ -56,6 +56,9 @@ class DomainLaunch:
         env = dict(os.environ if base is None else base)
         env["GRID_NODE_NAME"] = self.name
         env["GRID_DATA_DIR"] = str(self.data_dir.expanduser().resolve())
+        if self.node == "domain" and self.threads == 1:
+            # A sync gunicorn worker would be held by each waiting lease: answer at once instead.
+            env.setdefault("GRID_LEASE_WAIT_S", "0")
         return env
 
     def gunicorn_command(self) -> list[str]:
