@@ -9,7 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # PyTorch first, CPU-only and exactly pinned: from the default index it would pull gigabytes of
 # CUDA libraries. Its own layer, so a change to Grid's code does not download it again.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# GPU workers: build a second tag with a CUDA wheel index, e.g.
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t REGISTRY/grid:0.1.0-cuda .
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX}
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

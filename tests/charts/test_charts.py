@@ -54,6 +54,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "grid-domain": {
         **COMMON_PRESETS,
         "workers-5": {"workers": {"replicas": 5}},
+        "gpu-workers": {
+            "image": {"tag": "0.1.0"},
+            "workers": {
+                "device": "cuda",
+                "imageTag": "0.1.0-cuda",
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "4Gi"},
+                    "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+                },
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            },
+        },
         "chain-and-owner": {
             "chain": {"rpcUrl": RPC_URL, "registryAddress": "0x" + "ab" * 20},
             "owner": {"email": "owner@example.org", "password": "owner-password-1"},
@@ -198,7 +213,8 @@ def test_the_image_tag_defaults_to_the_app_version(case: tuple) -> None:
         for c in spec["containers"] + spec.get("initContainers", [])
         if c["name"] != "postgresql"
     }
-    assert images == {f"{repository}:{tag}"}
+    worker_tag = values.get("workers", {}).get("imageTag")  # GPU workers' CUDA build
+    assert images == {f"{repository}:{t}" for t in (tag, worker_tag) if t}
 
 
 def test_service_type_and_optional_ingress(case: tuple) -> None:
@@ -282,6 +298,23 @@ def test_domain_workers_scale_and_take_their_token_from_a_secret() -> None:
     }
     assert env["GRID_DOMAIN_URL"]["value"] == "http://hospital-grid-domain:80"
     assert spec["containers"][0]["args"][:2] == ["worker", "start"]
+
+
+def test_gpu_workers_run_the_cuda_image_on_a_gpu_and_the_domain_does_not() -> None:
+    objects = render("grid-domain", PRESETS["grid-domain"]["gpu-workers"])
+    pods = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]["spec"]
+        for d in of_kind(objects, "Deployment")
+    }
+    worker = pods["worker"]["containers"][0]
+    assert worker["image"] == "grid:0.1.0-cuda"
+    assert worker["args"][-2:] == ["--device", "cuda"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pods["worker"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    domain = main_pod(objects, "grid-domain")["containers"][0]
+    assert domain["image"] == "grid:0.1.0" and "nvidia.com/gpu" not in str(domain["resources"])
+    with pytest.raises(helm.HelmValuesError):
+        helm.Chart.load(CHARTS / "grid-domain").validate_schema({"workers": {"device": "gpu"}})
 
 
 def test_domain_chain_and_owner_come_from_the_release_secret() -> None:

@@ -34,6 +34,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The workers' image: the same repository, with workers.imageTag (a CUDA build) if set. */}}
+{{- define "grid-domain.workerImage" -}}
+{{- printf "%s:%s" .Values.image.repository (default (default .Chart.AppVersion .Values.image.tag) .Values.workers.imageTag) }}
+{{- end }}
+
 {{- define "grid-domain.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "grid-domain.fullname" .) .Values.serviceAccount.name }}
