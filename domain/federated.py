@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import audit, jobs
+from domain import audit, jobs, registry_writes
 from domain.context import blobs, node_identity
 from domain.models import (
     AccessRequest,
@@ -350,7 +350,14 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
     if job is None or job.status != "completed" or job.result_digest is None:
         return
     if not participation.attestation_reported:
-        network.call("POST", "/attestation", json_body={"model_hash": job.result_digest})
+        answer = network.call("POST", "/attestation", json_body={"model_hash": job.result_digest})
+        attested = ParticipantState.model_validate(answer.json())
+        if attested.registry_job_id is not None:
+            # The same hash on the network's chain job, from this domain's own key: the
+            # weights file the data scientist downloads, once every owner released it.
+            registry_writes.enqueue_federated_attestation(
+                session, attested.registry_job_id, job.result_digest, attested.registry_rounds
+            )
         participation.attested_hash = job.result_digest
         participation.attestation_reported = True
         session.commit()

@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit, registry_writes
-from domain.models import AccessRequest, Dataset, Job, JobEvent
+from domain.models import AccessRequest, Dataset, FederatedParticipation, Job, JobEvent
 from domain.settings import load_settings
 from grid_common.errors import Conflict
 from grid_common.hashes import spec_hash
@@ -64,7 +64,10 @@ def create_job(session: Session, request: AccessRequest, approval: Approval) -> 
     )
     session.add(job)
     session.flush()
-    job.registry_job_id = registry_writes.enqueue_job_created(session, _registry_key(job), spec)
+    if session.get(FederatedParticipation, request.id) is None:
+        # A part of a network's federated job is not a job of its own on chain: the domain
+        # attests its result on the network's job (domain.federated).
+        job.registry_job_id = registry_writes.enqueue_job_created(session, _registry_key(job), spec)
     return job
 
 

@@ -157,6 +157,21 @@ def enqueue_result_attested(
         reg.outbox.finalize(session, job_id)
 
 
+def enqueue_federated_attestation(
+    session: Session, job_id: str, model_hash: str, rounds: int
+) -> None:
+    """Attest the final model of a network's federated job (`job_id` on chain), once the
+    network's `rounds` rounds are on chain; the network finalizes it. A malformed id from the
+    network is logged and skipped: the domain's own state does not depend on it."""
+    reg = current_registry()
+    if reg is None:
+        return
+    try:
+        reg.outbox.attest(session, job_id, model_hash, await_rounds=rounds)
+    except ValueError as exc:
+        log.warning("not attesting federated job %s on chain: %s", job_id, exc)
+
+
 def enqueue_data_centric_result(
     session: Session, job_key: str, model_hash: str, samples: int
 ) -> None:

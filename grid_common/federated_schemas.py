@@ -292,6 +292,11 @@ class FederatedJobOut(BaseModel):
         description="sha256 of the final weights (or released analysis) every domain attested."
     )
     last_round: RoundOut | None
+    registry_job_id: str | None = Field(
+        default=None,
+        description="The job's id on the network's registry (None: not recorded on chain); "
+        "check it with `fl.verify()` or `grid registry verify`.",
+    )
 
 
 class FederatedJobList(BaseModel):
@@ -526,6 +531,14 @@ class ParticipantState(BaseModel):
     dealer: str | None = Field(default=None, description="The key dealer's domain id (CKKS).")
     public_context_signature: str | None = Field(
         default=None, description="The dealer's signature of the public context's digest."
+    )
+    registry_job_id: str | None = Field(
+        default=None,
+        description="The job's id on the network's registry, where each participant attests "
+        "the final model; None when the job is not recorded on chain.",
+    )
+    registry_rounds: int = Field(
+        default=0, description="Rounds the network logs on chain: attest once they are mined."
     )
 
 

@@ -687,6 +687,7 @@ def _settle(session: Session, job: FederatedJob) -> None:
     hashes = {p.attested_hash for p in attesters}
     if None in hashes:
         return
+    registry_writes.enqueue_job_settled(session, job)
     if len(hashes) != 1:
         _fail(job, "the domains decrypted different final models (their attested hashes differ)")
         return
@@ -797,6 +798,7 @@ def participant_state(
     )
     spec = spec_of(job)
     deal = job.status == "key_setup" and job.dealer_id == participant.id
+    on_chain = registry_writes.registry_job(session, job)
     return ParticipantState(
         network_job_id=job.id,
         kind=job.kind,  # type: ignore[arg-type]
@@ -824,6 +826,8 @@ def participant_state(
         dealer_keys=dealer_keys(session, job) if deal else [],
         dealer=_dealer_domain_id(session, job),
         public_context_signature=job.public_context_signature,
+        registry_job_id=on_chain[0] if on_chain else None,
+        registry_rounds=on_chain[1] if on_chain else 0,
     )
 
 

@@ -32,6 +32,7 @@ from grid_common.federated_schemas import (
 from grid_common.hashes import sha256_file
 from grid_common.uploads import check_model_archive, check_safetensors
 from network import federated, nudges
+from network.registry_writes import registry_job_id
 from network.auth import Permission, Principal, has_permission
 from network.context import blobs
 from network.models import Association, FederatedJob, FederatedRound, Operator
@@ -99,6 +100,7 @@ def job_out(session: Session, job: FederatedJob) -> FederatedJobOut:
         result=federated.result_availability(job),  # type: ignore[arg-type]
         result_hash=job.final_hash,
         last_round=round_out(session, last) if last is not None else None,
+        registry_job_id=registry_job_id(session, job),
     )
 
 

@@ -1,9 +1,12 @@
-"""The network's registry writes: its registration and the associations of its domains.
+"""The network's registry writes: its registration, the associations of its domains, and one
+chain job per federated or analytics job.
 
 With a chain configured the network has its own Ethereum key (made once in its data dir),
 registers itself as a network and records on chain each domain it approves or that stops
-being associated, through its durable outbox. Without one these calls do nothing and the
-network works as before.
+being associated, through its durable outbox. A federated job is created on chain as it
+starts, each closed round is logged, every participating domain attests the final model on
+that job (through its own outbox) and the network finalizes it once they agree. Without a
+chain these calls do nothing and the network works as before.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grid_common.db import Database
@@ -134,3 +137,42 @@ def enqueue_round_logged(session: Session, job: FederatedJob, round_: FederatedR
         counted,
         sample_list,
     )
+
+
+def registry_job(session: Session, job: FederatedJob) -> tuple[str, int] | None:
+    """The job's id on chain and how many rounds the network logs there so far, for the
+    domains that attest on it; None when it is not recorded (writes off, not started, or a
+    participant without an address)."""
+    reg = current_registry()
+    if reg is None or job.started_at is None:
+        return None
+    by_participant = _participant_addresses(session, job)
+    if not by_participant or None in by_participant.values():
+        return None
+    logged = session.scalar(
+        select(func.count())
+        .select_from(FederatedRound)
+        .where(
+            FederatedRound.job_id == job.id,
+            FederatedRound.status == "closed",
+            FederatedRound.aggregate_digest.is_not(None),
+        )
+    )
+    return job_id_of(reg.address, job_key_for(job)), int(logged or 0)
+
+
+def registry_job_id(session: Session, job: FederatedJob) -> str | None:
+    """The job's id on chain, for its data scientist to verify; None when not recorded."""
+    found = registry_job(session, job)
+    return found[0] if found else None
+
+
+def enqueue_job_settled(session: Session, job: FederatedJob) -> None:
+    """Every domain whose data is in the result attested: finalize the job on chain. The
+    sender holds it until the attestations are mined; if they differ the chain settles it
+    at the deadline by majority, and a domain that attested another hash forfeits its stake."""
+    reg = current_registry()
+    found = registry_job(session, job)
+    if reg is None or found is None:
+        return
+    reg.outbox.finalize(session, found[0])

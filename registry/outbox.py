@@ -37,6 +37,10 @@ Status = Literal["pending", "signed", "confirmed", "failed"]
 # Ops whose arguments are read from the chain when sent (finalize hands back every logged
 # round): they wait until everything before them is mined.
 CHAIN_READ_OPS = frozenset({"finalize"})
+# The argument that marks an entry on a job another node coordinates (a domain's stake and
+# attestation on a network's job): it waits, without holding up the rest of the outbox, until
+# that job is on chain with at least this many rounds logged.
+AWAITS = "await_rounds"
 DEFAULT_JOB_WINDOW_S = 30 * 24 * 3600
 _WAKE_ARMED = "registry_outbox_wake_armed"
 
@@ -153,8 +157,9 @@ class Outbox:
         )
 
     def deposit_stake(self, session: Session, job_id: str, amount_wei: int) -> Any:
+        """Deposit the stake a job asks; sent once the job is on chain (another node's)."""
         return self.enqueue(
-            session, "deposit_stake", {"job_id": _hex32(job_id)}, value_wei=amount_wei
+            session, "deposit_stake", {"job_id": _hex32(job_id), AWAITS: 0}, value_wei=amount_wei
         )
 
     def log_round(
@@ -175,10 +180,16 @@ class Outbox:
         }
         return self.enqueue(session, "log_round", args)
 
-    def attest(self, session: Session, job_id: str, model_hash: str) -> Any:
-        return self.enqueue(
-            session, "attest", {"job_id": _hex32(job_id), "model_hash": _hex32(model_hash)}
-        )
+    def attest(
+        self, session: Session, job_id: str, model_hash: str, *, await_rounds: int | None = None
+    ) -> Any:
+        """Attest the final model. On another node's job give `await_rounds`: it is sent once
+        the job has that many rounds on chain (its coordinator may log none after an
+        attestation)."""
+        args: dict[str, Any] = {"job_id": _hex32(job_id), "model_hash": _hex32(model_hash)}
+        if await_rounds is not None:
+            args[AWAITS] = int(await_rounds)
+        return self.enqueue(session, "attest", args)
 
     def finalize(self, session: Session, job_id: str) -> Any:
         return self.enqueue(session, "finalize", {"job_id": _hex32(job_id)})

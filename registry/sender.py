@@ -3,7 +3,10 @@
 Each entry is signed with the next nonce and written back (nonce, raw transaction, hash)
 before it is broadcast, so after a crash or a chain outage the same transaction is sent
 again and can land at most once. Up to `max_in_flight` entries are on their way at a time;
-an entry whose arguments come from the chain (finalize) waits for all before it.
+an entry whose arguments come from the chain (finalize) waits for all before it. An entry on
+a job another node coordinates (a domain's attestation on a network's job) waits, with the
+later entries of that job, until the chain shows what it needs: the job created, its rounds
+logged, every attestation in; the rest of the outbox goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -31,10 +34,23 @@ from registry.client import (
     to_bytes32,
 )
 from registry.errors import ChainUnavailable, RegistryError
-from registry.outbox import CHAIN_READ_OPS, OutboxEntryMixin, SenderLeaseMixin
+from registry.outbox import (
+    AWAITS,
+    CHAIN_READ_OPS,
+    OutboxEntryMixin,
+    SenderLeaseMixin,
+)
 
 log = logging.getLogger(__name__)
 LEASE_ROW = 1
+
+
+def _not_yet(entry: Any, exc: RegistryError) -> bool:
+    """Whether a revert means "try again later": a job another node has yet to create, or a
+    finalize before every attestation is in (or the deadline passed)."""
+    if entry.op == "finalize":
+        return exc.reason == "NotFinalizable"
+    return AWAITS in entry.args and exc.reason == "UnknownJob"
 
 
 @dataclass
@@ -47,11 +63,14 @@ class TickReport:
     failed: int = 0
     in_flight: int = 0
     pending: int = 0
+    # Pending entries that wait for another node's writes: no reason to poll fast for them.
+    deferred: int = 0
     error: str | None = None
 
     @property
     def busy(self) -> bool:
-        return self.leader and self.error is None and (self.pending > 0 or self.in_flight > 0)
+        ready = self.pending - self.deferred
+        return self.leader and self.error is None and (ready > 0 or self.in_flight > 0)
 
 
 class OutboxSender:
@@ -313,18 +332,29 @@ class OutboxSender:
             select(self.Entry)
             .where(self.Entry.status == "pending")
             .order_by(self.Entry.id)
-            .limit(min(self.batch, self.max_in_flight - report.in_flight))
+            .limit(self.batch)
         ).all()
         if not pending:
             return
         fees = self.client.fees()
         signed_now: list[Any] = []
         outage: RegistryError | None = None
+        deferred_jobs: set[str] = set()
         for entry in pending:
             waiting = report.in_flight + len(signed_now)
+            if waiting >= self.max_in_flight:
+                break
+            job_id = entry.args.get("job_id")
+            if job_id is not None and job_id in deferred_jobs:
+                report.deferred += 1  # after an entry of its job that waits: keep their order
+                continue
             if entry.op in CHAIN_READ_OPS and waiting:
                 break
             try:
+                if AWAITS in entry.args and not self._chain_ready(entry):
+                    deferred_jobs.add(job_id)
+                    report.deferred += 1
+                    continue
                 function = self._function(entry)
                 value = int(entry.value_wei or 0)
                 signed = self.client.sign(
@@ -334,6 +364,10 @@ class OutboxSender:
                 outage = exc
                 break
             except RegistryError as exc:
+                if _not_yet(entry, exc):
+                    deferred_jobs.add(job_id)
+                    report.deferred += 1
+                    continue
                 if exc.reason in (None, "insufficient_funds"):
                     outage = RegistryError(
                         f"cannot send {entry.op} from {self.client.sender}: {exc}",
@@ -371,6 +405,14 @@ class OutboxSender:
         session.commit()
         if outage is not None:
             raise outage
+
+    def _chain_ready(self, entry: Any) -> bool:
+        """Whether the chain holds what an entry on a job needs: the job itself and, for an
+        attestation, every round its coordinator logs (none may follow an attestation)."""
+        job = self.client.job(entry.args["job_id"])
+        if not job.exists:
+            return False
+        return not (job.status == "open" and job.rounds < int(entry.args[AWAITS]))
 
     def _function(self, entry: Any) -> ContractFunction:
         args: dict[str, Any] = entry.args

@@ -110,7 +110,7 @@ class Demo:
             self.release(jobs)
             weights = self.download(fl)
             self.compare(weights)
-            self.prove(jobs, weights)
+            self.prove(fl, weights)
         finally:
             self.local.stop()
             signal.signal(signal.SIGTERM, previous)
@@ -247,26 +247,24 @@ class Demo:
         self.console.print(table)
         self.console.print(f"  {len(split.y_test)} test digits; label-skewed parts per domain")
 
-    def prove(self, jobs: dict[str, int], weights: Path) -> None:
+    def prove(self, fl: grid.FederatedJob, weights: Path) -> None:
         chain = self.local.chain
         assert chain is not None
         self.step("The registry's proof, checked against the downloaded model")
-        for domain in self.local.domains:
-            job_id = domain.owner_client.job_info(jobs[domain.name]).registry_job_id
-            if job_id is None:
-                raise DemoFailed(f"{domain.name} recorded no job on chain")
-            check = partial(
-                verify_on_chain, chain.rpc_url, chain.registry_address, job_id, model=weights
-            )
-            proof = _wait_for_proof(check, domain.name)
-            self.console.print(f"[bold]{domain.name}[/] (its part of the federated job)")
-            self.console.print(proof.render(), highlight=False)
+        job_id = fl.refresh().info.registry_job_id
+        if job_id is None:
+            raise DemoFailed(f"the network recorded federated job {fl.id} on no chain")
+        check = partial(
+            verify_on_chain, chain.rpc_url, chain.registry_address, job_id, model=weights
+        )
+        proof = _wait_for_proof(check, "the network")
+        self.console.print(proof.render(), highlight=False)
         self.console.print(
-            "\n  What this proves: each domain recorded its part of the federated job on chain "
-            "as a job of its own, logged the final model as its result and attested that "
-            "model's hash, and the weights you downloaded hash to what every domain attested. "
-            "It does not cover the network's rounds, and matching attestations show that the "
-            "domains agree on one model, not that the model is good."
+            "\n  What this proves: the network recorded the federated job on chain as one job "
+            "with every domain as a participant, logged each round's aggregate, every domain "
+            "attested the final model's hash from its own key, and the weights you downloaded "
+            "hash to what they attested. Matching attestations show that the domains agree on "
+            "one model, not that the model is good."
         )
 
 

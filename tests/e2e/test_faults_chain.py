@@ -1,5 +1,6 @@
 """The chain stops in the middle of a federated job: the job finishes, and every registry write
-the domains queued lands once the chain is back, in the order it was queued, none twice."""
+the network and the domains queued lands once the chain is back, in the order it was queued,
+none twice; the network's one chain job ends finalized with every domain's attestation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,12 @@ class Row:
 
 def outbox(member: Member) -> list[Row]:
     """The domain's outbox, read from its database in queue order."""
-    engine = create_engine(f"sqlite:///{member.domain.data_dir / 'domain.db'}")
+    return outbox_at(member.domain.data_dir / "domain.db")
+
+
+def outbox_at(database: Path) -> list[Row]:
+    """A node's outbox, read from its SQLite database in queue order."""
+    engine = create_engine(f"sqlite:///{database}")
     try:
         with engine.connect() as db:
             found = db.execute(
@@ -57,8 +64,7 @@ def outbox(member: Member) -> list[Row]:
     return rows
 
 
-def landed(member: Member) -> bool:
-    rows = outbox(member)
+def landed(rows: list[Row]) -> bool:
     return bool(rows) and all(r.status == "confirmed" for r in rows)
 
 
@@ -93,22 +99,26 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
     members = local.members
     assert local.running.chain is not None
     rpc_url, registry_address = local.running.chain.rpc_url, local.running.chain.registry_address
-    # Before the job: each domain has registered itself on chain.
+    network_outbox = partial(outbox_at, local.root / "network" / "network.db")
+    # Before the job: each domain has registered itself on chain, the network too, and the
+    # network has recorded its association with each.
     for member in members:
-        eventually(lambda m=member: landed(m), f"{member.name}'s registration to land", 120)
+        eventually(lambda m=member: landed(outbox(m)), f"{member.name}'s registration to land", 120)
+    eventually(lambda: landed(network_outbox()), "the network's associations to land", 120)
 
     fl = local.scientist.federated_training(
         mlp(), datasets=local.scientist.search("digits"), plan=PLAN, rounds=3, progress=False
     )
     local.approve_all()
-    # Mid-job: every domain's job is on chain and training has begun.
-    for member in members:
-        eventually(
-            lambda m=member: landed(m) and any(r.op == "create_job" for r in outbox(m)),
-            f"{member.name}'s job to be created on chain",
-            120,
-        )
+    # Mid-job: the network's one job for it is on chain and training has begun.
+    eventually(
+        lambda: landed(network_outbox()) and "create_job" in {r.op for r in network_outbox()},
+        "the network's job to be created on chain",
+        120,
+    )
     eventually(lambda: fl.refresh().info.current_round >= 1, "round 1 to open", 120)
+    job_id = fl.refresh().info.registry_job_id
+    assert job_id is not None
 
     with chain_stopped(local):
         for member in members:
@@ -118,52 +128,66 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
         fl.wait(timeout=400, progress=False)
         assert fl.info.status == "completed"
         for member in members:
-            # The domain finished its part with its result writes queued, not on chain.
+            # The domain finished its part with its attestation queued, not on chain.
             eventually(
-                lambda m=member: {"log_round", "attest", "finalize"} <= {r.op for r in outbox(m)},
-                f"{member.name} to queue its result writes",
+                lambda m=member: "attest" in {r.op for r in outbox(m)},
+                f"{member.name} to queue its attestation",
             )
             counts = member.owner.registry_status().outbox
-            member.owner.anchor_audit_log()  # and one after them
+            member.owner.anchor_audit_log()  # and one after it
             waiting = [r.op for r in outbox(member) if r.status != "confirmed"]
-            assert waiting == ["anchor", "log_round", "attest", "finalize", "anchor"], waiting
+            assert waiting == ["anchor", "attest", "anchor"], waiting
             assert {r.status for r in outbox(member)} <= {"pending", "signed", "confirmed"}
             assert counts is not None and counts.pending + counts.signed == len(waiting) - 1
+        waiting = [r.op for r in network_outbox() if r.status != "confirmed"]
+        assert waiting[-1] == "finalize" and set(waiting[:-1]) == {"log_round"}, waiting
 
     for member in members:
-        eventually(lambda m=member: landed(m), f"{member.name}'s writes to land", 240)
+        eventually(lambda m=member: landed(outbox(m)), f"{member.name}'s writes to land", 240)
+    eventually(lambda: landed(network_outbox()), "the network's writes to land", 240)
 
     reader = RegistryClient(rpc_url, registry_address)
-    for member in members:
-        rows = outbox(member)
+    for rows in [network_outbox(), *(outbox(m) for m in members)]:
         tx = rpc(rpc_url, "eth_getTransactionByHash", [rows[0].tx_hash])
         address = to_checksum_address(tx["from"])
         # Nothing lost, nothing sent twice: the node's key sent exactly one transaction per
-        # entry, with consecutive nonces in queue order.
-        assert [r.nonce for r in rows] == list(range(len(rows)))
+        # entry, with consecutive nonces in queue order; a domain's attestation alone waits
+        # for the network's rounds to be mined, so the anchor queued after it may go first.
+        assert sorted(r.nonce or 0 for r in rows) == list(range(len(rows)))
+        in_order = [r for r in rows if r.op != "attest"]
+        assert [r.nonce for r in in_order] == sorted(r.nonce or 0 for r in in_order)
         assert int(rpc(rpc_url, "eth_getTransactionCount", [address, "latest"]), 16) == len(rows)
         # Mined in queue order.
         mined = []
-        for row in rows:
+        for row in in_order:
             tx = rpc(rpc_url, "eth_getTransactionByHash", [row.tx_hash])
             mined.append((int(tx["blockNumber"], 16), int(tx["transactionIndex"], 16)))
         assert mined == sorted(mined)
-        # Each write once: the job created, its round logged, attested and settled, with the
-        # audit anchors queued around them.
+        # The job's writes name the network's one chain job.
+        assert {r.job_id for r in rows if r.job_id is not None} == {job_id}
+    # Each write once: the network registered, associated its domains, created the job, logged
+    # its three rounds and settled it; each domain attested it, with its audit anchors around.
+    assert [r.op for r in network_outbox()] == [
+        *("register", "set_association", "set_association", "set_association", "create_job"),
+        *("log_round", "log_round", "log_round", "finalize"),
+    ]
+    for member in members:
+        rows = outbox(member)
         assert [r.op for r in rows] == [
-            *("register", "anchor", "create_job"),  # before the outage
-            *("anchor", "log_round", "attest", "finalize", "anchor"),  # queued during it
+            *("register", "anchor"),  # before the outage
+            *("anchor", "attest", "anchor"),  # queued during it
         ]
-        (job_id,) = {r.job_id for r in rows if r.op == "finalize"}
-        assert job_id is not None
-        assert {r.job_id for r in rows if r.op in ("log_round", "attest")} == {job_id}
-        anchored = [e.args["seq"] for e in reader.events("AuditAnchored", node=address)]
+        address = rpc(rpc_url, "eth_getTransactionByHash", [rows[0].tx_hash])["from"]
+        anchored = [
+            e.args["seq"] for e in reader.events("AuditAnchored", node=to_checksum_address(address))
+        ]
         assert len(anchored) == 3 and anchored == sorted(anchored)
-        on_chain = reader.job(job_id)
-        assert (on_chain.status, on_chain.rounds, on_chain.attestations) == ("finalized", 1, 1)
-        assert len(reader.rounds(job_id)) == 1
-        result = member.owner.job(1).info
-        assert result.status == "completed"
+    on_chain = reader.job(job_id)
+    assert (on_chain.status, on_chain.rounds) == ("finalized", 3)
+    assert on_chain.attestations == on_chain.participant_count == len(members)
+    assert len(reader.rounds(job_id)) == 3
+    for member in members:
+        assert member.owner.job(1).info.status == "completed"
         assert on_chain.model_hash == "0x" + local_result_digest(member)
 
 

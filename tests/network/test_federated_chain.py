@@ -1,18 +1,21 @@
 """A federated job of domains that are on chain is one job there: the network creates it as
-the job starts, with the approving domains as participants, and logs each closed round."""
+the job starts, with the approving domains as participants, logs each closed round, tells
+each domain where to attest, and finalizes the job once the attestations are in."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import pytest
+from eth_account import Account
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from network.models import Association, FederatedJob, FederatedRound, RegistryOutboxEntry
 from network.registry_writes import job_key_for
-from registry.chain import LocalChain
+from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of
 from registry.node import NodeRegistry
 from tests.network.conftest import Signer, dataset
@@ -20,6 +23,7 @@ from tests.network.test_federated import (  # noqa: F401 (fixtures)
     NAMES,
     SAMPLES,
     Job,
+    _finish,
     _send_all,
     created,
     job_keys,
@@ -31,15 +35,27 @@ from tests.network.test_registry import (  # noqa: F401 (fixtures)
     join_with_address,
     network_config,
     reader,
-    registered_domain,
     registry,
 )
 
 
 @pytest.fixture
-def addresses(anvil: LocalChain) -> list[str]:
+def domain_keys(anvil: LocalChain) -> list[RegistryClient]:
+    """Each domain's own key on chain, registered as a domain, in the job's order."""
+    clients = []
+    for _ in NAMES:
+        account = Account.create()
+        fund(anvil.rpc_url, [account.address])
+        client = RegistryClient(anvil.rpc_url, anvil.registry_address, account)
+        client.register("domain", "0x" + hashlib.sha256(account.address.encode()).hexdigest())
+        clients.append(client)
+    return clients
+
+
+@pytest.fixture
+def addresses(domain_keys: list[RegistryClient]) -> list[str]:
     """One registered domain address per domain of the job, in the job's order."""
-    return [registered_domain(anvil) for _ in NAMES]
+    return [c.sender for c in domain_keys]
 
 
 @pytest.fixture
@@ -112,3 +128,47 @@ def test_a_job_with_a_domain_off_chain_is_not_recorded(
     with network_app.extensions["database"].sessionmaker() as session:
         ops = session.scalars(select(RegistryOutboxEntry.op)).all()
     assert ops == ["register", "set_association", "set_association", "set_association"]
+
+
+def _attest_to_network(job: Job, hashes: list[str]) -> list[dict[str, object]]:
+    states = []
+    for signer, model_hash in zip(job.domains, hashes, strict=True):
+        response = signer.call("POST", job.path("/attestation"), {"model_hash": model_hash})
+        assert response.status_code == 200, response.json
+        states.append(response.json)
+    return states
+
+
+def _chain_id(network_app: Flask, registry: NodeRegistry, job: Job) -> str:  # noqa: F811
+    with network_app.extensions["database"].sessionmaker() as session:
+        row = session.get(FederatedJob, job.id)
+        assert row is not None
+        return job_id_of(registry.address, job_key_for(row))
+
+
+def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
+    start_job: Callable[..., Job],  # noqa: F811
+    registry: NodeRegistry,  # noqa: F811
+    network_app: Flask,
+    reader: RegistryClient,  # noqa: F811
+    domain_keys: list[RegistryClient],
+) -> None:
+    job = start_job("none", rounds=1)
+    digest = "0x" + hashlib.sha256(_finish(job)).hexdigest()
+    chain_id = _chain_id(network_app, registry, job)
+
+    states = _attest_to_network(job, [digest.removeprefix("0x")] * len(NAMES))
+
+    # Each domain learns where to attest and after how many logged rounds.
+    assert {(s["registry_job_id"], s["registry_rounds"]) for s in states} == {(chain_id, 1)}
+    registry.sender.run_until_idle()
+    assert reader.job(chain_id).status == "open"  # finalize waits for the attestations
+    for key in domain_keys[:-1]:
+        key.attest(chain_id, digest)
+    registry.sender.run_until_idle()
+    assert reader.job(chain_id).status == "open"  # one is still missing
+    domain_keys[-1].attest(chain_id, digest)
+    registry.sender.run_until_idle()
+    record = reader.job(chain_id)
+    assert (record.status, record.model_hash, record.rounds) == ("finalized", digest, 1)
+    assert record.attestations == len(NAMES)

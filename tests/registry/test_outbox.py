@@ -317,3 +317,66 @@ def test_a_sender_whose_lease_ran_out_mid_pass_records_nothing_its_successor_sen
     ]
     assert anchored_seqs(client) == [1]
     assert client.pending_nonce() == 2  # two entries, two transactions: none sent twice
+
+
+def test_an_attestation_on_another_nodes_job_waits_for_its_rounds_not_the_queue(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    client.register("domain", h())
+    coordinator = node_client(anvil)
+    coordinator.register("network", h())
+    job_id = job_id_of(coordinator.sender, "federated/1")
+    model = h()
+    with sessions() as session, session.begin():
+        OUTBOX.attest(session, job_id, model, await_rounds=2)  # the job is not on chain yet
+        OUTBOX.anchor(session, 1, h())
+    sender = sender_for(sessions, client)
+
+    sender.run_until_idle()
+    waiting, anchored = entries(sessions)
+    assert (waiting.status, anchored.status) == ("pending", "confirmed")
+
+    coordinator.create_job("federated/1", h(), [client.sender], deadline=chain_now(anvil) + 3600)
+    coordinator.log_round(job_id, h(), 1, [10])
+    sender.run_until_idle()
+    assert entries(sessions)[0].status == "pending"  # one round of two: the second must fit
+
+    coordinator.log_round(job_id, h(), 1, [10])
+    sender.run_until_idle()
+    assert entries(sessions)[0].status == "confirmed"
+    assert client.attestation(job_id, client.sender) == model
+
+
+def test_a_coordinators_finalize_waits_for_every_attestation(
+    anvil: LocalChain, sessions: sessionmaker[Session]
+) -> None:
+    client = node_client(anvil)
+    me = client.sender
+    domains = [node_client(anvil) for _ in range(2)]
+    for d in domains:
+        d.register("domain", h())
+    members = [d.sender for d in domains]
+    counted, samples = round_mask(members, {members[0]: 5, members[1]: 7})
+    job_id = job_id_of(me, "federated/2")
+    model = h()
+    with sessions() as session, session.begin():
+        OUTBOX.register(session, "network", h())
+        OUTBOX.create_job(session, "federated/2", h(), members, deadline=chain_now(anvil) + 3600)
+        OUTBOX.log_round(session, job_id, model, counted, samples)
+        OUTBOX.finalize(session, job_id)
+        OUTBOX.anchor(session, 1, h())
+    sender = sender_for(sessions, client)
+
+    sender.run_until_idle()
+    statuses = [e.status for e in entries(sessions)]
+    assert statuses == ["confirmed", "confirmed", "confirmed", "pending", "confirmed"]
+
+    domains[0].attest(job_id, model)
+    sender.run_until_idle()
+    assert entries(sessions)[3].status == "pending"  # one of two attestations
+
+    domains[1].attest(job_id, model)
+    sender.run_until_idle()
+    assert entries(sessions)[3].status == "confirmed"
+    assert client.job(job_id).status == "finalized"
