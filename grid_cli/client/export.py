@@ -48,22 +48,32 @@ def model_rows(model: nn.Module, features: np.ndarray) -> np.ndarray:
     whole = rows.dtype.kind in "iu" or (
         rows.dtype.kind == "f" and np.array_equal(rows, np.round(rows))
     )
-    if _takes(probe, rows.astype(np.float32)) or not whole:
+    as_float = _failure(probe, rows.astype(np.float32))
+    if as_float is None or not whole or len(rows) == 0:
         return floats  # the checks that follow report a model's own error
-    if _takes(probe, rows.astype(np.int64)):
+    as_ids = _failure(probe, rows.astype(np.int64))
+    if as_ids is None:
         return np.rint(features).astype(np.int64)
-    return floats
+    raise ModelCheckError(
+        f"the model cannot take the dataset's rows (input shape {tuple(rows.shape)}), neither "
+        f"as float32 ({_first_line(as_float)}) nor as int64 ids ({_first_line(as_ids)})"
+    )
 
 
-def _takes(module: nn.Module, rows: np.ndarray) -> bool:
+def _failure(module: nn.Module, rows: np.ndarray) -> Exception | None:
+    """Why `module` cannot take `rows`, or None if it can."""
     import torch
 
     try:
         with torch.no_grad():
             module(torch.from_numpy(rows))
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
 
 
 def dry_run(model: nn.Module, features: np.ndarray, labels: np.ndarray, plan: TrainingPlan) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from grid_cli.client.export import model_rows
+from grid_cli.client.export import ModelCheckError, model_rows
 from grid_common.model_archive import ModelArchiveError, inspect_archive, save_for_training
 from grid_common.training_data import TrainingDataError, training_arrays
 from tests import models
@@ -75,6 +75,12 @@ def test_only_a_model_that_refuses_floats_gets_integer_rows() -> None:
     # Rows with fractions are never made ids: the model's own error is reported afterwards.
     fractions = PIXELS.astype(np.float32) + 0.5
     assert model_rows(models.text_classifier(), fractions).dtype == np.float32
+
+
+def test_a_model_that_takes_neither_floats_nor_these_ids_is_told_both() -> None:
+    too_small = nn.Sequential(nn.Embedding(4, 2), nn.Flatten(), nn.Linear(128, 10))
+    with pytest.raises(ModelCheckError, match=r"neither as float32 \(.*Long.*\) nor as int64 ids"):
+        model_rows(too_small, PIXELS.astype(np.float32))
 
 
 def test_integer_columns_reach_an_integer_model_exactly() -> None:
