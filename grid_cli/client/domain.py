@@ -125,7 +125,9 @@ class DomainClient(NodeClient):
         license: str = "",
         progress: bool | None = None,
     ) -> Dataset:
-        """Upload a private data file (CSV, Parquet, .npz, safetensors) with its public metadata.
+        """Upload a private data file (CSV, Parquet, .npz, safetensors) with its public metadata,
+        or a .zip of PNG/JPEG images with a labels.csv (`file,<label>`), which the domain stores
+        as one uint8 (N, C, H, W) array.
 
         Without `mock`, the domain synthesizes one from column statistics. The bar shows
         only on a terminal unless `progress` says otherwise.

@@ -9,6 +9,7 @@ import click
 from grid_cli.commands.options import json_option, output_option, url_option
 from grid_cli.commands.output import field_table, print_json, print_saved, print_table, when
 from grid_cli.commands.session import fix_on, open_client
+from grid_common.schemas import DatasetSchema
 
 
 @click.group()
@@ -45,7 +46,8 @@ def datasets_upload(
     url: str | None,
     as_json: bool,
 ) -> None:
-    """Upload a CSV, Parquet, .npz or safetensors file as a private dataset."""
+    """Upload a CSV, Parquet, .npz or safetensors file as a private dataset, or a .zip of
+    PNG/JPEG images with a labels.csv (file,<label>), stored as a uint8 (N, C, H, W) array."""
     dataset = open_client(url).upload_dataset(
         name,
         file,
@@ -127,6 +129,7 @@ def datasets_show(name: str, url: str | None, as_json: bool) -> None:
             "format": info.format,
             "rows": info.dataset_schema.row_count,
             "label": info.label,
+            "input shape": _input_shape(info.dataset_schema),
             "tags": ", ".join(info.tags),
             "mock": "synthetic" if info.mock.synthetic else "uploaded",
             "citation": info.citation,
@@ -157,6 +160,14 @@ def datasets_download(name: str, output: Path | None, url: str | None, as_json: 
         info = client.dataset(name).info
     path = client.download_dataset(name, output or Path(f"{info.name}.{info.format}"))
     print_saved(path, as_json, dataset=name)
+
+
+def _input_shape(schema: DatasetSchema) -> str:
+    """What a model is fed per row, e.g. `1x28x28 (L images)`; empty when unknown."""
+    if schema.input_shape is None:
+        return ""
+    shape = "x".join(map(str, schema.input_shape)) or "scalar"
+    return f"{shape} ({schema.image_mode} images)" if schema.image_mode else shape
 
 
 def _size(size_bytes: int) -> str:

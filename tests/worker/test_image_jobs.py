@@ -50,6 +50,7 @@ def test_a_cnn_trains_on_an_image_dataset_uploaded_from_the_command_line(
         "L",
         600,
     )
+    assert "1x8x8 (L images)" in run_grid("datasets", "show", "digits-images")[1]
     (tmp_path / "evil.zip").write_bytes(zip_bytes({"../evil.png": b"x"}))
     code, _, err = run_grid(*upload, str(tmp_path / "evil.zip"), "--name", "evil")
     assert code != 0 and "'../evil.png' has an unsafe path" in err and "422" in err
