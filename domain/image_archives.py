@@ -41,6 +41,8 @@ MAX_MEMBERS = 100_000
 MAX_IMAGE_PIXELS = 4096 * 4096
 # Both the members' uncompressed bytes and the decoded array: a zip bomb stops at the first.
 MAX_UNPACKED_BYTES = 2 << 30
+# labels.csv is parsed whole in memory: 64 MiB is some 500 bytes for each of MAX_MEMBERS lines.
+MAX_LABELS_BYTES = 64 << 20
 METHOD = (
     "synthetic images: every pixel an independent normal draw with the mean and standard "
     "deviation of all the owner's pixels (rounded, kept within 0-255), so no mock image is, "
@@ -110,6 +112,11 @@ def _members(archive: zipfile.ZipFile, max_bytes: int) -> tuple[zipfile.ZipInfo,
                 f"{info.filename!r}): upload fewer or smaller images"
             )
         if info.filename == LABELS_FILE:
+            if info.file_size > MAX_LABELS_BYTES:
+                raise DatasetFileError(
+                    f"{LABELS_FILE} unpacks to {info.file_size:,} bytes; at most "
+                    f"{MAX_LABELS_BYTES:,} are accepted"
+                )
             labels = info
         elif PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES:
             images.append(info.filename)

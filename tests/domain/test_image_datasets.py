@@ -184,6 +184,9 @@ def test_zip_bombs_stop_at_the_unpacked_and_decoded_limits(
     monkeypatch.setattr(image_archives, "MAX_UNPACKED_BYTES", 20_000)
     # Deflate packs 50 kB of zeros into a few dozen bytes; the declared size is what counts.
     _refused(app, client, headers, _replacing("img/big.png", bytes(50_000)), "unpacks to more")
+    monkeypatch.setattr(image_archives, "MAX_LABELS_BYTES", 10)
+    _refused(app, client, headers, digits_zip(2), "labels.csv unpacks to 43 bytes; at most 10")
+    monkeypatch.setattr(image_archives, "MAX_LABELS_BYTES", 1000)
     blank = image_members(np.zeros((8, 64, 64), dtype=np.uint8), np.zeros(8, dtype=int))
     assert sum(len(v) for v in blank.values()) < 20_000 < 8 * 64 * 64
     _refused(app, client, headers, zip_bytes(blank), "decode to more than 20,000 bytes")
