@@ -18,8 +18,8 @@ from grid_common.he import CkksParams, SecureAggregation
 from grid_common.identity import NodeIdentity, b64decode, b64encode, verify_key_from_text
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import DATASET_NAME, Strict
+from grid_common.strategy import StrategyTerms
 
-Strategy = Literal["fedavg", "fedprox"]
 # A federated job trains a model in rounds, or computes an analysis from one round of sums.
 FederatedKind = Literal["training", "analytics"]
 FederatedStatus = Literal[
@@ -128,27 +128,46 @@ class RoundSettings(Strict):
         )
 
 
-class FederatedSpec(RoundSettings):
-    """What a data scientist asks the network to train: everything but the model files."""
+class FederatedSpec(RoundSettings, StrategyTerms):
+    """What a data scientist asks the network to train: everything but the model files.
+
+    The strategy's terms (`StrategyTerms`) are checked for the strategy; with sampling
+    (`fraction` below 1) every round's sample must itself be large enough to release.
+    """
 
     plan: TrainingPlan = Field(description="Local training each round; epochs are local epochs.")
     rounds: int = Field(default=10, ge=1, le=1000)
-    strategy: Strategy = "fedavg"
-    mu: float = Field(default=0.0, ge=0, le=100, description="FedProx's proximal weight.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedSpec:
-        if self.strategy == "fedprox" and self.mu <= 0:
-            raise ValueError("fedprox needs mu > 0 (the proximal term's weight)")
-        if self.strategy == "fedavg" and self.mu != 0:
-            raise ValueError("mu is FedProx's parameter: set strategy='fedprox' to use it")
         if self.plan.dp is not None and self.strategy == "fedprox":
             raise ValueError("FedProx and differential privacy cannot be combined yet")
+        if self.sampling:
+            if self.min_sample is None:
+                # The smallest sample an aggregate may be read from: the privacy floor.
+                self.min_sample = min(self.required_contributors(), len(self.datasets))
+            if self.min_sample > len(self.datasets):
+                raise ValueError(
+                    f"min_sample is {self.min_sample} but only {len(self.datasets)} domains "
+                    "take part"
+                )
         return self
 
     @property
     def differentially_private(self) -> bool:
         return self.plan.dp is not None
+
+    def peer_problem(self) -> str | None:
+        problem = super().peer_problem()
+        needed = self.required_contributors()
+        if problem is None and self.sampling and (self.min_sample or 1) < needed:
+            return (
+                f"A round samples as few as {self.min_sample} domain(s) (min_sample), and then "
+                "each one learns another's contribution by subtracting its own from the sum. "
+                f"Set min_sample to at least {needed}, or train with plan.dp (differential "
+                "privacy on each domain's contribution)."
+            )
+        return problem
 
     def round_settings(self) -> dict[str, Any]:
         """What the spec hash covers besides model, weights, plan and datasets."""
@@ -243,6 +262,11 @@ class RoundOut(BaseModel):
     deadline: datetime
     closed_at: datetime | None
     reporters: list[str] = Field(description="Domains whose update the aggregate holds.")
+    sampled: list[str] = Field(
+        default_factory=list,
+        description="The node ids of the domains drawn to train in this round (every approved "
+        "domain without sampling): `grid_common.strategy.draw_sample` recomputes them.",
+    )
     samples: int = Field(description="Training rows behind the aggregate (its weight).")
     metrics: dict[str, Any] = Field(
         description="Sample-weighted means of the domains' local metrics, and each domain's own."
@@ -254,8 +278,9 @@ class RoundList(BaseModel):
     items: list[RoundOut]
 
 
-class FederatedJobOut(BaseModel):
-    """A federated job as its data scientist and the network's operators see it."""
+class FederatedJobOut(StrategyTerms):
+    """A federated job as its data scientist and the network's operators see it (an analysis
+    shows FedAvg's terms: it has no strategy of its own)."""
 
     id: int
     kind: FederatedKind
@@ -266,8 +291,6 @@ class FederatedJobOut(BaseModel):
         "datasets (features, label, classes, statistics or model)."
     )
     rounds: int
-    strategy: Strategy
-    mu: float
     min_domains: int
     round_timeout: float
     secure_aggregation: SecureAggregation
@@ -306,8 +329,9 @@ class FederatedJobList(BaseModel):
 # --- between the network and its domains (signed calls) ------------------------------------
 
 
-class Invitation(BaseModel):
-    """A federated job a network asks a domain to take part in, signed by the network."""
+class Invitation(StrategyTerms):
+    """A federated job a network asks a domain to take part in, signed by the network; its
+    strategy and sampling terms (`StrategyTerms`) are signed with the rest."""
 
     network_job_id: int
     network_id: str
@@ -317,8 +341,6 @@ class Invitation(BaseModel):
     reason: str
     plan: dict[str, Any] = Field(description="A TrainingPlan, or an analysis's AnalysisPlan.")
     rounds: int
-    strategy: Strategy
-    mu: float
     min_domains: int
     round_timeout: float
     secure_aggregation: SecureAggregation
@@ -436,6 +458,13 @@ def peer_protection(invitation: Invitation, min_peers: int) -> tuple[bool, str]:
             "read this domain's contribution by subtracting its own. The job needs more "
             "domains or differential privacy."
         )
+    if invitation.sampling and (invitation.min_sample or 1) < needed:
+        return False, (
+            f"Without differential privacy an aggregate must hold at least {needed} domains "
+            f"(this domain's minimum is {min_peers}), and this job's rounds sample as few as "
+            f"{invitation.min_sample}: a peer could read this domain's contribution by "
+            "subtracting its own. The job needs a larger min_sample or differential privacy."
+        )
     return True, (
         f"Every aggregate the domains read holds at least {needed} domains' contributions "
         f"(this domain's minimum is {min_peers}; the job has {domains}): a peer learns only "
@@ -501,6 +530,9 @@ class ParticipantState(BaseModel):
     round_open: bool
     deadline: datetime | None
     submitted: bool = Field(description="This domain's update is in the open round.")
+    sampled: bool = Field(
+        default=True, description="This domain is in the open round's sample: it trains in it."
+    )
     aggregate_round: int = Field(description="Newest round with a published aggregate; 0: none.")
     aggregate_samples: int
     deal_keys: bool = Field(description="This domain must make and hand out the job's keys now.")

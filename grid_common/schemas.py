@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from grid_common.plan import TrainingPlan
+from grid_common.strategy import StrategyTerms
 
 RoleName = Literal["owner", "admin", "compliance_officer", "data_scientist"]
 RequestStatus = Literal["pending", "approved", "denied"]
@@ -570,14 +571,13 @@ class LeasedJob(BaseModel):
     )
 
 
-class LeasedFederated(BaseModel):
-    """The rounds of a federated job, as this domain's worker runs them."""
+class LeasedFederated(StrategyTerms):
+    """The rounds of a federated job, as this domain's worker runs them, with the strategy and
+    sampling terms of its signed invitation."""
 
     network_job_id: int
     kind: Literal["training", "analytics"] = "training"
     rounds: int
-    strategy: Literal["fedavg", "fedprox"]
-    mu: float
     secure_aggregation: Literal["ckks", "none"]
     round_timeout: float
     min_domains: int = Field(default=1, description="The quorum: updates a round needs.")

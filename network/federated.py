@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from grid_common.federated_schemas import (
 )
 from grid_common.hashes import spec_hash
 from grid_common.schemas import DatasetSchema
+from grid_common.strategy import draw_sample
 from network import registry_writes
 from network.context import blobs
 from network.models import (
@@ -166,9 +168,21 @@ def create_job(
     weights_digest: str,
     parameters: int,
 ) -> FederatedJob:
-    """Record a federated training job and invite each of its domains; the caller commits."""
+    """Record a federated training job and invite each of its domains; the caller commits.
+
+    A job that samples its domains gets its seed here, from the network's OS entropy: a data
+    scientist who chose it could try seeds until one draws the domains they want together.
+    """
     targets = _resolve_targets(session, spec)
     _require_peers(spec)
+    if spec.sample_seed is not None:
+        raise Unprocessable(
+            "Leave sample_seed out: the network draws the sampling seed when it files the job "
+            "(it is in the spec every domain sees, so any of them can check each round's draw).",
+            code="seed_not_allowed",
+        )
+    if spec.sampling:
+        spec = spec.model_copy(update={"sample_seed": secrets.token_hex(16)})
     job = FederatedJob(
         kind="training",
         submitter_id=submitter_id,
@@ -421,6 +435,44 @@ def _active(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
     return [p for p in participants_of(session, job) if p.status == "approved"]
 
 
+def round_sample(
+    session: Session, job: FederatedJob, round_: FederatedRound
+) -> list[FederatedParticipant]:
+    """The domains that train in `round_`: every approved domain, or with sampling those that
+    `draw_sample` draws from the job's seed among the domains approved when the round opened
+    (a later approval changes no open round's sample)."""
+    active = _active(session, job)
+    spec = spec_of(job)
+    if not isinstance(spec, FederatedSpec) or not spec.sampling:
+        return active
+    assert spec.sample_seed is not None  # drawn when the job was filed
+    eligible: dict[str, FederatedParticipant] = {}
+    for participant in active:
+        if participant.decided_at is not None and participant.decided_at <= round_.opened_at:
+            association = session.get(Association, participant.association_id)
+            assert association is not None
+            eligible[association.domain_id] = participant
+    drawn = draw_sample(spec.sample_seed, round_.number, eligible, spec.fraction, spec.min_sample)
+    return [eligible[domain_id] for domain_id in drawn]
+
+
+def sampled_domain_ids(session: Session, round_: FederatedRound) -> list[str]:
+    """The node ids of `round_`'s sample, sorted: what `draw_sample` recomputes."""
+    job = session.get(FederatedJob, round_.job_id)
+    assert job is not None
+    ids = []
+    for participant in round_sample(session, job, round_):
+        association = session.get(Association, participant.association_id)
+        assert association is not None
+        ids.append(association.domain_id)
+    return sorted(ids)
+
+
+def round_quorum(spec: RoundSettings, sample: list[FederatedParticipant]) -> int:
+    """Updates a round needs at its deadline: `min_domains`, of its sample when it samples."""
+    return min(spec.quorum, len(sample))
+
+
 def accept_update(
     session: Session,
     blobs: BlobStore,
@@ -463,6 +515,12 @@ def accept_update(
         raise Conflict(
             f"This domain already sent its update for round {number}.", code="already_sent"
         )
+    sample = round_sample(session, job, round_)
+    if participant not in sample:
+        raise Conflict(
+            f"This domain is not in round {number}'s sample: it trains in a later round.",
+            code="not_sampled",
+        )
     layout, codec = layout_of(job), _codec(blobs, job)
     previous = round_.aggregate_digest
     with blobs.staging() as out:
@@ -497,12 +555,12 @@ def accept_update(
     reporters = _reporter_count(session, round_)
     late = datetime.now(UTC) >= round_.deadline
     needed = required_contributors(session, job)
-    if reporters >= len(_active(session, job)) and reporters < needed:
+    if reporters >= len(sample) and reporters < needed:
         # Nobody else can send: an aggregate this small would expose its reporters.
         _withhold_round(session, round_)
         _fail(job, _too_few_reason(reporters, needed, f"domains sent round {number}"))
-    elif reporters >= len(_active(session, job)) or (
-        late and reporters >= max(spec_of(job).quorum, needed)
+    elif reporters >= len(sample) or (
+        late and reporters >= max(round_quorum(spec_of(job), sample), needed)
     ):
         close_round(session, job, round_)
     return round_
@@ -633,7 +691,8 @@ def close_due_rounds(session: Session) -> int:
         assert job is not None
         reporters = _reporter_count(session, round_)
         spec = spec_of(job)
-        needed = max(spec.quorum, required_contributors(session, job))
+        quorum = round_quorum(spec, round_sample(session, job, round_))
+        needed = max(quorum, required_contributors(session, job))
         if reporters >= needed:
             close_round(session, job, round_)
             changed += 1
@@ -641,8 +700,8 @@ def close_due_rounds(session: Session) -> int:
             # The job fails and the partial sum is never published: with fewer updates than
             # the job needs, it could be one domain's update, or two that expose each other.
             _withhold_round(session, round_)
-            if reporters < spec.quorum:
-                why = f"the job needs {spec.quorum} (min_domains)"
+            if reporters < quorum:
+                why = f"the job needs {quorum} (min_domains, of the round's sample)"
             else:
                 why = (
                     "without differential privacy an aggregate is released only when at least "
@@ -778,8 +837,9 @@ def participant_state(
 ) -> ParticipantState:
     """What this domain's worker should do next."""
     round_ = current_round(session, job)
-    submitted = False
+    submitted, sampled = False, True
     if round_ is not None:
+        sampled = participant in round_sample(session, job, round_)
         submitted = (
             session.scalar(
                 select(FederatedUpdate.id).where(
@@ -810,6 +870,7 @@ def participant_state(
         round_open=round_ is not None and round_.status == "open",
         deadline=round_.deadline if round_ is not None else None,
         submitted=submitted,
+        sampled=sampled,
         aggregate_round=published.number if published is not None else 0,
         aggregate_samples=published.samples if published is not None else 0,
         deal_keys=deal,

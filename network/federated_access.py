@@ -30,6 +30,7 @@ from grid_common.federated_schemas import (
     RoundOut,
 )
 from grid_common.hashes import sha256_file
+from grid_common.strategy import StrategyTerms
 from grid_common.uploads import check_model_archive, check_safetensors
 from network import federated, nudges
 from network.registry_writes import registry_job_id
@@ -48,6 +49,7 @@ def round_out(session: Session, item: FederatedRound) -> RoundOut:
         deadline=item.deadline,
         closed_at=item.closed_at,
         reporters=list(metrics.get("domains", {})),
+        sampled=federated.sampled_domain_ids(session, item),
         samples=item.samples,
         metrics=metrics,
         aggregate_hash=item.aggregate_digest if item.status == "closed" else None,
@@ -108,15 +110,15 @@ def job_terms(job: FederatedJob, spec: FederatedSpec | AnalyticsSpec) -> dict[st
     """What the job runs, as its data scientist and its invitations show it. An analysis's
     plan is the one resolved against the datasets; it has no strategy of its own."""
     if isinstance(spec, FederatedSpec):
-        plan, strategy, mu = spec.plan.model_dump(mode="json"), spec.strategy, spec.mu
+        plan, terms = spec.plan.model_dump(mode="json"), spec.strategy_terms()
     else:
-        plan, strategy, mu = federated.analysis_of(job).model_dump(mode="json"), "fedavg", 0.0
+        plan = federated.analysis_of(job).model_dump(mode="json")
+        terms = StrategyTerms().strategy_terms()
     return {
         "kind": job.kind,
         "plan": plan,
         "rounds": spec.rounds,
-        "strategy": strategy,
-        "mu": mu,
+        **terms,
         "min_domains": spec.quorum,
         "round_timeout": spec.round_timeout,
         "secure_aggregation": spec.secure_aggregation,

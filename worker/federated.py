@@ -3,15 +3,18 @@
 `NetworkRun` is the loop every federated job shares: it follows the job's state at the network
 (through the domain), contributes to each open round, and finishes once the rounds are done.
 `FederatedRun` trains: each round the worker starts from the global model (the initial
-weights, or the last published aggregate divided by the rows behind it), trains locally in its
-child process, multiplies the flat weights by its row count over the job's `row_scale`,
-encrypts them with the job's shared CKKS context and sends them through its domain. The
-network adds the ciphertexts; every domain decrypts the same sum.
+weights, or the last published aggregate divided by the rows behind it, stepped by the job's
+server optimizer if it has one: `worker.server_optimizer`), trains locally in its child
+process, multiplies the flat weights by its row count over the job's `row_scale`, encrypts
+them with the job's shared CKKS context and sends them through its domain. The network adds
+the ciphertexts; every domain decrypts the same sum. A job that samples its domains trains
+each round only on the domains drawn for it; the others wait for the next round.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,10 +26,12 @@ import numpy as np
 
 from grid_common import he
 from grid_common.federated_schemas import ParticipantState
+from grid_common.model_archive import inspect_archive
 from grid_common.schemas import LeasedFederated, LeasedJob
 from grid_common.transport import GridError
 from worker.child import WarmChild
 from worker.domain_api import DomainWorkerApi
+from worker.server_optimizer import ServerOptimizer
 from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec
 
 log = logging.getLogger("grid.worker")
@@ -96,6 +101,10 @@ class NetworkRun(ABC):
                 self.wait(POLL_S)
                 continue
             if state.status == "running" and state.round_open and not state.submitted:
+                if not state.sampled:
+                    # Not drawn this round: the round closes without this domain.
+                    self.wait(POLL_S)
+                    continue
                 # The domain checks the job's keys came from its dealer before handing them
                 # over: a refusal ends the job here, before any training or encryption.
                 self._codec(self.task)
@@ -185,6 +194,9 @@ class FederatedRun(NetworkRun):
         self.weights_layout = he.weights_layout(self.template)
         self.global_round = -1  # which aggregate `global_path` holds; 0 = the initial weights
         self.global_path = self.work / "global.safetensors"
+        # A server optimizer's state, replayed from round 1's aggregate on: a worker that takes
+        # the job over mid-way reaches the same global model as the domains that never stopped.
+        self.optimizer: ServerOptimizer | None = None
         self.last_metrics: dict[str, Any] = {}
         # DP: rounds this domain trained in, for the job's one accountant. A worker that takes
         # the job over counts every round before the first one it joins as spent: it cannot
@@ -205,10 +217,35 @@ class FederatedRun(NetworkRun):
         if state.aggregate_round == 0:
             he.write_weights(self.template, self.global_path)
         else:
-            vector = self._decrypt(state, state.aggregate_round)
+            vector = self._model_after(state, state.aggregate_round)
             he.write_weights(he.unflatten(vector, self.weights_layout), self.global_path)
         self.global_round = state.aggregate_round
         return self.global_path
+
+    def _model_after(self, state: ParticipantState, number: int) -> np.ndarray:
+        """The global model once round `number` closed: its average (FedAvg, FedProx), or the
+        server optimizer stepped on every round's average up to it, in round order."""
+        if not self.task.server_optimizer:
+            return self._decrypt(state, number)
+        if self.optimizer is None:
+            self.optimizer = ServerOptimizer(
+                self.task, he.flatten(self.template), self._trainable()
+            )
+        for earlier in range(self.optimizer.steps + 1, number + 1):
+            self.optimizer.step(self._decrypt(state, earlier))
+        return self.optimizer.x
+
+    def _trainable(self) -> np.ndarray:
+        """Which flat values are the model's parameters (the rest are buffers)."""
+        parameters = {p.name for p in inspect_archive(self.spec.model_path).parameters}
+        layout = self.weights_layout
+        return np.concatenate(
+            [
+                np.full(math.prod(shape), name in parameters, dtype=bool)
+                for name, shape in zip(layout.names, layout.shapes, strict=True)
+            ]
+            or [np.zeros(0, dtype=bool)]
+        )
 
     def _decrypt(self, state: ParticipantState, number: int) -> np.ndarray:
         total, samples = self._aggregate(state, number)
@@ -272,9 +309,10 @@ class FederatedRun(NetworkRun):
         return self.dp_rounds_spent
 
     def _final(self, state: ParticipantState) -> TrainingOutcome:
-        """Decrypt the last round's aggregate: the job's model, hashed the same on every domain."""
+        """The global model after the last round (its average, or the server optimizer's x):
+        the job's model, the same bytes and so the same hash on every domain."""
         final = self.work / "final.safetensors"
-        vector = self._decrypt(state, state.rounds)
+        vector = self._model_after(state, state.rounds)
         he.write_weights(he.unflatten(vector, self.weights_layout), final)
         self._log(f"all {state.rounds} rounds done; the final model is decrypted")
         metrics = {"rounds": state.rounds, **self.last_metrics, **self.dp_spend}

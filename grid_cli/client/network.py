@@ -26,7 +26,6 @@ from grid_common.federated_schemas import (
     FederatedJobOut,
     FederatedSpec,
     RoundList,
-    Strategy,
 )
 from grid_common.he import SecureAggregation
 from grid_common.network_schemas import (
@@ -42,6 +41,7 @@ from grid_common.network_schemas import (
 )
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import DatasetSchema, UserList, UserOut
+from grid_common.strategy import Strategy
 from grid_common.transport import GridError
 
 if TYPE_CHECKING:
@@ -263,6 +263,13 @@ class NetworkClient(NodeClient):
         secure_aggregation: SecureAggregation = "ckks",
         strategy: Strategy = "fedavg",
         mu: float = 0.0,
+        server_lr: float | None = None,
+        momentum: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        tau: float | None = None,
+        fraction: float = 1.0,
+        min_sample: int | None = None,
         round_timeout: float = 300.0,
         ckks: dict[str, Any] | None = None,
         reason: str = "",
@@ -275,6 +282,13 @@ class NetworkClient(NodeClient):
         sends its update encrypted (CKKS) through its domain; the network sums them without a
         key. The model is checked on a zero batch shaped like the first dataset's rows (or on
         `example_input`) and exported in train mode before anything is sent.
+
+        `strategy` is "fedavg", "fedprox" (with `mu`), or a server optimizer stepped on each
+        round's average by every domain: "fedavgm" (`server_lr`, `momentum`), "fedadam" and
+        "fedyogi" (`server_lr`, `beta1`, `beta2`, `tau`), "fedadagrad" (`server_lr`, `beta1`,
+        `tau`); unset hyperparameters take their defaults. `fraction` below 1 samples that
+        share of the domains each round (at least `min_sample`), drawn from a seed the network
+        picks (docs/federated.md).
         """
         import numpy as np
 
@@ -306,6 +320,13 @@ class NetworkClient(NodeClient):
             rounds=rounds,
             strategy=strategy,
             mu=mu,
+            server_lr=server_lr,
+            momentum=momentum,
+            beta1=beta1,
+            beta2=beta2,
+            tau=tau,
+            fraction=fraction,
+            min_sample=min_sample,
             min_domains=min_domains,
             round_timeout=round_timeout,
             secure_aggregation=secure_aggregation,

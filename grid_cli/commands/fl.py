@@ -70,6 +70,7 @@ def fl_list(url: str | None, as_json: bool) -> None:
             "rounds",
             "domains",
             "aggregation",
+            "strategy",
             "result",
             "created",
         ],
@@ -82,6 +83,7 @@ def fl_list(url: str | None, as_json: bool) -> None:
                 _progress(j),
                 ", ".join(p.domain for p in j.participants),
                 j.secure_aggregation,
+                j.strategy if j.kind == "training" else "",
                 j.result,
                 _when(j.created_at),
             ]
@@ -142,7 +144,10 @@ def fl_show(job_id: int, url: str | None, as_json: bool) -> None:
 
 
 def _training_fields(job: FederatedJobOut) -> dict[str, str]:
-    return {"aggregation": f"{job.secure_aggregation}, {job.strategy}, quorum {job.min_domains}"}
+    return {
+        "aggregation": f"{job.secure_aggregation}, quorum {job.min_domains}",
+        "strategy": job.describe(),
+    }
 
 
 def _analysis_fields(job: FederatedJobOut) -> dict[str, str]:

@@ -55,7 +55,12 @@ def _invitation(mode: str, job: int, plan: dict[str, Any], kind: str) -> dict[st
 
 
 def _file_federated_request(
-    app: Flask, mode: str, job: int, plan: dict[str, Any] = PLAN, kind: str = "training"
+    app: Flask,
+    mode: str,
+    job: int,
+    plan: dict[str, Any] = PLAN,
+    kind: str = "training",
+    terms: dict[str, Any] | None = None,
 ) -> int:
     """A request as the domain files a network's invitation (analyses as kind "analytics")."""
     with app.extensions["database"].sessionmaker() as session:
@@ -73,7 +78,7 @@ def _file_federated_request(
                 request_id=item.id,
                 network_id="n" * 32,
                 network_job_id=job,
-                invitation=_invitation(mode, job, plan, kind),
+                invitation={**_invitation(mode, job, plan, kind), **(terms or {})},
                 min_group_size=MIN_GROUP_SIZE,
             )
         )
@@ -109,6 +114,23 @@ def test_a_reviewer_sees_what_a_federated_job_sends_out(app: Flask, reviewer: Fl
     page = reviewer.get(f"/requests/{plain}").get_data(as_text=True)
     assert "<strong>plaintext</strong>: the network sees every update" in page
     assert "<strong>in plaintext</strong>, readable by the network" in page
+
+
+def test_a_reviewer_sees_the_server_optimizer_and_the_sampling(
+    app: Flask, reviewer: FlaskClient
+) -> None:
+    terms = {
+        "strategy": "fedadam",
+        "server_lr": 0.05,
+        "fraction": 0.5,
+        "min_sample": 3,
+        "sample_seed": "ab" * 16,
+    }
+    page = reviewer.get(f"/requests/{_file_federated_request(app, 'ckks', 9, terms=terms)}")
+    text = page.get_data(as_text=True)
+    assert "fedadam (server_lr 0.05, beta1 0.9, beta2 0.99, tau 0.001)" in text
+    assert "every domain steps this server optimizer" in text
+    assert "50.0% of the approved domains (at least 3)" in text and "ab" * 16 in text
 
 
 def _sigma(plan: dict[str, Any]) -> str:

@@ -10,8 +10,9 @@ from tests.api_fuzz import fuzz
 
 # Refusals of a federated spec that no JSON Schema can state: the named domain must be one the
 # network knows, the quorum may not exceed the datasets, each domain is named once, and the
-# CKKS moduli add up to no more than the degree allows, a low bound is below its high one, and
-# mu goes with fedprox only.
+# CKKS moduli add up to no more than the degree allows, a low bound is below its high one, mu
+# goes with fedprox only, each server optimizer's hyperparameter with its strategies, and a
+# sample is drawn by the network, large enough to release, from no more domains than there are.
 _BEYOND_SCHEMA = (
     "No domain ",
     "has published no dataset",
@@ -22,6 +23,11 @@ _BEYOND_SCHEMA = (
     "must be finite with low < high",
     "fedprox needs mu",
     "mu is FedProx's parameter",
+    " is a parameter of ",
+    "min_sample applies only when",
+    "min_sample is ",
+    "Set min_sample to at least",
+    "Leave sample_seed out",
 )
 
 

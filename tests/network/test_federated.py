@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,7 @@ from grid_common.federated_schemas import (
 from grid_common.hashes import spec_hash
 from grid_common.identity import verify_key_from_text
 from grid_common.model_archive import save_for_training
+from grid_common.strategy import draw_sample
 from network.federated import GRACE_ROUNDS, close_due_rounds, fail_stalled_key_setups
 from network.models import FederatedJob, FederatedParticipant, FederatedRound
 from tests.network.conftest import Signer, approved, dataset
@@ -366,6 +368,18 @@ BAD_SPECS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
         "must be one of",
     ),
     "no datasets": (lambda s: {**s, "datasets": []}, "datasets"),
+    "server_lr with fedavg": (
+        lambda s: {**s, "server_lr": 0.1},
+        "server_lr is a parameter of fedavgm, fedadam, fedyogi, fedadagrad, not of fedavg",
+    ),
+    "a sample that could expose a domain": (
+        lambda s: {**s, "fraction": 0.5, "min_sample": 2},
+        "Set min_sample to at least 3",
+    ),
+    "a seed the scientist chose": (
+        lambda s: {**s, "fraction": 0.5, "sample_seed": "0" * 32},
+        "Leave sample_seed out",
+    ),
 }
 
 
@@ -982,3 +996,37 @@ def test_no_decision_once_the_rounds_are_over(created: Callable[..., Job]) -> No
     _send_all(job, 1, [first, second])
     assert job.view()["status"] == "finishing"
     assert error(job.decide(late), 409) == "job_finished"
+
+
+# --- strategies and sampling -----------------------------------------------------------------
+
+
+def test_a_sampled_round_trains_and_waits_only_for_its_sample(
+    created: Callable[..., Job],
+) -> None:
+    job = created("none", plan=DP_PLAN, strategy="fedadam", server_lr=0.05, fraction=0.5)
+    invitation = job.domains[0].call("GET", "/api/v1/fl/invitations").json["items"][0]
+    view = job.view()
+    seed = view["sample_seed"]
+    assert re.fullmatch("[0-9a-f]{32}", seed)  # drawn by the network at filing
+    terms = {"strategy": "fedadam", "server_lr": 0.05, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+    for shown in (view, invitation):  # what the scientist and the signed invitation say
+        assert {k: shown[k] for k in terms} == terms
+        assert (shown["fraction"], shown["min_sample"], shown["sample_seed"]) == (0.5, 1, seed)
+    # DP lets a round of one domain be read; half of three rounds up to two.
+    for signer in job.domains:
+        assert job.decide(signer).status_code == 200
+    ids = [d.id for d in job.domains]
+    drawn = draw_sample(seed, 1, ids, 0.5, 1)
+    assert len(drawn) == 2
+    sampled = [d for d in job.domains if d.id in drawn]
+    (left_out,) = [d for d in job.domains if d.id not in drawn]
+    assert [job.state(d)["sampled"] for d in job.domains] == [d.id in drawn for d in job.domains]
+
+    response = job.update(left_out, 1, job.encode(np.ones(job.parameters)), 5)
+    assert error(response, 409) == "not_sampled"
+    _send_all(job, 1, sampled)  # the round closes without waiting for the third domain
+    rounds = job.network.get(job.path("/rounds"), headers=job.scientist).json["items"]
+    assert rounds[0]["status"] == "closed" and rounds[0]["sampled"] == drawn
+    assert rounds[1]["sampled"] == draw_sample(seed, 2, ids, 0.5, 1)
+    assert job.state(left_out)["aggregate_round"] == 1  # it still reads every aggregate

@@ -87,6 +87,24 @@ def test_other_optimizers(spec: TrainingSpec, tmp_path: Path, optimizer: str) ->
     assert outcome.status == "completed" and outcome.metrics["accuracy"] > 0.9
 
 
+def test_fedprox_keeps_the_local_model_near_the_global_one(
+    spec: TrainingSpec, tmp_path: Path
+) -> None:
+    """FedProx adds mu/2 * ||w - w_global||^2: the larger mu, the closer training stays."""
+    start = load_file(str(spec.weights_path))
+    spec = with_plan(spec, epochs=2, validation_split=0.0)
+
+    def distance(mu: float) -> float:
+        out = dataclasses.replace(spec, output_dir=tmp_path / f"mu-{mu}", proximal_mu=mu)
+        outcome, _ = run(out)
+        assert outcome.status == "completed", outcome.reason
+        trained = load_file(str(outcome.weights_path))
+        return float(sum(torch.sum((trained[k] - start[k]) ** 2) for k in start) ** 0.5)
+
+    plain, proximal, strong = distance(0.0), distance(1.0), distance(10.0)
+    assert strong < proximal < plain
+
+
 def test_step_events_are_throttled(spec: TrainingSpec, tmp_path: Path) -> None:
     spec = dataclasses.replace(with_plan(spec, epochs=10, batch_size=4), output_dir=tmp_path)
     outcome, events = run(spec)

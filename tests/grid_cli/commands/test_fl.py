@@ -472,7 +472,20 @@ def test_show_keeps_training_figures(run_grid: RunGrid, network: StubNetwork) ->
     assert result.exit_code == 0, result.output
     lines = table_lines(result)
     assert "Federated job 7" in lines and "kind │ training" in lines
-    assert "aggregation │ ckks, fedavg, quorum 2" in lines
+    assert "aggregation │ ckks, quorum 2" in lines and "strategy │ fedavg" in lines
     assert "round │ status │ domains │ rows │ loss │ accuracy" in lines
     assert "1 │ closed │ hospital-a, hospital-b │ 40 │ 0.5000 │ 0.7500" in lines
     assert "computes" not in result.stdout
+
+
+def test_list_and_show_name_the_strategy(run_grid: RunGrid, network: StubNetwork) -> None:
+    adam = {"strategy": "fedadam", "server_lr": 0.05, "fraction": 0.5, "min_sample": 3}
+    network.jobs = [job_out("training", {"loss": "mse"}, rounds=5, **adam)]
+    network.rounds = []
+    lines = table_lines(run_grid("fl", "list"))
+    assert any(line.startswith("7 │ training │") and "│ fedadam │" in line for line in lines)
+    lines = table_lines(run_grid("fl", "show", "7"))
+    assert (
+        "strategy │ fedadam (server_lr 0.05, beta1 0.9, beta2 0.99, tau 0.001); 0.5 of the "
+        "domains each round, at least 3"
+    ) in lines
