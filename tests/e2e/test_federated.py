@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 import grid_cli as grid
 from grid_common import he
+from grid_common.strategy import draw_sample
 from tests.e2e.grid import LocalGrid, eventually, start_grid
 from tests.worker.live import mlp
 
@@ -30,9 +31,10 @@ PLAN = grid.TrainingPlan(
 )
 
 
-@pytest.fixture
-def three_domains(tmp_path: Path) -> Iterator[LocalGrid]:
-    local = start_grid(tmp_path, 3)
+@pytest.fixture(scope="module")
+def three_domains(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalGrid]:
+    """One grid for the tests of this module that need three domains: each files its own job."""
+    local = start_grid(tmp_path_factory.mktemp("grid"), 3)
     yield local
     local.stop()
 
@@ -105,6 +107,45 @@ def he_hash(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fedadam_with_sampled_rounds_ends_on_one_model_everywhere(
+    three_domains: LocalGrid, tmp_path: Path
+) -> None:
+    local = three_domains
+    hits = local.scientist.search("digits")
+    # With DP a round of two may be read: half of three domains, rounded up, trains each round.
+    plan = PLAN.model_copy(update={"dp": grid.DifferentialPrivacy(epsilon=8.0, delta=1e-5)})
+    fl = local.scientist.federated_training(
+        mlp(),
+        datasets=hits,
+        plan=plan,
+        rounds=3,
+        strategy="fedadam",
+        server_lr=0.05,
+        fraction=0.5,
+        progress=False,
+    )
+    local.approve_all()
+    fl.wait(timeout=300, progress=False)
+
+    info = fl.refresh().info
+    terms = (info.strategy, info.server_lr, info.beta2, info.fraction)
+    assert terms == ("fedadam", 0.05, 0.99, 0.5)
+    assert info.sample_seed is not None
+    # Every round trained on the draw any participant recomputes from the job's seed.
+    ids = [p.domain_id for p in info.participants]
+    names = {p.domain_id: p.domain for p in info.participants}
+    rounds = local.scientist.federated_job_rounds(fl.id).items
+    for item in rounds:
+        drawn = draw_sample(info.sample_seed, item.number, ids, 0.5, 1)
+        assert item.sampled == drawn and len(drawn) == 2
+        assert sorted(item.reporters) == sorted(names[d] for d in drawn)
+    # The job completes only once every domain attested the same final weights: the
+    # optimizer's x, stepped identically on each.
+    assert info.status == "completed"
+    assert info.result_hash == he_hash(fl.download_result(tmp_path / "adam.safetensors"))
+    assert _accuracy(fl.result()) > 0.3  # well above chance (0.1) after 3 noisy rounds
 
 
 def test_a_domain_dies_mid_round_and_the_network_restarts(tmp_path: Path) -> None:

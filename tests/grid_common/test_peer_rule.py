@@ -68,3 +68,13 @@ def test_the_owner_is_told_which_case_applies() -> None:
     assert not ok and "at least 5" in text
     ok, text = peer_protection(_invitation(1, 1, None), 5)
     assert ok and "only one" in text
+
+
+def test_an_owner_refuses_a_sample_smaller_than_their_minimum() -> None:
+    """Six domains, three sampled per round: an owner asking for five in every aggregate would
+    see rounds of three read by a pair of colluding peers, so the request is refused."""
+    sampled = _invitation(6, 6, None).model_copy(update={"fraction": 0.5, "min_sample": 3})
+    ok, text = peer_protection(sampled, 3)
+    assert ok and "at least 3 domains" in text
+    ok, text = peer_protection(sampled, 5)
+    assert not ok and "sample as few as 3" in text and "larger min_sample" in text
