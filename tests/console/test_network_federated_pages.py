@@ -270,6 +270,7 @@ def test_the_job_page_shows_domains_rounds_and_weighted_metrics(
     for name in DOMAINS:
         assert f'data-testid="participant-{name}"' in html and f"{name} agrees" in html
     assert "Round 3 of 5: 1 of 2 domains reported, 2 needed; deadline 20" in html
+    assert '<dd data-testid="strategy">fedavg</dd>' in html
     for number in (1, 2):
         for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert f">{weighted(number, name):.4g}<" in html, (number, name)
