@@ -38,7 +38,7 @@ from grid_common.federated_schemas import (
     UpdateQuery,
     key_statement_verifies,
 )
-from grid_common.hashes import spec_hash
+from grid_common.job_specs import analytics_spec_hash, federated_spec_hash
 from grid_common.schemas import DatasetSchema
 from grid_common.strategy import draw_sample
 from network import registry_writes
@@ -187,14 +187,11 @@ def create_job(
         kind="training",
         submitter_id=submitter_id,
         spec=spec.model_dump(mode="json"),
-        spec_hash=spec_hash(
+        spec_hash=federated_spec_hash(
+            spec,
             model_digest=model_digest,
             weights_digest=weights_digest,
-            plan=spec.plan,
-            datasets=[f"{a.domain_id}/{d.name}" for a, d in targets],
-            kind="model_centric",
-            domains=[a.domain_id for a, _ in targets],
-            federated=spec.round_settings(),
+            targets=[(a.domain_id, d.name) for a, d in targets],
         ),
         model_digest=model_digest,
         weights_digest=weights_digest,
@@ -230,12 +227,8 @@ def create_analytics_job(session: Session, submitter_id: int, spec: AnalyticsSpe
         submitter_id=submitter_id,
         spec=spec.model_dump(mode="json"),
         analysis=plan.model_dump(mode="json"),
-        spec_hash=spec_hash(
-            plan=plan,
-            datasets=[f"{a.domain_id}/{d.name}" for a, d in targets],
-            kind="analytics",
-            domains=[a.domain_id for a, _ in targets],
-            federated=spec.round_settings(),
+        spec_hash=analytics_spec_hash(
+            spec, plan, targets=[(a.domain_id, d.name) for a, d in targets]
         ),
         parameters=plan.layout.size,
         slots=spec.ckks.poly_modulus_degree // 2,

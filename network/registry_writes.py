@@ -32,6 +32,9 @@ from registry.client import job_id_of, round_mask
 from registry.node import EXTENSION, NodeRegistry, off_message
 
 log = logging.getLogger(__name__)
+# After its last round may close, how long a job's domains have to attest before a majority
+# of them may settle it without the rest (who then forfeit any stake).
+ATTESTATION_WINDOW_S = 24 * 3600
 OFF_MESSAGE = off_message("this network and the associations of its domains")
 
 
@@ -110,8 +113,20 @@ def enqueue_job_started(session: Session, job: FederatedJob) -> str | None:
             "federated job %s is not recorded on chain: a participant has no address", job.id
         )
         return None
-    reg.outbox.create_job(session, job_key_for(job), job.spec_hash, addresses)
+    reg.outbox.create_job(
+        session, job_key_for(job), job.spec_hash, addresses, deadline=chain_deadline(job)
+    )
     return job_id_of(reg.address, job_key_for(job))
+
+
+def chain_deadline(job: FederatedJob) -> int:
+    """When a majority may settle the job on chain: every round run to its timeout, then
+    `ATTESTATION_WINDOW_S` for the attestations."""
+    assert job.started_at is not None
+    # Read from the stored spec (an analysis has one round): spec_of lives above this module.
+    rounds = int(job.spec.get("rounds", 1))
+    window = rounds * float(job.spec["round_timeout"]) + ATTESTATION_WINDOW_S
+    return int(job.started_at.timestamp() + window)
 
 
 def enqueue_round_logged(session: Session, job: FederatedJob, round_: FederatedRound) -> None:

@@ -1,7 +1,9 @@
-"""Check a job against the chain: its spec, its rounds, who attested what, what was paid."""
+"""Check a job against the chain: who coordinated it, who took part, its spec, its rounds, who
+attested what, what was paid. Each check is named in the proof with its result."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +13,26 @@ from grid_common.hashes import model_hash as hash_model_file
 from registry.client import EventRecord, JobRecord, RegistryClient, RoundRecord, to_bytes32
 
 WEI_PER_ETHER = 10**18
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing the proof checked, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the verifier knows on its own and the chain must match: the coordinator's address
+    (a network's node info), the participants' addresses by domain name (each domain's own
+    node info), and the aggregates of the rounds (the network's round list), in order."""
+
+    coordinator: str | None = None
+    participants: Mapping[str, str] | None = None
+    aggregates: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,11 +66,26 @@ class Proof:
     payouts: list[PayoutLine]
     model_hash: str | None = None
     spec_hash: str | None = None
-    problems: list[str] = field(default_factory=list)
+    coordinator_role: str = "none"
+    names: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """What failed, one sentence each."""
+        return [c.detail for c in self.checks if not c.ok]
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return all(c.ok for c in self.checks)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+    def named(self, address: str) -> str:
+        """An address with the domain name the verifier knows it by, if any."""
+        name = self.names.get(address.lower())
+        return f"{name} ({address})" if name else address
 
     def as_json(self) -> dict[str, Any]:
         """The proof as plain data (for `--json`)."""
@@ -58,7 +95,7 @@ class Proof:
         """The proof as text a person can read and check transaction by transaction."""
         job = self.job
         lines = [f"Job {job.job_id}", f"  status       {job.status}"]
-        lines.append(f"  coordinator  {job.coordinator}")
+        lines.append(f"  coordinator  {job.coordinator} (registered as {self.coordinator_role})")
         where = (
             f" (tx {self.created.tx_hash}, block {self.created.block_number})"
             if self.created
@@ -75,7 +112,7 @@ class Proof:
             )
         lines.append(f"Participants ({len(self.participants)})")
         for i, address in enumerate(self.participants):
-            lines.append(f"  [{i}] {address}")
+            lines.append(f"  [{i}] {self.named(address)}")
         lines.append(f"Rounds ({len(self.rounds)})")
         for r in self.rounds:
             taking_part = ", ".join(
@@ -89,7 +126,8 @@ class Proof:
         lines.append(f"Attestations ({len(self.attestations)} of {len(self.participants)})")
         for a in self.attestations:
             lines.append(
-                f"  {a.participant} attested {a.model_hash}{_mark(self.model_hash, a.model_hash)} "
+                f"  {self.named(a.participant)} attested "
+                f"{a.model_hash}{_mark(self.model_hash, a.model_hash)} "
                 f"(tx {a.tx_hash}, block {a.block_number})"
             )
         if self.finalized is not None:
@@ -102,9 +140,14 @@ class Proof:
                     what = f"reward {_ether(p.reward)}, deposit back {_ether(p.deposit_returned)}"
                 else:
                     what = f"not eligible, deposit forfeited {_ether(p.forfeited)}"
-                lines.append(f"  payout {p.participant}: {what} (contribution {p.contribution})")
+                lines.append(
+                    f"  payout {self.named(p.participant)}: {what} (contribution {p.contribution})"
+                )
         if self.model_hash is not None:
             lines.append(f"Your model's hash: 0x{self.model_hash.removeprefix('0x')}")
+        lines.append("Checks")
+        for c in self.checks:
+            lines.append(f"  {'✓' if c.ok else '✗'} {c.name}: {c.detail}")
         if self.ok:
             lines.append(
                 "VERIFIED: the chain backs this job"
@@ -123,10 +166,12 @@ def verify_job(
     model: Path | str | bytes | None = None,
     model_hash: str | None = None,
     spec_hash: str | None = None,
+    expected: Expected | None = None,
     from_block: int = 0,
 ) -> Proof:
-    """Read a job's records and check them against a model file (or its hash) and the spec
-    hash the caller recomputed. The proof lists every problem; `proof.ok` says whether none."""
+    """Read a job's records and check them against a model file (or its hash), the spec hash
+    the caller recomputed and what else the caller knows on its own (`expected`). The proof
+    names every check and its result; `proof.ok` says whether all passed."""
     job_id = "0x" + to_bytes32(job_id).hex()
     if model is not None:
         model_hash = hash_model_file(Path(model) if isinstance(model, str) else model)
@@ -167,8 +212,9 @@ def verify_job(
         payouts=payouts,
         model_hash=model_hash,
         spec_hash=spec_hash,
+        coordinator_role=client.node(job.coordinator).role,
     )
-    _check(proof)
+    _check(proof, expected or Expected())
     return proof
 
 
@@ -180,6 +226,7 @@ def verify_on_chain(
     model: Path | str | bytes | None = None,
     model_hash: str | None = None,
     spec_hash: str | None = None,
+    expected: Expected | None = None,
     from_block: int = 0,
 ) -> Proof:
     """`verify_job` with a read-only client of its own (what `job.verify()` calls)."""
@@ -189,38 +236,144 @@ def verify_on_chain(
         model=model,
         model_hash=model_hash,
         spec_hash=spec_hash,
+        expected=expected,
         from_block=from_block,
     )
 
 
-def _check(proof: Proof) -> None:
-    job, problems = proof.job, proof.problems
-    if proof.spec_hash is not None and proof.spec_hash != job.spec_hash:
-        problems.append(
-            f"the spec you hold hashes to {proof.spec_hash}, but the job was created with "
-            f"{job.spec_hash}: a different model, plan or dataset list"
+def _check(proof: Proof, expected: Expected) -> None:
+    job = proof.job
+    if expected.participants is not None:
+        proof.names = {a.lower(): n for n, a in expected.participants.items()}
+    _check_coordinator(proof, expected.coordinator)
+    if expected.participants is not None:
+        _check_participants(proof, expected.participants)
+    if proof.spec_hash is not None:
+        same = proof.spec_hash == job.spec_hash
+        proof.check(
+            "spec hash",
+            same,
+            f"the job was created with {job.spec_hash}, as your spec hashes"
+            if same
+            else f"the spec you hold hashes to {proof.spec_hash}, but the job was created with "
+            f"{job.spec_hash}: a different model, plan, dataset list or round setting",
         )
+    _check_rounds(proof, expected.aggregates)
+    _check_attestations(proof)
+
+
+def _check_coordinator(proof: Proof, address: str | None) -> None:
+    job = proof.job
+    if address is None:
+        proof.check(
+            "coordinator",
+            proof.coordinator_role != "none",
+            f"{job.coordinator} is a registered {proof.coordinator_role}",
+        )
+        return
+    wanted = address.lower()
+    ok = job.coordinator.lower() == wanted and proof.coordinator_role == "network"
+    proof.check(
+        "coordinator",
+        ok,
+        f"{job.coordinator} is the network you asked, registered as a network"
+        if ok
+        else f"the job's coordinator {job.coordinator} (registered as "
+        f"{proof.coordinator_role}) is not the network you asked, {address}, registered as a "
+        "network",
+    )
+
+
+def _check_participants(proof: Proof, expected: Mapping[str, str]) -> None:
+    on_chain = {a.lower() for a in proof.participants}
+    wanted = {a.lower(): name for name, a in expected.items()}
+    missing = [f"{name} ({a})" for a, name in wanted.items() if a not in on_chain]
+    extra = [a for a in proof.participants if a.lower() not in wanted]
+    ok = not missing and not extra
+    detail = f"the {len(wanted)} domains that approved, and no other"
+    if missing:
+        detail = f"approved but not a participant: {', '.join(missing)}"
+    if extra:
+        detail = (detail + "; " if missing else "") + (
+            f"a participant that did not approve: {', '.join(extra)}"
+        )
+    proof.check("participants", ok, detail)
+
+
+def _check_rounds(proof: Proof, aggregates: Sequence[str] | None) -> None:
+    job = proof.job
     if len(proof.rounds) != job.rounds:
-        problems.append(
+        proof.check(
+            "rounds",
+            False,
             f"the contract counts {job.rounds} rounds but {len(proof.rounds)} RoundLogged "
-            "events were found (search from an earlier block)"
+            "events were found (search from an earlier block)",
+        )
+        return
+    if aggregates is None:
+        proof.check("rounds", True, f"{job.rounds} logged")
+        return
+    logged = [r.aggregate_hash.lower() for r in proof.rounds]
+    wanted = ["0x" + a.lower().removeprefix("0x") for a in aggregates]
+    ok = logged == wanted
+    proof.check(
+        "rounds",
+        ok,
+        f"{len(wanted)} rounds, each aggregate as the network published it"
+        if ok
+        else f"the network published {len(wanted)} round aggregates, the chain logs "
+        f"{len(logged)} and they differ",
+    )
+
+
+def _check_attestations(proof: Proof) -> None:
+    job = proof.job
+    # Agreement on the finalized hash (or, before, on your model's); your model is checked
+    # against the finalized hash below.
+    wanted = job.model_hash if job.status == "finalized" else proof.model_hash
+    by_participant = {a.participant.lower(): a.model_hash for a in proof.attestations}
+    silent = [proof.named(p) for p in proof.participants if p.lower() not in by_participant]
+    other = [
+        proof.named(p)
+        for p in proof.participants
+        if wanted is not None and by_participant.get(p.lower(), wanted) != wanted
+    ]
+    if other:
+        proof.check(
+            "attestations",
+            False,
+            f"attested a different hash: {', '.join(other)}",
         )
     if job.status != "finalized":
-        missing = len(proof.participants) - len(proof.attestations)
-        why = f"{missing} participant(s) have not attested yet" if missing else "not settled yet"
-        problems.append(f"the job is {job.status}, not finalized ({why})")
+        why = f"{len(silent)} participant(s) have not attested yet" if silent else "not settled yet"
+        proof.check("finalized", False, f"the job is {job.status}, not finalized ({why})")
+    elif silent:
+        proof.check("attestations", False, f"did not attest: {', '.join(silent)}")
+    elif not other:
+        proof.check(
+            "attestations",
+            True,
+            f"{len(proof.attestations)} of {len(proof.participants)} attested the same hash",
+        )
     if proof.model_hash is None:
         return
     final = job.model_hash if job.status == "finalized" else None
-    if final is not None and proof.model_hash != final:
-        problems.append(
-            f"your model does not match: it hashes to {proof.model_hash}, but the participants "
-            f"attested {final}. It is not the model this job produced; even one changed byte "
-            "changes the hash"
+    if final is not None:
+        ok = proof.model_hash == final
+        proof.check(
+            "your model",
+            ok,
+            "hashes to the model the job was finalized with"
+            if ok
+            else f"your model does not match: it hashes to {proof.model_hash}, but the "
+            f"participants attested {final}. It is not the model this job produced; even one "
+            "changed byte changes the hash",
         )
-    elif final is None and any(a.model_hash != proof.model_hash for a in proof.attestations):
-        problems.append(
-            f"your model hashes to {proof.model_hash}, which not every attestation names"
+    elif any(a.model_hash != proof.model_hash for a in proof.attestations):
+        proof.check(
+            "your model",
+            False,
+            f"your model hashes to {proof.model_hash}, which not every attestation names",
         )
 
 

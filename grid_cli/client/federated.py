@@ -1,8 +1,9 @@
 """Jobs a network runs, from the data scientist's side: rounds, their metrics, the attested
-result."""
+result and its proof on the registry."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -10,13 +11,16 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from grid_cli.client.jobs import figures, module_with_weights, plot_curves
+from grid_cli.client.jobs import chain_target, figures, module_with_weights, plot_curves
 from grid_cli.client.progress import show_progress
 from grid_common.federated_schemas import FINISHED_STATUSES, FederatedJobOut, RoundList
+from grid_common.network_schemas import NodeInfo
 from grid_common.transport import GridError
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from registry.verify import Proof
 
 _STATE = {
     "pending_approval": "waiting for the domains' owners",
@@ -39,6 +43,11 @@ class NetworkJobSource(Protocol):
 
     def download_federated_result(self, job_id: int, path: str | Path) -> Path: ...
 
+    @property
+    def node(self) -> NodeInfo: ...
+
+    def domain_node(self, domain: str) -> NodeInfo: ...
+
 
 class FederatedJobFailed(GridError):
     """A federated job ended without a result: failed or cancelled."""
@@ -51,8 +60,12 @@ class NetworkJob:
     running_label = "training"
     noun = "federated job"
 
-    def __init__(self, info: FederatedJobOut, client: NetworkJobSource) -> None:
+    def __init__(
+        self, info: FederatedJobOut, client: NetworkJobSource, *, spec_hash: str | None = None
+    ) -> None:
         self._info, self._client = info, client
+        # The spec hash this client computed from what it submitted (None: not this session).
+        self._spec_hash = spec_hash
 
     @property
     def id(self) -> int:
@@ -125,6 +138,61 @@ class NetworkJob:
         owner whose data is in it released it."""
         return self._client.download_federated_result(self.id, path)
 
+    def verify(
+        self,
+        rpc_url: str | None = None,
+        model_file: str | Path | None = None,
+        *,
+        registry_address: str | None = None,
+        spec_hash: str | None = None,
+    ) -> Proof:
+        """Check this job on the registry; returns a proof that names each check and its
+        result (`print(proof.render())`, `proof.ok`, `proof.problems`).
+
+        The chain is `rpc_url` (default `$GRID_CHAIN_RPC_URL`), the registry
+        `registry_address` (default `$GRID_REGISTRY_ADDRESS`): never an address a node
+        supplies. Checked: the coordinator is this network's own address (its node info) and
+        registered as a network; the participants are exactly the domains that approved (each
+        domain's address as the domain itself gives it); each participant attested the hash
+        of the model you hold (`model_file`, else the result, downloaded); the rounds are the
+        network's, aggregate by aggregate; and the spec hash is what this client computed
+        from what it submitted (or `spec_hash`).
+        """
+        from registry.verify import Expected, verify_on_chain
+
+        info = self.refresh().info
+        if info.registry_job_id is None:
+            raise ValueError(
+                f"{self.noun} {self.id} is not on a registry: the network's writes are off"
+            )
+        url, address = chain_target(rpc_url, registry_address, None, "the network")
+        network = self._client.node
+        approved = [p for p in info.participants if p.status == "approved"]
+        expected = Expected(
+            coordinator=network.eth_address or "none",
+            participants={
+                p.domain: self._client.domain_node(p.domain_id).eth_address or "none"
+                for p in approved
+            },
+            aggregates=[
+                r.aggregate_hash
+                for r in self._client.federated_job_rounds(self.id).items
+                if r.status == "closed" and r.aggregate_hash
+            ],
+        )
+        with tempfile.TemporaryDirectory(prefix="grid-verify-") as folder:
+            held = Path(model_file) if model_file else None
+            if held is None:
+                held = self.download_result(Path(folder) / "result.safetensors")
+            return verify_on_chain(
+                url,
+                address,
+                info.registry_job_id,
+                model=held,
+                spec_hash=spec_hash or self._spec_hash,
+                expected=expected,
+            )
+
     def __repr__(self) -> str:
         domains = ", ".join(p.domain for p in self._info.participants)
         return f"<{type(self).__name__} {self.id} {self._info.status} on {domains}>"
@@ -134,9 +202,14 @@ class FederatedJob(NetworkJob):
     """A model trained across domains: its rounds, their metrics, the attested model."""
 
     def __init__(
-        self, info: FederatedJobOut, client: NetworkJobSource, model: nn.Module | None = None
+        self,
+        info: FederatedJobOut,
+        client: NetworkJobSource,
+        model: nn.Module | None = None,
+        *,
+        spec_hash: str | None = None,
     ) -> None:
-        super().__init__(info, client)
+        super().__init__(info, client, spec_hash=spec_hash)
         self._model = model
 
     @property

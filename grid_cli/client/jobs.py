@@ -23,6 +23,29 @@ if TYPE_CHECKING:
     from registry.verify import Proof
 
 FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled", "denied"})
+RPC_ENV, REGISTRY_ENV = "GRID_CHAIN_RPC_URL", "GRID_REGISTRY_ADDRESS"
+
+
+def chain_target(
+    rpc_url: str | None, registry_address: str | None, offered: str | None, by: str
+) -> tuple[str, str]:
+    """The chain and registry a proof is read from: the caller's (`rpc_url`,
+    `registry_address`), else their configuration ($GRID_CHAIN_RPC_URL,
+    $GRID_REGISTRY_ADDRESS). A registry address `offered` by the node being checked (`by`) is
+    never taken on its word: the caller confirms it by passing it."""
+    url = rpc_url or os.environ.get(RPC_ENV)
+    if not url:
+        raise ValueError(f"pass rpc_url= or set {RPC_ENV}: the chain holding the proof")
+    address = registry_address or os.environ.get(REGISTRY_ENV)
+    if address:
+        return url, address
+    if offered:
+        raise ValueError(
+            f"{by} says its registry is {offered}, but a proof read from an address the "
+            f"checked party supplies proves nothing: set {REGISTRY_ENV} to the registry you "
+            f"trust, or confirm this one with registry_address={offered!r}"
+        )
+    raise ValueError(f"pass registry_address= or set {REGISTRY_ENV}: the registry to check")
 
 
 class JobSource(Protocol):
@@ -201,30 +224,36 @@ class Job:
             )
         return module_with_weights(base, self.download_result)
 
-    def verify(self, rpc_url: str | None = None, model_file: str | Path | None = None) -> Proof:
+    def verify(
+        self,
+        rpc_url: str | None = None,
+        model_file: str | Path | None = None,
+        *,
+        registry_address: str | None = None,
+    ) -> Proof:
         """Check this job on the registry and return a readable proof (`print(proof.render())`).
 
         Recomputes the spec hash (of what this session submitted, else the domain's) and the
         hash of the model you hold (`model_file`, else the released weights, downloaded), and
-        reads the chain at `rpc_url` (default `$GRID_CHAIN_RPC_URL`). `proof.ok` says whether
-        every check passed; `proof.problems` says what did not.
+        reads the chain at `rpc_url` (default `$GRID_CHAIN_RPC_URL`) and the registry at
+        `registry_address` (default `$GRID_REGISTRY_ADDRESS`; the domain's own word for it is
+        refused unless you pass it). `proof.ok` says whether every check passed;
+        `proof.problems` says what did not.
         """
         from registry.verify import verify_on_chain
 
         info = self.refresh().info
-        if info.registry_job_id is None or info.registry_address is None:
+        if info.registry_job_id is None:
             raise ValueError(f"job {self.id} is not on a registry: the domain's writes are off")
-        url = rpc_url or os.environ.get("GRID_CHAIN_RPC_URL")
-        if not url:
-            raise ValueError("pass rpc_url= or set GRID_CHAIN_RPC_URL: the chain holding the proof")
+        url, address = chain_target(
+            rpc_url, registry_address, info.registry_address, f"the domain of job {self.id}"
+        )
         spec = self._spec_hash or info.spec_hash
         with tempfile.TemporaryDirectory(prefix="grid-verify-") as folder:
             held = Path(model_file) if model_file else None
             if held is None:
                 held = self.download_result(Path(folder) / "weights.safetensors")
-            return verify_on_chain(
-                url, info.registry_address, info.registry_job_id, model=held, spec_hash=spec
-            )
+            return verify_on_chain(url, address, info.registry_job_id, model=held, spec_hash=spec)
 
     def plot(self, path: str | Path | None = None) -> Any:
         """Training curves (loss; accuracy when measured) per epoch, saved to `path` if given."""

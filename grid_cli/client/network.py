@@ -28,6 +28,7 @@ from grid_common.federated_schemas import (
     RoundList,
 )
 from grid_common.he import SecureAggregation
+from grid_common.job_specs import analytics_spec_hash, federated_spec_hash
 from grid_common.network_schemas import (
     AssociationList,
     AssociationOut,
@@ -345,7 +346,16 @@ class NetworkClient(NodeClient):
             fields=[("spec", spec.model_dump_json())],
             progress=progress,
         )
-        return FederatedJob(FederatedJobOut.model_validate(sent.response.json()), self, model)
+        info = FederatedJobOut.model_validate(sent.response.json())
+        # Computed here from what was sent, so `fl.verify()` checks the network's record of it;
+        # with the sampling seed the network drew (a client cannot choose it).
+        digest = federated_spec_hash(
+            spec.model_copy(update={"sample_seed": info.sample_seed}),
+            model_digest=sent.model_digest,
+            weights_digest=sent.weights_digest,
+            targets=_target_ids(spec.datasets, info),
+        )
+        return FederatedJob(info, self, model, spec_hash=digest)
 
     # --- federated analytics ----------------------------------------------------------------
 
@@ -392,15 +402,19 @@ class NetworkClient(NodeClient):
             raise AnalyticsError.from_validation(exc) from None
         if (problem := spec.peer_problem()) is not None:
             raise AnalyticsError(problem)
+        plan = None
         if all(isinstance(t, DatasetRef) for t in targets):
             published = [
                 PublishedTarget(t.domain.name, t.dataset.name, t.dataset.schema, t.dataset.label)
                 for t in targets
                 if isinstance(t, DatasetRef)
             ]
-            resolve_plan(spec, published)
+            plan = resolve_plan(spec, published)
         info = self._post("/fl/analytics", spec.model_dump(mode="json"), FederatedJobOut)
-        return AnalyticsJob(info, self)
+        digest = None
+        if plan is not None:  # the plan as resolved here, from the published schemas
+            digest = analytics_spec_hash(spec, plan, targets=_target_ids(spec.datasets, info))
+        return AnalyticsJob(info, self, spec_hash=digest)
 
     def analyze(
         self,
@@ -443,6 +457,17 @@ class NetworkClient(NodeClient):
     def federated_job_info(self, job_id: int) -> FederatedJobOut:
         return self._get(f"/fl/jobs/{int(job_id)}", FederatedJobOut)
 
+    def domain_node(self, domain: str | NetworkDomain) -> NodeInfo:
+        """A domain's own node info (its id, keys and Ethereum address), asked of the domain
+        itself (through the network when not reachable directly); its id must match."""
+        target = self._resolve(domain)
+        response = requests.get(f"{self.domain_url(target)}{API}/node", timeout=10)
+        response.raise_for_status()
+        info = NodeInfo.model_validate(response.json())
+        if info.id != target.id:
+            raise GridError(0, "wrong_node", f"{target.name} answered as node {info.id}")
+        return info
+
     def federated_job_rounds(self, job_id: int) -> RoundList:
         """A federated job's rounds: their status, the rows behind them, their metrics."""
         return self._get(f"/fl/jobs/{int(job_id)}/rounds", RoundList)
@@ -479,6 +504,13 @@ class NetworkClient(NodeClient):
             for chunk in response.iter_content(1 << 20):
                 handle.write(chunk)
         return target
+
+
+def _target_ids(targets: list[DatasetTarget], info: FederatedJobOut) -> list[tuple[str, str]]:
+    """Each target as (domain id, dataset): a domain named by name is the participant of
+    that name in the job."""
+    ids = {p.domain: p.domain_id for p in info.participants}
+    return [(ids.get(t.domain, t.domain), t.dataset) for t in targets]
 
 
 def _targets(targets: list[DatasetRef | tuple[str, str]]) -> list[DatasetTarget]:

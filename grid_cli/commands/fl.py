@@ -250,6 +250,49 @@ def fl_download(job_id: int, output: Path | None, url: str | None, as_json: bool
         click.echo(f"Saved {path} (sha256 {digest}, as every domain attested).")
 
 
+@fl.command("verify")
+@click.argument("job_id", type=int)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The result you hold (default: the job's result, downloaded).",
+)
+@click.option("--rpc", envvar="GRID_CHAIN_RPC_URL", help="The chain (or $GRID_CHAIN_RPC_URL).")
+@click.option(
+    "--registry-address",
+    envvar="GRID_REGISTRY_ADDRESS",
+    help="The registry you trust (or $GRID_REGISTRY_ADDRESS); never taken from a node.",
+)
+@click.option("--spec-hash", help="The spec hash you computed when you submitted the job.")
+@url_option
+@json_option
+def fl_verify(
+    job_id: int,
+    model: Path | None,
+    rpc: str | None,
+    registry_address: str | None,
+    spec_hash: str | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Check a federated job on the registry: the network coordinated it, the domains that
+    approved are its participants, each attested your model's hash, the rounds are the
+    network's, and the spec hash (with --spec-hash) is yours. Exit status 1 if any fails."""
+    from grid_cli.commands.onchain import registry_errors
+
+    job = open_network(url).federated_job(job_id)
+    try:
+        proof = job.verify(rpc, model, registry_address=registry_address, spec_hash=spec_hash)
+    except registry_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json(proof.as_json())
+    else:
+        click.echo(proof.render())
+    if not proof.ok:
+        click.get_current_context().exit(1)
+
+
 # --- grid fl analyze ------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from grid_cli.local.grid import GridConfig, LocalGrid
 from grid_cli.local.processes import poll
 from grid_cli.local.state import GridUpError, account_rows, node_rows
 from grid_common.hashes import model_hash
-from registry.verify import Proof, verify_on_chain
+from registry.verify import Proof
 
 PLAN = grid.TrainingPlan(
     loss="cross_entropy",
@@ -251,12 +251,10 @@ class Demo:
         chain = self.local.chain
         assert chain is not None
         self.step("The registry's proof, checked against the downloaded model")
-        job_id = fl.refresh().info.registry_job_id
-        if job_id is None:
+        if fl.refresh().info.registry_job_id is None:
             raise DemoFailed(f"the network recorded federated job {fl.id} on no chain")
-        check = partial(
-            verify_on_chain, chain.rpc_url, chain.registry_address, job_id, model=weights
-        )
+        # The registry is the one this demo deployed: the user's own, not a node's word.
+        check = partial(fl.verify, chain.rpc_url, weights, registry_address=chain.registry_address)
         proof = _wait_for_proof(check, "the network")
         self.console.print(proof.render(), highlight=False)
         self.console.print(
@@ -276,8 +274,8 @@ def _federated_request(owner: grid.DomainClient) -> grid.Request | None:
     return next((r for r in owner.requests.pending if r.kind == "federated"), None)
 
 
-def _wait_for_proof(check: Callable[[], Proof], domain: str, deadline_s: float = 60) -> Proof:
-    """Registry writes leave through each domain's outbox: wait until they are on chain."""
+def _wait_for_proof(check: Callable[[], Proof], who: str, deadline_s: float = 60) -> Proof:
+    """Registry writes leave through each node's outbox: wait until they are on chain."""
     last: list[Proof] = []
 
     def verified() -> Proof | None:
@@ -285,10 +283,10 @@ def _wait_for_proof(check: Callable[[], Proof], domain: str, deadline_s: float =
         return last[0] if last[0].ok else None
 
     try:
-        return poll(verified, f"{domain}'s records to reach the chain", deadline_s, every=0.5)
+        return poll(verified, f"{who}'s records to reach the chain", deadline_s, every=0.5)
     except GridUpError:
         shown = last[0].render() if last else "no proof could be read"
-        raise DemoFailed(f"{domain}'s part does not verify on chain:\n{shown}") from None
+        raise DemoFailed(f"{who}'s record does not verify on chain:\n{shown}") from None
 
 
 def _round_line(record: dict[str, object], rounds: int) -> str:

@@ -93,8 +93,9 @@ def grid_with_chain(tmp_path: Path) -> Iterator[LocalGrid]:
 
 
 def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
-    grid_with_chain: LocalGrid,
+    grid_with_chain: LocalGrid, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("GRID_REGISTRY_ADDRESS", raising=False)
     local = grid_with_chain
     members = local.members
     assert local.running.chain is not None
@@ -189,6 +190,19 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
     for member in members:
         assert member.owner.job(1).info.status == "completed"
         assert on_chain.model_hash == "0x" + local_result_digest(member)
+
+    # The data scientist's proof: the registry is theirs to name, every check passes.
+    with pytest.raises(ValueError, match="GRID_REGISTRY_ADDRESS"):
+        fl.verify(rpc_url)
+    proof = fl.verify(rpc_url, registry_address=registry_address)
+    assert proof.ok, proof.render()
+    assert [c.name for c in proof.checks] == [
+        *("coordinator", "participants", "spec hash", "rounds", "attestations", "your model"),
+    ]
+    text = proof.render()
+    count = len(members)
+    assert f"Participants ({count})" in text and "Rounds (3)" in text
+    assert f"Attestations ({count} of {count})" in text and "VERIFIED" in text
 
 
 def local_result_digest(member: Member) -> str:

@@ -5,6 +5,7 @@ each domain where to attest, and finalizes the job once the attestations are in.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,11 +14,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from network import registry_writes
 from network.models import Association, FederatedJob, FederatedRound, RegistryOutboxEntry
 from network.registry_writes import job_key_for
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of
 from registry.node import NodeRegistry
+from registry.verify import Expected, verify_job
 from tests.network.conftest import Signer, dataset
 from tests.network.test_federated import (  # noqa: F401 (fixtures)
     NAMES,
@@ -37,6 +40,7 @@ from tests.network.test_registry import (  # noqa: F401 (fixtures)
     reader,
     registry,
 )
+from tests.registry.conftest import advance_time, chain_now
 
 
 @pytest.fixture
@@ -172,3 +176,50 @@ def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
     record = reader.job(chain_id)
     assert (record.status, record.model_hash, record.rounds) == ("finalized", digest, 1)
     assert record.attestations == len(NAMES)
+
+
+def test_a_domain_that_attests_another_hash_is_outvoted_and_named_by_verify(
+    start_job: Callable[..., Job],  # noqa: F811
+    registry: NodeRegistry,  # noqa: F811
+    network_app: Flask,
+    reader: RegistryClient,  # noqa: F811
+    domain_keys: list[RegistryClient],
+    anvil: LocalChain,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A short attestation window, counted from the chain's clock (the session's chain may
+    # be ahead of this machine's): moving the chain past it barely moves it for other tests.
+    ahead = max(0, chain_now(anvil) - int(time.time()))
+    monkeypatch.setattr(registry_writes, "ATTESTATION_WINDOW_S", ahead + 60)
+    job = start_job("none", rounds=1)
+    digest = hashlib.sha256(_finish(job)).hexdigest()
+    other = hashlib.sha256(b"another model").hexdigest()
+    chain_id = _chain_id(network_app, registry, job)
+    _attest_to_network(job, [digest, digest, other])
+    assert job.view()["status"] == "failed"  # the network saw them differ
+    registry.sender.run_until_idle()  # the job and its round on chain; finalize waits
+    for key, model_hash in zip(domain_keys, (digest, digest, other), strict=True):
+        key.attest(chain_id, "0x" + model_hash)
+
+    registry.sender.run_until_idle()
+    assert reader.job(chain_id).status == "open"  # not unanimous: it waits for the deadline
+    advance_time(anvil, int(job.view()["round_timeout"]) + 120)
+    registry.sender.run_until_idle()
+
+    record = reader.job(chain_id)
+    assert (record.status, record.model_hash) == ("finalized", "0x" + digest)
+    names = dict(zip(NAMES, (k.sender for k in domain_keys), strict=True))
+    proof = verify_job(
+        reader,
+        chain_id,
+        model_hash=digest,
+        expected=Expected(coordinator=registry.address, participants=names),
+    )
+    failed = {c.name: c.detail for c in proof.checks if not c.ok}
+    assert list(failed) == ["attestations"]
+    assert NAMES[2] in failed["attestations"] and NAMES[0] not in failed["attestations"]
+    rendered = proof.render()
+    assert "NOT VERIFIED" in rendered and "✓ coordinator" in rendered
+    assert "✓ participants" in rendered and "✓ your model" in rendered
+    payouts = {p.participant: p.eligible for p in proof.payouts}
+    assert payouts == {k.sender: k is not domain_keys[2] for k in domain_keys}

@@ -35,19 +35,25 @@ def test_a_released_model_verifies_and_a_changed_one_does_not(
     start_worker: StartWorker,
     anvil: LocalChain,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("GRID_REGISTRY_ADDRESS", raising=False)
     start_worker("w1")
     job = scientist.submit_training(mlp(), "digits-a", PLAN, reason="on the record")
     owner.approve(job.id)
     job.wait(timeout=180, progress=False)
     owner.release(job.id)
     assert job.refresh().info.registry_job_id is not None
+    # The domain being checked names its registry; its word alone is not taken.
+    with pytest.raises(ValueError, match="registry_address="):
+        job.verify(anvil.rpc_url)
+    registry = anvil.registry_address  # the user confirms it (or sets GRID_REGISTRY_ADDRESS)
 
     def settled() -> bool:
-        return job.verify(anvil.rpc_url).ok
+        return job.verify(anvil.rpc_url, registry_address=registry).ok
 
     wait_until(settled, "the job settled on chain", deadline_s=120)
-    proof = job.verify(anvil.rpc_url)
+    proof = job.verify(anvil.rpc_url, registry_address=registry)
     assert "attest" in proof.render().lower()
 
     weights = job.download_result(tmp_path / "weights.safetensors")
@@ -55,6 +61,6 @@ def test_a_released_model_verifies_and_a_changed_one_does_not(
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     altered.write_bytes(bytes(data))
-    tampered = job.verify(anvil.rpc_url, model_file=altered)
+    tampered = job.verify(anvil.rpc_url, model_file=altered, registry_address=registry)
     assert not tampered.ok
     assert any("does not match" in problem for problem in tampered.problems)

@@ -45,7 +45,12 @@ def test_demo_trains_across_the_domains_and_the_chain_backs_the_model(tmp_path: 
         assert expected in out, expected
     digest = model_hash(data_dir / "results" / "model.safetensors")
     assert f"sha256 {digest}" in out
-    # Each domain's part is on chain, and it backs the downloaded weights.
-    assert out.count("VERIFIED: the chain backs this job and your model.") == 3
+    # One job on chain, the network's, with every domain, both rounds and every attestation,
+    # and it backs the downloaded weights.
+    assert out.count("VERIFIED: the chain backs this job and your model.") == 1
+    for expected in ("Participants (3)", "Rounds (2)", "Attestations (3 of 3)"):
+        assert expected in out, expected
+    for check in ("coordinator", "participants", "spec hash", "rounds", "attestations"):
+        assert f"✓ {check}" in out, check
     assert "NOT VERIFIED" not in out
     assert not (data_dir / "grid.json").exists()
