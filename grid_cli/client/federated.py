@@ -61,11 +61,18 @@ class NetworkJob:
     noun = "federated job"
 
     def __init__(
-        self, info: FederatedJobOut, client: NetworkJobSource, *, spec_hash: str | None = None
+        self,
+        info: FederatedJobOut,
+        client: NetworkJobSource,
+        *,
+        spec_hash: str | None = None,
+        bounty: int | str | None = None,
     ) -> None:
         self._info, self._client = info, client
         # The spec hash this client computed from what it submitted (None: not this session).
         self._spec_hash = spec_hash
+        # A bounty asked at submission, escrowed by `wait()` once the job is on chain.
+        self._bounty = bounty
 
     @property
     def id(self) -> int:
@@ -109,6 +116,8 @@ class NetworkJob:
             task = bar.add_task("", total=self._info.rounds, job=self.id, state="", figures="")
             while True:
                 info = self.refresh().info
+                if self._bounty is not None and info.registry_job_id is not None:
+                    self.fund_bounty(self._bounty)
                 last = info.last_round
                 done = last.number - (last.status == "open") if last else 0
                 bar.update(
@@ -137,6 +146,39 @@ class NetworkJob:
         """Save the result (safetensors), once every domain attested the same hash and every
         owner whose data is in it released it."""
         return self._client.download_federated_result(self.id, path)
+
+    def fund_bounty(
+        self,
+        amount: int | str,
+        rpc_url: str | None = None,
+        *,
+        registry_address: str | None = None,
+        key_file: str | Path | None = None,
+        timeout: float = 120,
+    ) -> str:
+        """Escrow a bounty ("0.05 ether", or wei) on this job's chain record, signed with your
+        own key (`key_file`, else `$GRID_ETH_PRIVATE_KEY`); returns the transaction hash.
+
+        Waits (up to `timeout` s) for the job to start and the network's record of it to be
+        on chain. At finalize the domains that attested the agreed model share it by
+        contribution (samples times rounds); a failed job's bounty is yours to reclaim.
+        """
+        from grid_common.ether import parse_wei
+        from registry.bounty import fund_when_open, scientist_account
+        from registry.client import RegistryClient
+
+        wei = parse_wei(amount)
+        url, address = chain_target(rpc_url, registry_address, None, "the network")
+        account = scientist_account(key_file)
+        ends = time.monotonic() + timeout
+        while (job_id := self.refresh().info.registry_job_id) is None:
+            if self._info.status in FINISHED_STATUSES or time.monotonic() > ends:
+                raise TimeoutError(f"{self.noun} {self.id} has no chain record to fund yet")
+            time.sleep(0.5)
+        client = RegistryClient(url, address, account)
+        tx_hash = fund_when_open(client, job_id, wei, timeout_s=max(1.0, ends - time.monotonic()))
+        self._bounty = None
+        return tx_hash
 
     def verify(
         self,
@@ -208,8 +250,9 @@ class FederatedJob(NetworkJob):
         model: nn.Module | None = None,
         *,
         spec_hash: str | None = None,
+        bounty: int | str | None = None,
     ) -> None:
-        super().__init__(info, client, spec_hash=spec_hash)
+        super().__init__(info, client, spec_hash=spec_hash, bounty=bounty)
         self._model = model
 
     @property

@@ -18,6 +18,7 @@ from grid_cli.client.federated import FederatedJob
 from grid_cli.client.node import API, NodeClient
 from grid_common.analytics.plan import AnalyticsDp, AnalyticsError, ExactModel
 from grid_common.analytics_compatibility import PublishedTarget, resolve_plan
+from grid_common.ether import parse_wei
 from grid_common.federated_schemas import (
     AnalyticsSpec,
     CkksParamsIn,
@@ -276,6 +277,7 @@ class NetworkClient(NodeClient):
         reason: str = "",
         example_input: Any = None,
         progress: bool | None = None,
+        bounty: int | str | None = None,
     ) -> FederatedJob:
         """Train `model` across the domains of `datasets` (search hits or (domain, dataset)).
 
@@ -290,6 +292,10 @@ class NetworkClient(NodeClient):
         `tau`); unset hyperparameters take their defaults. `fraction` below 1 samples that
         share of the domains each round (at least `min_sample`), drawn from a seed the network
         picks (docs/federated.md).
+
+        `bounty` ("0.05 ether", or wei) is escrowed on the job's chain record from your own
+        key (`$GRID_ETH_PRIVATE_KEY`) by `wait()` once the job is on chain, or by
+        `fl.fund_bounty(...)`; the domains share it by contribution (docs/registry.md).
         """
         import numpy as np
 
@@ -301,6 +307,8 @@ class NetworkClient(NodeClient):
         targets = list(datasets)
         if not targets:
             raise ValueError("name at least one dataset to train on")
+        if bounty is not None:
+            parse_wei(bounty)  # a malformed amount fails before anything is sent
         plan = plan if isinstance(plan, TrainingPlan) else TrainingPlan.model_validate(plan)
         if example_input is None:
             first = targets[0]
@@ -355,7 +363,7 @@ class NetworkClient(NodeClient):
             weights_digest=sent.weights_digest,
             targets=_target_ids(spec.datasets, info),
         )
-        return FederatedJob(info, self, model, spec_hash=digest)
+        return FederatedJob(info, self, model, spec_hash=digest, bounty=bounty)
 
     # --- federated analytics ----------------------------------------------------------------
 

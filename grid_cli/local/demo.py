@@ -24,7 +24,12 @@ from grid_cli.local.grid import GridConfig, LocalGrid
 from grid_cli.local.processes import poll
 from grid_cli.local.state import GridUpError, account_rows, node_rows
 from grid_common.hashes import model_hash
+from registry.chain import fund
+from registry.keys import key_path, load_or_create_account
 from registry.verify import Proof
+
+# What the data scientist escrows for the domains, from a key of their own.
+BOUNTY = "0.05 ether"
 
 PLAN = grid.TrainingPlan(
     loss="cross_entropy",
@@ -106,6 +111,7 @@ class Demo:
             self.show_grid()
             fl = self.submit()
             jobs = self.approve(fl)
+            self.fund_bounty(fl)
             self.train(fl)
             self.release(jobs)
             weights = self.download(fl)
@@ -178,6 +184,24 @@ class Demo:
                 f"{', '.join(request.datasets)}; the result is held for review"
             )
         return jobs
+
+    def fund_bounty(self, fl: grid.FederatedJob) -> None:
+        chain = self.local.chain
+        assert chain is not None
+        self.step(f"The data scientist escrows a bounty of {BOUNTY} for the domains")
+        folder = self.local.data_dir / "scientist"
+        address = load_or_create_account(folder, env=False).address
+        fund(chain.rpc_url, [address], 1)  # a local chain: the data scientist's ether
+        tx_hash = fl.fund_bounty(
+            BOUNTY,
+            chain.rpc_url,
+            registry_address=chain.registry_address,
+            key_file=key_path(folder),
+        )
+        self.console.print(
+            f"  from {address} on the network's record of job {fl.id} (tx {tx_hash}); the "
+            "domains share it by contribution once they attest the same model"
+        )
 
     def train(self, fl: grid.FederatedJob) -> None:
         self.step("The domains train; the network adds their encrypted updates")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -14,9 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from grid_common.ether import parse_wei
 from network import registry_writes
 from network.models import Association, FederatedJob, FederatedRound, RegistryOutboxEntry
 from network.registry_writes import job_key_for
+from registry.bounty import fund_when_open, scientist_account
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of
 from registry.node import NodeRegistry
@@ -156,10 +159,25 @@ def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
     network_app: Flask,
     reader: RegistryClient,  # noqa: F811
     domain_keys: list[RegistryClient],
+    anvil: LocalChain,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job = start_job("none", rounds=1)
-    digest = "0x" + hashlib.sha256(_finish(job)).hexdigest()
     chain_id = _chain_id(network_app, registry, job)
+    # The data scientist escrows a bounty from a key file of their own as the job runs.
+    funder = Account.create()
+    fund(anvil.rpc_url, [funder.address])
+    key_file = tmp_path / "scientist_key"
+    key_file.write_text(funder.key.hex())
+    key_file.chmod(0o600)
+    monkeypatch.delenv("GRID_ETH_PRIVATE_KEY", raising=False)
+    with pytest.raises(ValueError, match="GRID_ETH_PRIVATE_KEY"):
+        scientist_account()
+    payer = RegistryClient(anvil.rpc_url, anvil.registry_address, scientist_account(key_file))
+    registry.sender.run_until_idle()  # the network's createJob
+    fund_when_open(payer, chain_id, parse_wei("0.05 ether"))
+    digest = "0x" + hashlib.sha256(_finish(job)).hexdigest()
 
     states = _attest_to_network(job, [digest.removeprefix("0x")] * len(NAMES))
 
@@ -176,6 +194,16 @@ def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
     record = reader.job(chain_id)
     assert (record.status, record.model_hash, record.rounds) == ("finalized", digest, 1)
     assert record.attestations == len(NAMES)
+    # The bounty is paid by contribution: samples times rounds counted.
+    paid = {
+        e.args["participant"]: (e.args["reward"], e.args["contribution"])
+        for e in reader.events("Payout", jobId=chain_id)
+    }
+    bounty = parse_wei("0.05 ether")
+    assert paid == {
+        key.sender: (bounty * n // sum(SAMPLES), n)
+        for key, n in zip(domain_keys, SAMPLES, strict=True)
+    }
 
 
 def test_a_domain_that_attests_another_hash_is_outvoted_and_named_by_verify(

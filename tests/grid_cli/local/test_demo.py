@@ -50,6 +50,8 @@ def test_demo_trains_across_the_domains_and_the_chain_backs_the_model(tmp_path: 
     assert out.count("VERIFIED: the chain backs this job and your model.") == 1
     for expected in ("Participants (3)", "Rounds (2)", "Attestations (3 of 3)"):
         assert expected in out, expected
+    # The data scientist's bounty is paid out: every domain's reward is above zero.
+    assert out.count("reward 0.0") == 3 and "reward 0 ETH" not in out
     for check in ("coordinator", "participants", "spec hash", "rounds", "attestations"):
         assert f"✓ {check}" in out, check
     assert "NOT VERIFIED" not in out
