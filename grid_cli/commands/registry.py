@@ -135,27 +135,110 @@ def registry_verify(
         click.get_current_context().exit(1)
 
 
-@registry.command("address")
-@click.option(
-    "--data-dir",
-    envvar="GRID_DATA_DIR",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node's data dir (its key is made there if missing).",
-)
-@json_option
-def registry_address_command(data_dir: Path, as_json: bool) -> None:
-    """Print the Ethereum address a node signs its registry writes with."""
-    from registry.keys import node_address
+def _account(data_dir: Path | None, key_file: Path | None) -> Any:
+    """The signing key: a node's (its data dir) or your own (a key file, else
+    $GRID_ETH_PRIVATE_KEY)."""
+    from registry.bounty import scientist_account
+    from registry.keys import load_or_create_account
 
     try:
-        address = node_address(data_dir)
-    except PermissionError as exc:
-        raise click.ClickException(str(exc)) from None
+        if data_dir is not None:
+            return load_or_create_account(data_dir)
+        return scientist_account(key_file)
+    except (PermissionError, ValueError, OSError) as exc:
+        raise click.ClickException(
+            f"{exc} (or pass --data-dir for a node's key, --key-file for your own)"
+        ) from None
+
+
+def key_options(command: Any) -> Any:
+    """`--data-dir` (a node's key) or `--key-file` (yours); else $GRID_ETH_PRIVATE_KEY."""
+    command = click.option(
+        "--key-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Your own key file (owner-only permissions), e.g. the one you fund bounties from.",
+    )(command)
+    return click.option(
+        "--data-dir",
+        envvar="GRID_DATA_DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A node's data dir (its key is made there if missing).",
+    )(command)
+
+
+@registry.command("address")
+@key_options
+@json_option
+def registry_address_command(data_dir: Path | None, key_file: Path | None, as_json: bool) -> None:
+    """Print the Ethereum address a key signs with: a node's (--data-dir), or yours
+    (--key-file, else $GRID_ETH_PRIVATE_KEY: what bounties are paid from)."""
+    address = str(_account(data_dir, key_file).address)
     if as_json:
-        print_json({"address": address, "data_dir": str(data_dir.resolve())})
+        found: dict[str, Any] = {"address": address}
+        if data_dir is not None:
+            found["data_dir"] = str(data_dir.resolve())
+        print_json(found)
     else:
         click.echo(address)
+
+
+@registry.command("balance")
+@click.argument("address", required=False)
+@rpc_option
+@registry_option
+@key_options
+@json_option
+def registry_balance(
+    address: str | None,
+    rpc: str,
+    registry_address: str,
+    data_dir: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Show what the registry holds for an address (rewards, returned stakes, reclaimed
+    bounties), ready to withdraw; ADDRESS, else the key's own (see `grid registry address`)."""
+    from registry.client import RegistryClient
+    from registry.verify import WEI_PER_ETHER
+
+    who = address or str(_account(data_dir, key_file).address)
+    try:
+        wei = RegistryClient(rpc, registry_address).balance(who)
+    except registry_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json({"address": who, "balance_wei": str(wei)})
+    else:
+        click.echo(f"{who}: {wei / WEI_PER_ETHER:.6g} ETH to withdraw")
+
+
+@registry.command("withdraw")
+@rpc_option
+@registry_option
+@key_options
+@json_option
+def registry_withdraw(
+    rpc: str, registry_address: str, data_dir: Path | None, key_file: Path | None, as_json: bool
+) -> None:
+    """Pay out everything the registry holds for the key's address (a node's rewards with
+    --data-dir; yours with --key-file or $GRID_ETH_PRIVATE_KEY)."""
+    from registry.client import RegistryClient
+    from registry.verify import WEI_PER_ETHER
+
+    account = _account(data_dir, key_file)
+    try:
+        client = RegistryClient(rpc, registry_address, account)
+        wei = client.balance(account.address)
+        if wei == 0:
+            raise click.ClickException(f"{account.address} has nothing to withdraw")
+        receipt = client.withdraw()
+    except registry_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+    if as_json:
+        print_json({"address": account.address, "withdrawn_wei": str(wei), "tx_hash": tx_hash})
+    else:
+        click.echo(f"Withdrew {wei / WEI_PER_ETHER:.6g} ETH to {account.address} (tx {tx_hash})")
 
 
 @registry.command("status")

@@ -127,3 +127,29 @@ def test_grid_chain_start_runs_anvil_deploys_and_funds_until_stopped(tmp_path: P
         assert process.wait(timeout=30) == 0
     with pytest.raises(requests.ConnectionError):
         requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=2)
+
+
+def test_grid_registry_balance_and_withdraw_pay_out_a_reward_to_its_key(
+    finished_job: tuple[RegistryClient, str, Path, str], tmp_path: Path
+) -> None:
+    domain, _, _, _ = finished_job  # the only participant: the 1 ETH bounty is its reward
+    assert domain.account is not None
+    key_file = tmp_path / "key"
+    key_file.write_text(domain.account.key.hex())
+    key_file.chmod(0o600)
+    env = {"GRID_CHAIN_RPC_URL": domain.rpc_url, "GRID_REGISTRY_ADDRESS": domain.address}
+    runner = CliRunner()
+    keyed = ["--key-file", str(key_file)]
+
+    address = runner.invoke(main, ["registry", "address", *keyed], env={KEY_ENV: ""})
+    assert address.output.strip() == domain.sender
+    balance = runner.invoke(main, ["registry", "balance", *keyed, "--json"], env=env)
+    assert json.loads(balance.output)["balance_wei"] == str(ETHER)
+    paid = runner.invoke(main, ["registry", "withdraw", *keyed], env=env)
+    assert paid.exit_code == 0, paid.output
+    assert f"Withdrew 1 ETH to {domain.sender}" in paid.output
+    again = runner.invoke(main, ["registry", "withdraw", *keyed], env=env)
+    assert again.exit_code == 1 and "nothing to withdraw" in again.output
+    # No key named anywhere: the command says where a key comes from.
+    none = runner.invoke(main, ["registry", "withdraw"], env={**env, KEY_ENV: ""})
+    assert none.exit_code == 1 and "--key-file" in none.output
