@@ -2,8 +2,14 @@
 
 Each server runs with one sync worker; the same load generator (N client processes, a new
 connection per request, as gunicorn's sync worker closes them) drives both in the same run.
+The endpoints take turns (`--rounds`), so a machine that other work slows down slows each alike;
+the ratio is each endpoint's mean against the bare endpoint's, and each turn's ratio is shown.
 
-    .venv/bin/python bench/domain_api.py [--seconds 5] [--clients 2] [--database-url URL]
+    .venv/bin/python bench/domain_api.py [--seconds 5] [--clients 2] [--rounds 5]
+        [--database-url URL] [--profile DIR]
+
+`--profile DIR` first samples the domain's worker with py-spy (`pip install py-spy`) under each
+domain endpoint's load and prints the share of each phase of a request (DIR keeps the samples).
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -88,34 +97,132 @@ def _client(
     counts.put((done, errors))
 
 
-def measure(port: int, path: str, token: str, seconds: float, clients: int) -> float:
-    _client(port, path, token, 0.5, multiprocessing.Queue())  # warm up
+@dataclass
+class Figures:
+    """One endpoint's load: requests per second, and the serving worker's CPU per request."""
+
+    rps: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+def worker_pid(master: int) -> int:
+    """The one gunicorn worker under `master`."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    if len(children) != 1:
+        raise SystemExit(f"expected one gunicorn worker under {master}, found {children}")
+    return int(children[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    server: int, port: int, path: str, token: str, seconds: float, clients: int, into: Figures
+) -> None:
+    """Drive `path` for `seconds`; add its rate and the worker's CPU per request to `into`."""
     counts: multiprocessing.Queue = multiprocessing.Queue()
     workers = [
         multiprocessing.Process(target=_client, args=(port, path, token, seconds, counts))
         for _ in range(clients)
     ]
-    started = time.monotonic()
+    cpu_before, started = cpu_seconds(server), time.monotonic()
     for worker in workers:
         worker.start()
     results = [counts.get() for _ in workers]
     for worker in workers:
         worker.join()
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, cpu_seconds(server) - cpu_before
     errors = sum(e for _, e in results)
     if errors:
         raise SystemExit(f"{errors} non-200 answers from {path}")
-    return sum(d for d, _ in results) / elapsed
+    done = sum(d for d, _ in results)
+    into.rps.append(done / elapsed)
+    into.cpu_ms.append(1000 * cpu / max(done, 1))
+
+
+# Where a sampled stack's time goes: the first of these frames found in it, in this order.
+PHASES = (
+    ("handler (the route's own work)", "Flask.dispatch_request ("),
+    ("authorize_request (token, account)", "authorize_request ("),
+    ("metrics and access log", "grid_common/observability.py"),
+    ("session cookie", "SessionInterface."),
+    ("database session close", "_close_session ("),
+    ("Flask around the handler", "Flask.wsgi_app ("),
+    ("gunicorn (parse, write, close)", "SyncWorker.handle ("),
+)
+
+
+def profile(endpoints: dict[str, Endpoint], args: argparse.Namespace, out: Path) -> None:
+    """Sample the domain's worker under each domain endpoint's load; print each phase's share."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, endpoint in endpoints.items():
+        if not endpoint.token:
+            continue
+        raw = out / (endpoint.path.strip("/").replace("/", "_") + ".txt")
+        command = [spy, "record", "--pid", str(endpoint.server), "--gil", "--rate", "400"]
+        command += ["--nonblocking", "--format", "raw", "--output", str(raw)]
+        command += ["--duration", f"{args.seconds:g}"]
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint.measure(args.seconds + 2, args.clients, Figures())  # outlasts the sampling
+        sampler.wait(timeout=60)
+        print(f"{name}: where the worker's time goes ({raw})")
+        for phase, share in phase_shares(raw).items():
+            print(f"  {phase:<40} {share:5.1%}")
+
+
+def phase_shares(raw: Path) -> dict[str, float]:
+    """Each phase's share of the request-serving samples in a py-spy raw (collapsed) file."""
+    counts = dict.fromkeys([phase for phase, _ in PHASES], 0)
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a frame name py-spy split over lines
+        for phase, frame in PHASES:
+            if frame in stack:
+                counts[phase] += int(count)
+                break
+    total = sum(counts.values()) or 1
+    return {phase: n / total for phase, n in counts.items()}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A URL to load, with the gunicorn worker that serves it."""
+
+    server: int
+    port: int
+    path: str
+    token: str
+
+    def measure(self, seconds: float, clients: int, into: Figures) -> None:
+        measure(self.server, self.port, self.path, self.token, seconds, clients, into)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint, all turns")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="endpoints take turns this many times, so a busy machine slows each alike",
+    )
+    parser.add_argument(
         "--database-url", default="", help="default: SQLite in a temporary data dir"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample the domain's worker with py-spy (on PATH) and print where its time goes",
     )
     args = parser.parse_args()
 
@@ -130,30 +237,61 @@ def main() -> None:
         bare = start_gunicorn("bench.bare_app:app", bare_port, env, Path(scratch) / "bare.log")
         try:
             token, request_id = seed_domain(f"http://127.0.0.1:{domain_port}", Path(scratch))
-            bare_rps = measure(bare_port, "/json", "", args.seconds, args.clients)
-            figures = {
-                "bare Flask JSON endpoint": bare_rps,
-                "GET /api/v1/datasets": measure(
-                    domain_port, "/api/v1/datasets", token, args.seconds, args.clients
+            domain_worker, bare_worker = worker_pid(domain.pid), worker_pid(bare.pid)
+            endpoints = {
+                BARE: Endpoint(bare_worker, bare_port, "/json", ""),
+                "GET /api/v1/datasets": Endpoint(
+                    domain_worker, domain_port, "/api/v1/datasets", token
                 ),
-                f"GET /api/v1/requests/{request_id}": measure(
-                    domain_port, f"/api/v1/requests/{request_id}", token, args.seconds, args.clients
+                f"GET /api/v1/requests/{request_id}": Endpoint(
+                    domain_worker, domain_port, f"/api/v1/requests/{request_id}", token
                 ),
             }
+            for endpoint in endpoints.values():
+                endpoint.measure(0.5, 1, Figures())  # warm up
+            if args.profile:
+                profile(endpoints, args, Path(args.profile))
+            figures = {name: Figures() for name in endpoints}
+            for _ in range(args.rounds):
+                for name, endpoint in endpoints.items():
+                    endpoint.measure(args.seconds / args.rounds, args.clients, figures[name])
         finally:
             for process in (domain, bare):
                 process.terminate()
                 process.wait(timeout=30)
+    report(figures, args)
 
+
+BARE = "bare Flask JSON endpoint"
+
+
+def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
+    """Each endpoint's rate and CPU per request, each against the bare endpoint's."""
     backend = "PostgreSQL" if args.database_url.startswith("postgresql") else "SQLite"
     print(
         f"gunicorn, 1 sync worker each; {args.clients} client processes, "
-        f"{args.seconds:g} s per endpoint; {backend}"
+        f"{args.seconds:g} s per endpoint in {args.rounds} turns; {backend}"
     )
-    for name, rps in figures.items():
-        ratio = rps / bare_rps
-        print(f"  {name:<36} {rps:8.0f} req/s   ratio to bare {ratio:4.2f}")
-    print(json.dumps({k: round(v, 1) for k, v in figures.items()}))
+    print(f"  {'':<36} {'req/s':>8} {'ratio':>6} {'turns':>10}   {'CPU/req':>8} {'ratio':>6}")
+    bare = figures[BARE]
+    rps = {name: statistics.fmean(f.rps) for name, f in figures.items()}
+    cpu = {name: statistics.median(f.cpu_ms) for name, f in figures.items()}
+    for name, f in figures.items():
+        turns = sorted(v / b for v, b in zip(f.rps, bare.rps, strict=True))
+        print(
+            f"  {name:<36} {rps[name]:8.0f} {rps[name] / rps[BARE]:6.2f} "
+            f"{turns[0]:4.2f}-{turns[-1]:4.2f}   {cpu[name]:6.2f}ms {cpu[BARE] / cpu[name]:6.2f}"
+        )
+    print(
+        "  ratio: against the bare endpoint (for CPU, its CPU per request over this one's);\n"
+        "  turns: the rate ratio in each turn; CPU/req: the serving worker's CPU time per\n"
+        "  request, median over turns (a busy machine slows it less than it slows the rate)"
+    )
+    print(
+        json.dumps(
+            {name: {"rps": round(rps[name], 1), "cpu_ms": round(cpu[name], 3)} for name in figures}
+        )
+    )
 
 
 if __name__ == "__main__":
