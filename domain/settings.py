@@ -17,7 +17,12 @@ SETTINGS_KEY = "domain"
 def load_settings(session: Session) -> Settings:
     """The settings as they stand; the defaults until an owner saved any."""
     row = session.get(Setting, SETTINGS_KEY)
-    return Settings.model_validate(row.value) if row else Settings()
+    return settings_from(row.value if row else None)
+
+
+def settings_from(value: dict[str, Any] | None) -> Settings:
+    """The settings a stored row's value holds (None: no row, so the defaults)."""
+    return Settings.model_validate(value) if value is not None else Settings()
 
 
 def save_settings(session: Session, settings: Settings) -> dict[str, Any]:
