@@ -12,6 +12,20 @@ every domain trains one local epoch of Adam. Figures printed:
 - wall time per round for 2, 4 and 8 domains (CKKS).
 
     .venv/bin/python bench/federated.py [--rounds 20] [--domains 3] [--scaling 3,4,8]
+
+`--peer-split` runs instead exactly the work of the Flower peer of issue 19: digits[:1500] for
+training and [1500:] for test (pixels / 16); the training rows split over 3 domains by
+`RandomState(0)` with Dirichlet(0.5) per class in class order (613/308/579 rows); an MLP
+64-512-128-10 (100,234 parameters) seeded; 1 local epoch of SGD, lr 0.05, batch 32; 20
+rounds. The grid runs with the production defaults (`GRID_NETWORK_SYNC_S` 10 s, workers'
+`--poll-interval` 2 s) and auto-approval, through the real client, for ckks and none in the
+same run. Per mode it prints the accuracy after the rounds, the median round time, the
+orchestration cost per round (round time minus the slowest domain's training time, from the
+job events), the per-phase timings, the bytes per domain per round, the submission to
+first-round-start latency and the network's peak RSS. Rounds 2 onwards count for the medians
+(round 1 also pays the workers' first load of the model).
+
+    .venv/bin/python bench/federated.py --peer-split
 """
 
 from __future__ import annotations
@@ -20,7 +34,9 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import grid_cli as grid  # noqa: E402
-from grid_common.federated_schemas import RoundList  # noqa: E402
-from tests.e2e.grid import LocalGrid, start_grid  # noqa: E402
+from grid_cli.local import grid as local_grid  # noqa: E402
+from grid_cli.local.demo_data import SeedDataset  # noqa: E402
+from grid_common.federated_schemas import RoundList, RoundOut  # noqa: E402
+from grid_common.schemas import AutoApprovalRule  # noqa: E402
+from tests.e2e.grid import LocalGrid, eventually, start_grid  # noqa: E402
 
 
 def mlp() -> nn.Module:
@@ -133,6 +152,207 @@ def update_bytes(local: LocalGrid) -> int:
     return int(sent[-1])
 
 
+# --- the Flower peer's work (--peer-split) -----------------------------------------------------
+
+
+def peer_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+
+
+PEER_PLAN = grid.TrainingPlan(
+    loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=1, batch_size=32, seed=0,
+    metrics=["loss", "accuracy"],
+)  # fmt: skip
+PEER_DOMAINS = 3
+PHASES = ("global_s", "train_s", "encrypt_s", "send_s")
+
+
+def peer_split() -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
+    """The peer's 3 training parts (613/308/579 rows) and its test rows."""
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype(np.float32), digits.target
+    train_y = y[:1500]
+    rng = np.random.RandomState(0)
+    owners: list[list[int]] = [[] for _ in range(PEER_DOMAINS)]
+    for label in range(10):
+        rows = np.where(train_y == label)[0]
+        shares = rng.dirichlet([0.5] * PEER_DOMAINS)
+        cuts = (np.cumsum(shares)[:-1] * len(rows)).astype(int)
+        for domain, part in enumerate(np.split(rows, cuts)):
+            owners[domain].extend(part.tolist())
+    frame = pd.DataFrame(x[:1500], columns=[f"p{i}" for i in range(64)])
+    frame["target"] = train_y
+    parts = [frame.iloc[rows].reset_index(drop=True) for rows in owners]
+    return parts, x[1500:], y[1500:]
+
+
+def plain_fedavg(parts: list[pd.DataFrame], rounds: int) -> nn.Module:
+    """The same rounds as plain-torch FedAvg in this process: the reference accuracy."""
+    model = peer_mlp()
+    for _ in range(rounds):
+        states, weights = [], []
+        for part in parts:
+            local = peer_mlp()
+            local.load_state_dict(model.state_dict())
+            optimizer = torch.optim.SGD(local.parameters(), lr=PEER_PLAN.lr)
+            x = torch.tensor(part.drop(columns="target").to_numpy(), dtype=torch.float32)
+            y = torch.tensor(part["target"].to_numpy())
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+            for batch in order.split(PEER_PLAN.batch_size):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(local(x[batch]), y[batch]).backward()
+                optimizer.step()
+            states.append(local.state_dict())
+            weights.append(len(part) / sum(len(p) for p in parts))
+        model.load_state_dict(
+            {k: sum(w * s[k] for s, w in zip(states, weights, strict=True)) for k in states[0]}
+        )
+    return model.eval()
+
+
+def start_peer_grid(root: Path, parts: list[pd.DataFrame]) -> LocalGrid:
+    """Three domains as `grid domain start` runs them, each approving federated jobs itself."""
+    config = local_grid.GridConfig(
+        data_dir=root,
+        domains=PEER_DOMAINS,
+        port=0,
+        chain=False,
+        datasets=[
+            [SeedDataset("digits", part, "target", "handwritten digits", ["digits"])]
+            for part in parts
+        ],
+        sync_s=10.0,  # GRID_NETWORK_SYNC_S's default
+        lease_s=30,
+        worker_poll_s=2.0,  # `grid worker start`'s default
+    )
+    local = LocalGrid(local_grid.LocalGrid(config, supervised=False).start())
+    for member in local.members:
+        settings = member.owner.settings
+        settings.auto_approval = [AutoApprovalRule(kind="federated", release_on_completion=True)]
+        member.owner.update_settings(settings)
+    for member in local.members:
+        # A worker asks for its first job once its training process is ready: until then a
+        # job would wait on the worker's start, which is no part of a job's latency.
+        eventually(
+            lambda m=member: all(w.status == "online" for w in m.owner.workers),
+            f"{member.name}'s worker to be ready",
+        )
+    return local
+
+
+def round_timings(local: LocalGrid) -> list[dict[int, dict[str, float]]]:
+    """Per domain: round number -> the phase timings its worker reported for that round."""
+    found = []
+    for member in local.members:
+        job = [j for j in member.owner.jobs if j.info.kind == "federated"][-1]
+        found.append(
+            {
+                e.data["round"]: e.data["timings"]
+                for e in job._fetch_events()
+                if e.kind == "progress" and e.data.get("phase") == "round" and "timings" in e.data
+            }
+        )
+    return found
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run_peer_job(
+    local: LocalGrid, mode: str, rounds: int, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, Any]:
+    """One job of the peer's work through the real client; its figures."""
+    began = time.time()
+    hits = local.scientist.search("digits")
+    fl = local.scientist.federated_training(
+        peer_mlp(), datasets=hits, plan=PEER_PLAN, rounds=rounds, secure_aggregation=mode,
+        progress=False,
+    )  # fmt: skip
+    fl.wait(timeout=3600, progress=False)
+    model = fl.result()
+    downloaded = time.time()
+    listing: list[RoundOut] = local.scientist._get(f"/fl/jobs/{fl.id}/rounds", RoundList).items
+    timings = round_timings(local)
+    per_round = []
+    for item in listing:
+        if item.closed_at is None:
+            continue
+        opened, closed = item.opened_at.timestamp(), item.closed_at.timestamp()
+        reports = [t[item.number] for t in timings if item.number in t]
+        if not reports:
+            continue
+        phases = {p: max(r.get(p, 0.0) for r in reports) for p in PHASES}
+        started = [r["began_at"] - opened for r in reports]
+        finished = max(r["began_at"] + sum(r.get(p, 0.0) for p in PHASES) for r in reports)
+        per_round.append(
+            {
+                "number": item.number,
+                "round_s": closed - opened,
+                "orchestration_s": (closed - opened) - phases["train_s"],
+                "start_delay_s": max(started),
+                **phases,
+                "close_after_last_send_s": closed - finished,
+            }
+        )
+    later = [r for r in per_round if r["number"] > 1] or per_round
+    sent = [
+        e.data["bytes"]
+        for e in [j for j in local.members[0].owner.jobs if j.info.kind == "federated"][
+            -1
+        ]._fetch_events()
+        if e.kind == "progress" and "bytes" in e.data
+    ]
+    return {
+        "accuracy": accuracy(model, x_test, y_test),
+        "round_s": _median([r["round_s"] for r in later]),
+        "round_1_s": per_round[0]["round_s"] if per_round else float("nan"),
+        "orchestration_s": _median([r["orchestration_s"] for r in later]),
+        "phases": {
+            key: _median([r[key] for r in later])
+            for key in ("start_delay_s", *PHASES, "close_after_last_send_s")
+        },
+        "bytes": int(statistics.median(sent)) if sent else 0,
+        "first_round_latency_s": listing[0].opened_at.timestamp() - fl.info.created_at.timestamp(),
+        "total_s": downloaded - began,
+    }
+
+
+def peer_split_main(rounds: int) -> None:
+    parts, x_test, y_test = peer_split()
+    print(
+        f"peer split: {sum(p.numel() for p in peer_mlp().parameters()):,} parameters; rows per "
+        f"domain {[len(p) for p in parts]}; test rows {len(y_test)}"
+    )
+    reference = accuracy(plain_fedavg(parts, rounds), x_test, y_test)
+    print(f"plain-torch FedAvg, {rounds} rounds in this process: test accuracy {reference:.4f}")
+    with tempfile.TemporaryDirectory(prefix="grid-bench-peer-") as scratch:
+        local = start_peer_grid(Path(scratch), parts)
+        try:
+            results = {
+                mode: run_peer_job(local, mode, rounds, x_test, y_test) for mode in ("ckks", "none")
+            }
+            peak = peak_rss_mib(local.network.process.pid)
+        finally:
+            local.stop()
+    for mode, r in results.items():
+        phases = ", ".join(f"{k.removesuffix('_s')} {v:.3f}" for k, v in r["phases"].items())
+        print(
+            f"{mode:>4}: accuracy after {rounds} rounds {r['accuracy']:.4f}; round time median "
+            f"{r['round_s']:.3f} s (round 1: {r['round_1_s']:.3f} s); orchestration per round "
+            f"{r['orchestration_s']:.3f} s; bytes per domain per round {r['bytes']:,}; "
+            f"submission to round 1 open {r['first_round_latency_s']:.2f} s; submission to "
+            f"downloaded model {r['total_s']:.1f} s"
+        )
+        print(f"      per-phase medians (s, slowest domain): {phases}")
+    ratio = results["ckks"]["round_s"] / results["none"]["round_s"]
+    print(f"ckks / none round time: {ratio:.2f}x")
+    print(f"network peak memory (RSS high-water mark, both jobs): {peak:.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -143,7 +363,13 @@ def main() -> None:
         help="domain counts for the scaling runs (3 or more: no DP here)",
     )
     parser.add_argument("--scaling-rounds", type=int, default=4)
+    parser.add_argument(
+        "--peer-split", action="store_true", help="the Flower peer's work of issue 19 (see above)"
+    )
     args = parser.parse_args()
+    if args.peer_split:
+        peer_split_main(args.rounds)
+        return
 
     parts, x_test, y_test = split(args.domains)
     sizes = [len(p) for p in parts]

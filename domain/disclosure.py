@@ -29,6 +29,8 @@ COUNT_KEYS = frozenset(
         "steps_per_epoch",
         "sample_rate",
         "noise_multiplier",
+        # A federated round's phase timings: training time grows with the rows trained on.
+        "timings",
     }
 )
 # What a progress point keeps while metrics are withheld: where the job stands, nothing measured.

@@ -47,6 +47,7 @@ from grid_common.federated_schemas import (
     sign_key_statement,
 )
 from grid_common.identity import b64decode, node_id_for, verify_key_from_text
+from grid_common.long_poll import ChangeQuery
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import AutoApprovalRule, JobLimits
 from grid_common.uploads import check_model_archive, check_safetensors
@@ -90,8 +91,10 @@ class FederatedNetwork:
         raise_for(response)
         return response
 
-    def state(self) -> ParticipantState:
-        return ParticipantState.model_validate(self.call("GET", "/state").json())
+    def state(self, wait: ChangeQuery | None = None) -> ParticipantState:
+        """The job's state; with `wait`, once it differs from the state the worker has."""
+        params = wait.model_dump() if wait is not None and wait.wait > 0 else None
+        return ParticipantState.model_validate(self.call("GET", "/state", params=params).json())
 
     def upload(self, method: str, path: str, source: Path, **options: Any) -> requests.Response:
         with source.open("rb") as body:
@@ -428,9 +431,12 @@ def network_for_job(session: Session, job_id: int) -> FederatedNetwork:
     return FederatedNetwork(session, participation)
 
 
-def state_for_worker(network: FederatedNetwork) -> ParticipantState:
-    """The job's state at the network; the dealer makes and hands out the keys on the way."""
-    state = network.state()
+def state_for_worker(
+    network: FederatedNetwork, wait: ChangeQuery | None = None
+) -> ParticipantState:
+    """The job's state at the network (with `wait`: once changed); the dealer makes and hands
+    out the keys on the way."""
+    state = network.state(wait)
     if state.deal_keys:
         _deal_keys(network, state)
         state = network.state()

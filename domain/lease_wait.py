@@ -15,71 +15,25 @@ why `grid domain start` runs gunicorn's threaded workers (see docs/jobs.md).
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import jobs
 from domain.models import Job
+from grid_common.commit_watch import watch_commits
+from grid_common.long_poll import Bell
 
 # How often a waiting lease looks at the database, for what no bell of this process announces.
 RECHECK_S = 1.0
-_ADDED_JOB = "grid_added_job"
-
-
-class JobBell:
-    """Rung when this process commits a new job; waiters sleep until the next ring."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._rings = 0
-        self.waiting = 0  # leases waiting now (tests poll it)
-
-    def rings(self) -> int:
-        with self._condition:
-            return self._rings
-
-    def ring(self) -> None:
-        with self._condition:
-            self._rings += 1
-            self._condition.notify_all()
-
-    def wait(self, seen: int, timeout_s: float) -> None:
-        """Sleep until a ring after `seen` rings, or for `timeout_s`."""
-        with self._condition:
-            self.waiting += 1
-            try:
-                self._condition.wait_for(lambda: self._rings != seen, timeout_s)
-            finally:
-                self.waiting -= 1
-
-
-BELL = JobBell()
+BELL = Bell()
 
 
 def watch(sessions: sessionmaker[Session]) -> None:
     """Ring the bell after each commit of `sessions` that added a job."""
-    event.listen(sessions, "after_flush", _note_added_jobs)
-    event.listen(sessions, "after_commit", _ring_if_added)
-    event.listen(sessions, "after_rollback", _forget)
-
-
-def _note_added_jobs(session: Session, _context: Any) -> None:
-    if any(isinstance(item, Job) for item in session.new):
-        session.info[_ADDED_JOB] = True
-
-
-def _ring_if_added(session: Session) -> None:
-    if session.info.pop(_ADDED_JOB, False):
-        BELL.ring()
-
-
-def _forget(session: Session) -> None:
-    session.info.pop(_ADDED_JOB, None)
+    watch_commits(sessions, BELL, (Job,), changed=False)
 
 
 def client_gone(environ: Mapping[str, Any]) -> bool:

@@ -16,7 +16,7 @@ from grid_common.identity import load_or_create_identity
 from grid_common.observability import init_app as init_observability
 from grid_common.proxies import trust_proxies
 from grid_common.signing import SignatureVerifier, SqlNonceStore
-from network import console, migrate, registry_writes, routing
+from network import console, migrate, registry_writes, routing, state_wait
 from network.accounts import create_first_operator
 from network.api import accounts, associations, federated, federated_domains, health, index
 from network.auth import authorize_request
@@ -59,6 +59,7 @@ def create_app(config: NetworkConfig | Mapping[str, Any] | None = None) -> Flask
     database = Database(config.database_url)
     migrate.upgrade(database.engine)
     database.init_app(app)
+    state_wait.watch(database.sessionmaker)  # a changed job wakes the domains waiting on it
     app.extensions["blobs"] = BlobStore(config.data_dir / "blobs")
     identity = load_or_create_identity(config.data_dir)
     app.extensions["identity"] = identity

@@ -31,6 +31,8 @@ class NetworkConfig:
     max_joins_per_address: int = 10
     max_joins_per_domain: int = 5
     signature_window_s: int = 60
+    # Domains' state requests that may wait for a change at once, per process (a thread each).
+    state_waiters: int = 4
     health_interval_s: float = 30.0
     health_timeout_s: float = 5.0
     max_routed_bytes: int = 1 << 30
@@ -58,6 +60,7 @@ class NetworkConfig:
             "max_joins_per_address": env_int("GRID_MAX_JOINS_PER_ADDRESS", 10),
             "trusted_proxies": env_int("GRID_TRUSTED_PROXIES", 0),
             "signature_window_s": env_int("GRID_SIGNATURE_WINDOW_S", 60),
+            "state_waiters": env_int("GRID_STATE_WAITERS", 4),
             "health_interval_s": env_float("GRID_HEALTH_INTERVAL_S", 30.0),
             "max_routed_bytes": env_int("GRID_MAX_UPLOAD_BYTES", 1 << 30),
             "route_read_timeout_s": env_float("GRID_ROUTE_TIMEOUT_S", 300.0),

@@ -93,9 +93,16 @@ class DomainWorkerApi:
 
     # --- federated jobs: the domain speaks for its worker to the network ------------------------
 
-    def federated_state(self, job_id: int, attempt: int) -> ParticipantState:
+    def federated_state(
+        self, job_id: int, attempt: int, *, wait: float = 0.0, seen: str = ""
+    ) -> ParticipantState:
+        """The job's state at its network; with `wait`, once it differs from `seen` (a digest)."""
+        params: dict[str, Any] = {"attempt": attempt}
+        if wait > 0:
+            params.update(wait=wait, seen=seen)
+        timeout = (self.http.timeout[0], self.http.timeout[1] + wait)
         response = self.http.request(
-            "GET", f"{API}/jobs/{job_id}/federated/state", params={"attempt": attempt}
+            "GET", f"{API}/jobs/{job_id}/federated/state", params=params, timeout=timeout
         )
         return ParticipantState.model_validate(response.json())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,6 +27,7 @@ import numpy as np
 
 from grid_common import he
 from grid_common.federated_schemas import ParticipantState
+from grid_common.long_poll import digest
 from grid_common.model_archive import inspect_archive
 from grid_common.schemas import LeasedFederated, LeasedJob
 from grid_common.transport import GridError
@@ -33,9 +35,12 @@ from worker.child import WarmChild
 from worker.domain_api import DomainWorkerApi
 from worker.server_optimizer import ServerOptimizer
 from worker.spec import TrainingEvent, TrainingOutcome, TrainingSpec
+from worker.stopwatch import Stopwatch
 
 log = logging.getLogger("grid.worker")
 POLL_S = 0.2
+# How long a state request may wait at the network for the job to move on (a long poll).
+STATE_WAIT_S = 5.0
 T = TypeVar("T")
 _METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Under DP: what the job's accountant has spent so far, and the noise behind it.
@@ -62,6 +67,7 @@ class NetworkRun(ABC):
         self.work = work
         self.work.mkdir(parents=True, exist_ok=True)
         self.codec: he.FrameCodec | None = None
+        self.seen = ""  # digest of the state this worker had nothing to do in
 
     @property
     @abstractmethod
@@ -86,7 +92,7 @@ class NetworkRun(ABC):
     def run(self) -> TrainingOutcome:
         while not self.should_stop():
             try:
-                state = self.api.federated_state(*self._ids)
+                state = self._state()
             except GridError as exc:
                 if exc.status and exc.status < 500:
                     raise
@@ -98,7 +104,7 @@ class NetworkRun(ABC):
                 reason = state.failure_reason or f"the federated job was {state.status}"
                 return TrainingOutcome("failed", f"at the network: {reason}")
             if state.participant_status != "approved" or not state.keys_ready:
-                self.wait(POLL_S)
+                self.seen = digest(state)
                 continue
             if state.status == "running" and state.round_open and not state.submitted:
                 if not state.sampled:
@@ -114,8 +120,19 @@ class NetworkRun(ABC):
                 continue
             if state.status in ("finishing", "completed"):
                 return self._final(state)
-            self.wait(POLL_S)
+            self.seen = digest(state)
         return TrainingOutcome("cancelled", "cancelled")
+
+    def _state(self) -> ParticipantState:
+        """The job's state; after a state with nothing to do, once it changed (the network holds
+        the request up to STATE_WAIT_S), so a round that opens starts here at once. A network
+        that answers at once with nothing new is asked again after POLL_S."""
+        asked = time.monotonic()
+        wait = STATE_WAIT_S if self.seen else 0.0
+        state = self.api.federated_state(*self._ids, wait=wait, seen=self.seen)
+        if self.seen and digest(state) == self.seen and time.monotonic() - asked < POLL_S:
+            self.wait(POLL_S)
+        return state
 
     def _codec(self, task: LeasedFederated) -> he.FrameCodec:
         if self.codec is None:
@@ -258,7 +275,9 @@ class FederatedRun(NetworkRun):
     def _contribute(self, state: ParticipantState) -> TrainingOutcome | None:
         """Train and send this round's update; an outcome ends the job, None goes on."""
         number = state.round
+        watch = Stopwatch()
         start = self._global_model(state)
+        watch.lap("global_s")  # the last aggregate fetched and decrypted
         output = self.work / f"round-{number}"
         output.mkdir(exist_ok=True)
         spec = replace(
@@ -271,6 +290,7 @@ class FederatedRun(NetworkRun):
         )
         self._log(f"round {number} of {state.rounds}: training from the global model")
         outcome = self.child.run(spec, self.on_event, self.should_stop, keep=True)
+        watch.lap("train_s")
         if outcome.status != "completed" or outcome.weights_path is None:
             return outcome
         self.dp_rounds_spent = self._dp_rounds_spent(number) + 1
@@ -281,12 +301,14 @@ class FederatedRun(NetworkRun):
         vector = he.flatten(he.read_weights(outcome.weights_path)) * weight
         update = output / "update.bin"
         size = self._encrypt(state, vector, update)
+        watch.lap("encrypt_s")
         metrics = {k: outcome.metrics[k] for k in _METRICS if k in outcome.metrics}
         # Spent once trained, whether or not the network takes the update.
         self.dp_spend = {k: outcome.metrics[k] for k in _DP_METRICS if k in outcome.metrics}
         spent = {"epsilon": self.dp_spend["epsilon"]} if "epsilon" in self.dp_spend else {}
         if not self._send(number, update, {"samples": samples, **metrics, **spent}):
             return None
+        watch.lap("send_s")
         self.last_metrics = {"samples": samples, **metrics}
         self.on_event(
             TrainingEvent(
@@ -296,6 +318,7 @@ class FederatedRun(NetworkRun):
                     "round": number,
                     "rounds": state.rounds,
                     "bytes": size,
+                    "timings": watch.report(),
                     **metrics,
                     **spent,
                 },

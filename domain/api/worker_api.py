@@ -18,6 +18,7 @@ from grid_common.api import route
 from grid_common.db import db_session
 from grid_common.errors import Conflict, NotFound, Unprocessable
 from grid_common.federated_schemas import Invitation, ParticipantState, RoundOut, WithheldIn
+from grid_common.long_poll import ChangeQuery
 from grid_common.plan import TrainingPlan
 from grid_common.schemas import (
     AttemptFailure,
@@ -37,6 +38,10 @@ from grid_common.schemas import (
 from grid_common.uploads import check_safetensors
 
 bp = Blueprint("worker_api", __name__, url_prefix="/api/v1/worker")
+
+
+class FederatedStateQuery(AttemptIn, ChangeQuery):
+    """A worker's state request: its attempt, and the long poll's terms it passes on."""
 
 
 def _touch(hello: WorkerHello | None = None) -> None:
@@ -274,7 +279,8 @@ def _leased_federated(session: Session, job_id: int) -> LeasedFederated | None:
         network_job_id=invitation.network_job_id,
         kind=invitation.kind,
         rounds=invitation.rounds,
-        **invitation.strategy_terms(),
+        strategy=invitation.strategy,
+        mu=invitation.mu,
         secure_aggregation=invitation.secure_aggregation,
         round_timeout=invitation.round_timeout,
         min_domains=invitation.min_domains,
@@ -306,12 +312,14 @@ def _network_of_lease(job_id: int, attempt: int) -> federated.FederatedNetwork:
     bp,
     "/jobs/<int:job_id>/federated/state",
     permission=WORKER,
-    summary="Where the federated job stands at its network (the dealer deals keys on the way)",
-    query=AttemptIn,
+    summary="Where the federated job stands at its network (the dealer deals keys on the way); "
+    "with `wait` and `seen`, once it differs from the state the worker has (a long poll)",
+    query=FederatedStateQuery,
     response=ParticipantState,
 )
-def federated_state(job_id: int, query: AttemptIn) -> ParticipantState:
-    return federated.state_for_worker(_network_of_lease(job_id, query.attempt))
+def federated_state(job_id: int, query: FederatedStateQuery) -> ParticipantState:
+    wait = ChangeQuery(wait=query.wait, seen=query.seen)
+    return federated.state_for_worker(_network_of_lease(job_id, query.attempt), wait)
 
 
 @route(

@@ -35,8 +35,9 @@ from grid_common.federated_schemas import (
 )
 from grid_common.hashes import sha256_file
 from grid_common.identity import b64encode
+from grid_common.long_poll import ChangeQuery
 from grid_common.signing import check_streamed_body
-from network import federated
+from network import federated, state_wait
 from network.api.federated import send_blob
 from network.auth import current_node
 from network.context import blobs, node_identity
@@ -193,12 +194,14 @@ def decision(job_id: int, body: DecisionReport) -> ParticipantState:
     bp,
     "/jobs/<int:job_id>/state",
     permission=SIGNED,
-    summary="Where the job stands for this domain: round, deadline, keys, what to do next",
+    summary="Where the job stands for this domain: round, deadline, keys, what to do next; with "
+    "`wait` and `seen`, once it differs from the state the domain has (a long poll)",
+    query=ChangeQuery,
     response=ParticipantState,
 )
-def state(job_id: int) -> ParticipantState:
+def state(job_id: int, query: ChangeQuery) -> ParticipantState:
     job, participant = _participation(job_id)
-    return federated.participant_state(db_session(), job, participant)
+    return state_wait.state_waiting(db_session(), job, participant, query)
 
 
 @route(
