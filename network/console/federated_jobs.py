@@ -69,6 +69,13 @@ def _where(job: FederatedJobOut, current: RoundOut | None) -> str:
         )
     if job.status == "key_setup":
         return "The first domain to approve is dealing the CKKS keys to the others."
+    if job.status == "running" and current is not None and job.sampling:
+        drawn = len(current.sampled)
+        return (
+            f"Round {current.number} of {job.rounds}: {len(current.reporters)} of the {drawn} "
+            f"sampled domains reported, {min(job.min_domains, drawn)} needed; deadline "
+            f"{_when(current.deadline)}."
+        )
     if job.status == "running" and current is not None:
         return (
             f"Round {current.number} of {job.rounds}: {len(current.reporters)} of {approved} "

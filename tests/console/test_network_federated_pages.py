@@ -19,10 +19,17 @@ from sqlalchemy.orm import Session
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsDp
 from grid_common.analytics.privacy import noise_sigma
 from grid_common.db import db_session
-from grid_common.federated_schemas import AnalyticsSpec, DatasetTarget, FederatedSpec
+from grid_common.federated_schemas import (
+    AnalyticsSpec,
+    DatasetTarget,
+    FederatedJobOut,
+    FederatedSpec,
+    RoundOut,
+)
 from grid_common.plan import TrainingPlan
 from network.api.accounts import add_operator
 from network.auth import DATA_SCIENTIST
+from network.console.federated_jobs import _where
 from network.federated import close_round, current_round
 from network.models import (
     Association,
@@ -415,3 +422,17 @@ def test_the_list_shows_each_job_s_kind(
     for job_id, kind in ((jobs["scientist"], "training"), (analysis, "analytics")):
         row = listed[listed.index(f'data-testid="federated-job-{job_id}"') :]
         assert row[: row.index("</tr>")].count(f'<td data-testid="kind">{kind}</td>') == 1
+
+
+def test_a_sampled_round_counts_its_sample_not_every_domain(network_app: Flask) -> None:
+    job = FederatedJobOut.model_construct(
+        kind="training", status="running", participants=[], rounds=5, min_domains=4,
+        fraction=0.5,
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    current = RoundOut.model_construct(
+        number=2, reporters=["a"], sampled=["x", "y", "z"], deadline=now + HOUR
+    )
+    with network_app.app_context():
+        where = _where(job, current)
+    assert where.startswith("Round 2 of 5: 1 of the 3 sampled domains reported, 3 needed;")
