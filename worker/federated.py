@@ -108,8 +108,8 @@ class NetworkRun(ABC):
                 continue
             if state.status == "running" and state.round_open and not state.submitted:
                 if not state.sampled:
-                    # Not drawn this round: the round closes without this domain.
-                    self.wait(POLL_S)
+                    # Not drawn this round: wait, without training, for the next one.
+                    self.seen = digest(state)
                     continue
                 # The domain checks the job's keys came from its dealer before handing them
                 # over: a refusal ends the job here, before any training or encryption.
