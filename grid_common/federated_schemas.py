@@ -493,6 +493,13 @@ class DecisionReport(Strict):
         le=1000,
         description="The domains the owner requires in an aggregate without DP.",
     )
+    stake_wei: int = Field(
+        default=0,
+        ge=0,
+        le=10**30,
+        description="The stake the owner requires of each participant on chain (wei); the "
+        "job asks the largest any approving owner requires.",
+    )
 
 
 class WithheldIn(Strict):
@@ -571,6 +578,9 @@ class ParticipantState(BaseModel):
     )
     registry_rounds: int = Field(
         default=0, description="Rounds the network logs on chain: attest once they are mined."
+    )
+    registry_stake_wei: int = Field(
+        default=0, description="What each participant deposits on chain before it attests."
     )
 
 

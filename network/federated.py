@@ -247,6 +247,7 @@ def record_decision(
     reason: str,
     min_group_size: int | None = None,
     min_peers: int | None = None,
+    stake_wei: int = 0,
 ) -> None:
     """A domain's owner decided; the same decision again is harmless, a changed one is not."""
     status = "approved" if approved else "denied"
@@ -262,7 +263,7 @@ def record_decision(
         )
     participant.status, participant.decision_reason = status, reason or None
     participant.decided_at, participant.min_group_size = datetime.now(UTC), min_group_size
-    participant.min_peers = min_peers
+    participant.min_peers, participant.stake_wei = min_peers, str(stake_wei)
     session.flush()
     _advance(session, job)
 
@@ -882,6 +883,7 @@ def participant_state(
         public_context_signature=job.public_context_signature,
         registry_job_id=on_chain[0] if on_chain else None,
         registry_rounds=on_chain[1] if on_chain else 0,
+        registry_stake_wei=registry_writes.job_stake(session, job) if on_chain else 0,
     )
 
 

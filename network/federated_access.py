@@ -33,10 +33,10 @@ from grid_common.hashes import sha256_file
 from grid_common.strategy import StrategyTerms
 from grid_common.uploads import check_model_archive, check_safetensors
 from network import federated, nudges
-from network.registry_writes import registry_job_id
 from network.auth import Permission, Principal, has_permission
 from network.context import blobs
 from network.models import Association, FederatedJob, FederatedRound, Operator
+from network.registry_writes import registry_job_id
 
 
 def round_out(session: Session, item: FederatedRound) -> RoundOut:

@@ -193,6 +193,8 @@ class FederatedParticipant(Base):
     min_group_size: Mapped[int | None]
     # The fewest domains its owner lets an aggregate without DP hold, reported with approval.
     min_peers: Mapped[int | None]
+    # The stake this domain's owner requires of every participant on chain (wei, as text).
+    stake_wei: Mapped[str] = mapped_column(String(40), default="0", server_default="0")
     samples: Mapped[int | None]
     rounds_reported: Mapped[int] = mapped_column(default=0)
     attested_hash: Mapped[str | None] = mapped_column(String(64))

@@ -114,9 +114,27 @@ def enqueue_job_started(session: Session, job: FederatedJob) -> str | None:
         )
         return None
     reg.outbox.create_job(
-        session, job_key_for(job), job.spec_hash, addresses, deadline=chain_deadline(job)
+        session,
+        job_key_for(job),
+        job.spec_hash,
+        addresses,
+        stake_wei=job_stake(session, job),
+        deadline=chain_deadline(job),
     )
     return job_id_of(reg.address, job_key_for(job))
+
+
+def job_stake(session: Session, job: FederatedJob) -> int:
+    """What every participant deposits before attesting: the largest stake any owner of the
+    approving domains requires (each asks it of all, the contract has one stake per job)."""
+    found = session.scalars(
+        select(FederatedParticipant.stake_wei).where(
+            FederatedParticipant.job_id == job.id,
+            FederatedParticipant.status == "approved",
+            FederatedParticipant.decided_at <= job.started_at,
+        )
+    ).all()
+    return max((int(s) for s in found), default=0)
 
 
 def chain_deadline(job: FederatedJob) -> int:

@@ -185,6 +185,7 @@ def decision(job_id: int, body: DecisionReport) -> ParticipantState:
         body.reason,
         body.min_group_size,
         body.min_peers,
+        body.stake_wei,
     )
     session.commit()
     return federated.participant_state(session, job, participant)

@@ -206,8 +206,8 @@ def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
     }
 
 
-def test_a_domain_that_attests_another_hash_is_outvoted_and_named_by_verify(
-    start_job: Callable[..., Job],  # noqa: F811
+def test_a_domain_that_attests_another_hash_is_outvoted_forfeits_its_stake_and_is_named(
+    created: Callable[..., Job],  # noqa: F811
     registry: NodeRegistry,  # noqa: F811
     network_app: Flask,
     reader: RegistryClient,  # noqa: F811
@@ -219,14 +219,22 @@ def test_a_domain_that_attests_another_hash_is_outvoted_and_named_by_verify(
     # be ahead of this machine's): moving the chain past it barely moves it for other tests.
     ahead = max(0, chain_now(anvil) - int(time.time()))
     monkeypatch.setattr(registry_writes, "ATTESTATION_WINDOW_S", ahead + 60)
-    job = start_job("none", rounds=1)
+    job = created("none", rounds=1)
+    # Two owners require a stake; the job asks every participant the largest.
+    stake = parse_wei("0.01 ether")
+    for signer, required in zip(job.domains, (0, stake, stake // 2), strict=True):
+        body = {"approved": True, "reason": "ok", "stake_wei": required}
+        assert signer.call("POST", job.path("/decision"), body).status_code == 200
     digest = hashlib.sha256(_finish(job)).hexdigest()
     other = hashlib.sha256(b"another model").hexdigest()
     chain_id = _chain_id(network_app, registry, job)
-    _attest_to_network(job, [digest, digest, other])
+    states = _attest_to_network(job, [digest, digest, other])
+    assert {s["registry_stake_wei"] for s in states} == {stake}
     assert job.view()["status"] == "failed"  # the network saw them differ
     registry.sender.run_until_idle()  # the job and its round on chain; finalize waits
+    assert reader.job(chain_id).stake == stake
     for key, model_hash in zip(domain_keys, (digest, digest, other), strict=True):
+        key.deposit_stake(chain_id, stake)
         key.attest(chain_id, "0x" + model_hash)
 
     registry.sender.run_until_idle()
@@ -249,5 +257,12 @@ def test_a_domain_that_attests_another_hash_is_outvoted_and_named_by_verify(
     rendered = proof.render()
     assert "NOT VERIFIED" in rendered and "✓ coordinator" in rendered
     assert "✓ participants" in rendered and "✓ your model" in rendered
-    payouts = {p.participant: p.eligible for p in proof.payouts}
-    assert payouts == {k.sender: k is not domain_keys[2] for k in domain_keys}
+    # The outvoted domain forfeits its stake to those that attested the agreed hash.
+    payouts = {p.participant: (p.eligible, p.forfeited, p.deposit_returned) for p in proof.payouts}
+    assert payouts == {
+        domain_keys[0].sender: (True, 0, stake),
+        domain_keys[1].sender: (True, 0, stake),
+        domain_keys[2].sender: (False, stake, 0),
+    }
+    assert sum(p.reward for p in proof.payouts) == stake
+    assert "deposit forfeited 0.01 ETH" in rendered
