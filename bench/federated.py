@@ -20,10 +20,11 @@ training and [1500:] for test (pixels / 16); the training rows split over 3 doma
 rounds. The grid runs with the production defaults (`GRID_NETWORK_SYNC_S` 10 s, workers'
 `--poll-interval` 2 s) and auto-approval, through the real client, for ckks and none in the
 same run. Per mode it prints the accuracy after the rounds, the median round time, the
-orchestration cost per round (round time minus the slowest domain's training time, from the
-job events), the per-phase timings, the bytes per domain per round, the submission to
-first-round-start latency and the network's peak RSS. Rounds 2 onwards count for the medians
-(round 1 also pays the workers' first load of the model).
+orchestration cost per round (round time minus the slowest domain's training time, its epochs'
+seconds, from the job events), the per-phase timings (train: the whole run in the training
+process; compute: its epochs), the bytes per domain per round, the submission to first round
+start latency and the network's peak RSS. Rounds 2 onwards count for the medians (round 1 also
+pays the workers' first load of the model).
 
     .venv/bin/python bench/federated.py --peer-split
 """
@@ -244,17 +245,21 @@ def start_peer_grid(root: Path, parts: list[pd.DataFrame]) -> LocalGrid:
 
 
 def round_timings(local: LocalGrid) -> list[dict[int, dict[str, float]]]:
-    """Per domain: round number -> the phase timings its worker reported for that round."""
+    """Per domain: round number -> the phase timings its worker reported for that round, with
+    `compute_s`, the seconds its epochs took (the training proper, from the epoch points)."""
     found = []
     for member in local.members:
         job = [j for j in member.owner.jobs if j.info.kind == "federated"][-1]
-        found.append(
-            {
-                e.data["round"]: e.data["timings"]
-                for e in job._fetch_events()
-                if e.kind == "progress" and e.data.get("phase") == "round" and "timings" in e.data
-            }
-        )
+        rounds, compute = {}, 0.0
+        for e in job._fetch_events():  # in order: a round's epochs, then its round point
+            if e.kind != "progress":
+                continue
+            if e.data.get("phase") == "epoch":
+                compute += float(e.data.get("seconds", 0.0))
+            elif e.data.get("phase") == "round" and "timings" in e.data:
+                rounds[e.data["round"]] = {**e.data["timings"], "compute_s": compute}
+                compute = 0.0
+        found.append(rounds)
     return found
 
 
@@ -286,15 +291,19 @@ def run_peer_job(
         if not reports:
             continue
         phases = {p: max(r.get(p, 0.0) for r in reports) for p in PHASES}
+        compute = max(r["compute_s"] for r in reports)
         started = [r["began_at"] - opened for r in reports]
         finished = max(r["began_at"] + sum(r.get(p, 0.0) for p in PHASES) for r in reports)
         per_round.append(
             {
                 "number": item.number,
                 "round_s": closed - opened,
-                "orchestration_s": (closed - opened) - phases["train_s"],
+                # Training proper is the epochs; the rest of train_s (loading the program and
+                # the rows in the training process) is orchestration too.
+                "orchestration_s": (closed - opened) - compute,
                 "start_delay_s": max(started),
                 **phases,
+                "compute_s": compute,
                 "close_after_last_send_s": closed - finished,
             }
         )
@@ -313,7 +322,7 @@ def run_peer_job(
         "orchestration_s": _median([r["orchestration_s"] for r in later]),
         "phases": {
             key: _median([r[key] for r in later])
-            for key in ("start_delay_s", *PHASES, "close_after_last_send_s")
+            for key in ("start_delay_s", *PHASES, "compute_s", "close_after_last_send_s")
         },
         "bytes": int(statistics.median(sent)) if sent else 0,
         "first_round_latency_s": listing[0].opened_at.timestamp() - fl.info.created_at.timestamp(),
