@@ -340,6 +340,7 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
             "reason": item.decision_reason or "",
             "min_group_size": participation.min_group_size,
             "min_peers": participation.min_peers,
+            "stake_wei": load_settings(session).stake_wei,
         }
         try:
             network.call("POST", "/decision", json_body=body)
@@ -359,7 +360,12 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
             # The same hash on the network's chain job, from this domain's own key: the
             # weights file the data scientist downloads, once every owner released it.
             registry_writes.enqueue_federated_attestation(
-                session, attested.registry_job_id, job.result_digest, attested.registry_rounds
+                session,
+                attested.registry_job_id,
+                job.result_digest,
+                attested.registry_rounds,
+                stake_wei=attested.registry_stake_wei,
+                willing_wei=load_settings(session).stake_wei,
             )
         participation.attested_hash = job.result_digest
         participation.attestation_reported = True

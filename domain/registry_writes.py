@@ -158,15 +158,34 @@ def enqueue_result_attested(
 
 
 def enqueue_federated_attestation(
-    session: Session, job_id: str, model_hash: str, rounds: int
+    session: Session,
+    job_id: str,
+    model_hash: str,
+    rounds: int,
+    *,
+    stake_wei: int = 0,
+    willing_wei: int = 0,
 ) -> None:
     """Attest the final model of a network's federated job (`job_id` on chain), once the
-    network's `rounds` rounds are on chain; the network finalizes it. A malformed id from the
-    network is logged and skipped: the domain's own state does not depend on it."""
+    network's `rounds` rounds are on chain, after depositing the job's stake; the network
+    finalizes it. A stake above what this domain's owner requires (`willing_wei`) is not
+    deposited, so nothing is attested: the network sets the stake, the owner's setting caps
+    what it spends. A malformed id from the network is logged and skipped."""
     reg = current_registry()
     if reg is None:
         return
+    if stake_wei > willing_wei:
+        log.warning(
+            "not attesting federated job %s on chain: it asks a stake of %s wei, more than "
+            "this domain's %s (grid settings set --stake)",
+            job_id,
+            stake_wei,
+            willing_wei,
+        )
+        return
     try:
+        if stake_wei:
+            reg.outbox.deposit_stake(session, job_id, stake_wei)
         reg.outbox.attest(session, job_id, model_hash, await_rounds=rounds)
     except ValueError as exc:
         log.warning("not attesting federated job %s on chain: %s", job_id, exc)

@@ -237,6 +237,14 @@ class Settings(Strict):
         "and row counts as they run; off, these wait for the result's release. Fixed for a job "
         "when it is approved. DP jobs always withhold them until release.",
     )
+    stake_wei: int = Field(
+        default=0,
+        ge=0,
+        le=10**30,
+        description="The stake (wei) this domain requires of every participant of a federated "
+        "job on chain, and deposits itself before attesting; it never deposits more. "
+        "A participant that attests another model than the others forfeits it to them.",
+    )
 
 
 # --- datasets ---------------------------------------------------------------

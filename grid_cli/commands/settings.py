@@ -36,6 +36,7 @@ def _print_settings(value: Settings, as_json: bool) -> None:
             "job_limits.wall_seconds": limits.wall_seconds,
             "min_group_size": value.min_group_size,
             "min_peers": value.min_peers,
+            "stake_wei": value.stake_wei,
             "live_metrics": value.live_metrics,
         },
     )
@@ -112,6 +113,11 @@ def settings_show(url: str | None, as_json: bool) -> None:
     help="Federated jobs without DP release an aggregate only when this many domains are in it.",
 )
 @click.option(
+    "--stake",
+    help="The stake every participant of a federated job deposits on chain, e.g. 0.01ether "
+    "(0: none); this domain deposits it before attesting, never more.",
+)
+@click.option(
     "--live-metrics/--no-live-metrics",
     default=None,
     help="Show data scientists loss, accuracy and row counts of jobs without DP as they run, "
@@ -127,18 +133,25 @@ def settings_set(
     wall_seconds: int | None,
     min_group_size: int | None,
     min_peers: int | None,
+    stake: str | None,
     live_metrics: bool | None,
     url: str | None,
     as_json: bool,
 ) -> None:
     """Change the settings (owner only): from a JSON file, or the fields you pass."""
+    from grid_common.ether import parse_wei
+
     limits = {"cpu_seconds": cpu_seconds, "memory_mb": memory_mb, "wall_seconds": wall_seconds}
-    flags = [allow_signup, min_group_size, min_peers, live_metrics, *limits.values()]
+    flags = [allow_signup, min_group_size, min_peers, stake, live_metrics, *limits.values()]
     if file is None and all(v is None for v in flags):
         raise click.UsageError(
             "nothing to change: pass --file, --allow-signup/--no-allow-signup, a job limit, "
-            "--min-group-size/--min-peers or --live-metrics/--no-live-metrics"
+            "--min-group-size/--min-peers, --stake or --live-metrics/--no-live-metrics"
         )
+    try:
+        stake_wei = None if stake is None else parse_wei(0 if stake.strip() == "0" else stake)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stake") from None
     client = open_client(url)
     if file is not None:
         try:
@@ -156,6 +169,8 @@ def settings_set(
         current["min_group_size"] = min_group_size
     if min_peers is not None:
         current["min_peers"] = min_peers
+    if stake_wei is not None:
+        current["stake_wei"] = stake_wei
     if live_metrics is not None:
         current["live_metrics"] = live_metrics
     current["job_limits"].update({k: v for k, v in limits.items() if v is not None})

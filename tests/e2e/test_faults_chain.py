@@ -25,6 +25,7 @@ from tests.worker.live import mlp
 
 pytestmark = pytest.mark.timeout(900)
 
+STAKE = 10**16  # 0.01 ether
 PLAN = grid.TrainingPlan(
     loss="cross_entropy", optimizer="adam", lr=0.01, epochs=2, batch_size=32, metrics=["loss"]
 )
@@ -106,6 +107,9 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
     for member in members:
         eventually(lambda m=member: landed(outbox(m)), f"{member.name}'s registration to land", 120)
     eventually(lambda: landed(network_outbox()), "the network's associations to land", 120)
+    # Every owner requires a stake: each domain deposits it before it attests.
+    for member in members:
+        member.owner.update_settings(member.owner.settings.model_copy(update={"stake_wei": STAKE}))
 
     fl = local.scientist.federated_training(
         mlp(), datasets=local.scientist.search("digits"), plan=PLAN, rounds=3, progress=False
@@ -137,7 +141,7 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
             counts = member.owner.registry_status().outbox
             member.owner.anchor_audit_log()  # and one after it
             waiting = [r.op for r in outbox(member) if r.status != "confirmed"]
-            assert waiting == ["anchor", "attest", "anchor"], waiting
+            assert waiting == ["anchor", "deposit_stake", "attest", "anchor"], waiting
             assert {r.status for r in outbox(member)} <= {"pending", "signed", "confirmed"}
             assert counts is not None and counts.pending + counts.signed == len(waiting) - 1
         waiting = [r.op for r in network_outbox() if r.status != "confirmed"]
@@ -152,10 +156,10 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
         tx = rpc(rpc_url, "eth_getTransactionByHash", [rows[0].tx_hash])
         address = to_checksum_address(tx["from"])
         # Nothing lost, nothing sent twice: the node's key sent exactly one transaction per
-        # entry, with consecutive nonces in queue order; a domain's attestation alone waits
-        # for the network's rounds to be mined, so the anchor queued after it may go first.
+        # entry, with consecutive nonces in queue order; a domain's stake and attestation
+        # wait for the network's job and rounds, so the anchor queued after them may go first.
         assert sorted(r.nonce or 0 for r in rows) == list(range(len(rows)))
-        in_order = [r for r in rows if r.op != "attest"]
+        in_order = [r for r in rows if r.op not in ("deposit_stake", "attest")]
         assert [r.nonce for r in in_order] == sorted(r.nonce or 0 for r in in_order)
         assert int(rpc(rpc_url, "eth_getTransactionCount", [address, "latest"]), 16) == len(rows)
         # Mined in queue order.
@@ -176,7 +180,7 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
         rows = outbox(member)
         assert [r.op for r in rows] == [
             *("register", "anchor"),  # before the outage
-            *("anchor", "attest", "anchor"),  # queued during it
+            *("anchor", "deposit_stake", "attest", "anchor"),  # queued during it
         ]
         address = rpc(rpc_url, "eth_getTransactionByHash", [rows[0].tx_hash])["from"]
         anchored = [
@@ -184,7 +188,7 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
         ]
         assert len(anchored) == 3 and anchored == sorted(anchored)
     on_chain = reader.job(job_id)
-    assert (on_chain.status, on_chain.rounds) == ("finalized", 3)
+    assert (on_chain.status, on_chain.rounds, on_chain.stake) == ("finalized", 3, STAKE)
     assert on_chain.attestations == on_chain.participant_count == len(members)
     assert len(reader.rounds(job_id)) == 3
     for member in members:
@@ -203,6 +207,7 @@ def test_the_chain_stops_mid_job_and_every_write_lands_after_in_order(
     count = len(members)
     assert f"Participants ({count})" in text and "Rounds (3)" in text
     assert f"Attestations ({count} of {count})" in text and "VERIFIED" in text
+    assert [p.deposit_returned for p in proof.payouts] == [STAKE] * count
 
 
 def local_result_digest(member: Member) -> str:

@@ -72,6 +72,10 @@ def test_an_owner_manages_settings_from_the_shell(
     assert changed["min_group_size"] == Settings().min_group_size
     grouped = ok_json(run_grid("settings", "set", "--min-group-size", "25", "--json"))
     assert grouped == {**changed, "min_group_size": 25}
+    staked = ok_json(run_grid("settings", "set", "--stake", "0.01ether", "--json"))
+    assert staked == {**grouped, "stake_wei": 10**16}
+    refused = run_grid("settings", "set", "--stake", "0.01")
+    assert refused.exit_code == 2 and "0.05 ether" in refused.output
     ruled = ok_json(
         run_grid(
             *("settings", "rules", "add", "--dataset-tag", "public", "--kind", "federated"),
