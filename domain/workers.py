@@ -17,12 +17,18 @@ from grid_common.errors import Conflict, NotFound
 from grid_common.schemas import WorkerCreate, WorkerList, WorkerOut, WorkerStatus
 
 
+def heard_within() -> timedelta:
+    """How long an idle, live worker may go unheard: a lease request that waits for a job (up
+    to GRID_LEASE_WAIT_S) is its heartbeat, and the next follows it at once."""
+    return timedelta(seconds=config().job_lease_seconds + config().lease_wait_s)
+
+
 def _status(worker: Worker, current_job: int | None, now: datetime) -> WorkerStatus:
     if worker.revoked_at is not None:
         return "revoked"
     if current_job is not None:
         return "busy"
-    quiet_for = timedelta(seconds=config().job_lease_seconds)
+    quiet_for = heard_within()
     if worker.last_heartbeat_at is not None and now - worker.last_heartbeat_at <= quiet_for:
         return "online"
     return "offline"

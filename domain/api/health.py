@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -14,6 +14,7 @@ from domain import migrate
 from domain.auth import is_set_up
 from domain.context import blobs, config
 from domain.models import AccessRequest, Job, RegistryOutboxEntry, Worker
+from domain.workers import heard_within
 from grid_common import observability
 from grid_common.api import PUBLIC, build_openapi, route
 from grid_common.db import Database, db_session
@@ -98,10 +99,11 @@ def domain_gauges() -> Iterable[Metric]:
     depth = gauge("grid_registry_outbox_depth", "Registry writes not yet on chain.")
     depth.add_metric([], entries["pending"] + entries["signed"])
 
-    live_after = datetime.now(UTC) - timedelta(seconds=config().job_lease_seconds)
+    live_after = datetime.now(UTC) - heard_within()
     workers = gauge(
         "grid_workers",
-        "Registered workers: live (a heartbeat within the job lease), stale, or never seen.",
+        "Registered workers: live (heard from within the job lease and the lease wait), stale, "
+        "or never seen.",
         ["state"],
     )
     beats = gauge(

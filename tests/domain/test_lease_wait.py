@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from domain import lease_wait
+from domain.models import Worker
 from tests.conftest import eventually
 from tests.domain.conftest import model_files  # noqa: F401  (the fixture)
 from tests.domain.test_jobs import approved_job, datasets  # noqa: F401  (a fixture)
@@ -76,3 +79,22 @@ def test_a_caller_that_hung_up_is_gone_and_one_still_waiting_is_not() -> None:
         assert not lease_wait.client_gone({})  # not under gunicorn: never known to be gone
         theirs.close()
         assert lease_wait.client_gone(environ)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_worker_waiting_for_a_job_longer_than_a_lease_is_still_online(
+    app: Flask, client: FlaskClient, headers: dict[str, dict[str, str]]
+) -> None:
+    grid = app.config["GRID"]
+
+    def status_after(quiet_s: float) -> str:
+        with app.extensions["database"].sessionmaker() as session:
+            heard = datetime.now(UTC) - timedelta(seconds=quiet_s)
+            session.execute(update(Worker).values(last_heartbeat_at=heard))
+            session.commit()
+        items = client.get("/api/v1/workers", headers=headers["owner"]).json["items"]
+        return str(items[0]["status"])
+
+    # Its last word was a lease request that may wait up to GRID_LEASE_WAIT_S for a job.
+    assert status_after(grid.job_lease_seconds + grid.lease_wait_s - 5) == "online"
+    assert status_after(grid.job_lease_seconds + grid.lease_wait_s + 5) == "offline"
