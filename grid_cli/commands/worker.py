@@ -31,7 +31,14 @@ def worker() -> None:
     envvar="GRID_WORKER_DIR",
     help="Where inputs are fetched to (datasets are cached by digest).",
 )
-@click.option("--poll-interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between lease requests the domain answers at once (it holds each one up to "
+    "GRID_LEASE_WAIT_S for a job, so new work starts without waiting for this).",
+)
 @click.option(
     "--device",
     default="cpu",
