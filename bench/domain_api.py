@@ -147,7 +147,7 @@ def measure(
 PHASES = (
     ("handler (the route's own work)", "Flask.dispatch_request ("),
     ("authorize_request (token, account)", "authorize_request ("),
-    ("metrics and access log", "grid_common/observability.py"),
+    ("request id, metrics and access log", "grid_common/observability.py"),
     ("session cookie", "SessionInterface."),
     ("database session close", "_close_session ("),
     ("Flask around the handler", "Flask.wsgi_app ("),
