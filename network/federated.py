@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from grid_common import he
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsError
@@ -318,6 +318,15 @@ def _open_round(session: Session, job: FederatedJob, number: int) -> None:
 def _fail(job: FederatedJob, reason: str) -> None:
     job.status, job.failure_reason, job.finished_at = "failed", reason, datetime.now(UTC)
     log.info("federated job %s failed: %s", job.id, reason)
+    _call_off_on_chain(job)
+
+
+def _call_off_on_chain(job: FederatedJob) -> None:
+    """A job that ends without a result before any domain attested is called off on chain:
+    stakes go back, the bounty waits for its funders to reclaim it."""
+    session = object_session(job)
+    if session is not None:
+        registry_writes.enqueue_job_called_off(session, job)
 
 
 def key_holders(session: Session, job: FederatedJob) -> list[FederatedParticipant]:
@@ -824,6 +833,7 @@ def cancel(job: FederatedJob) -> None:
         raise Conflict(f"Federated job {job.id} is already {job.status}.", code="job_finished")
     job.status, job.finished_at = "cancelled", datetime.now(UTC)
     job.failure_reason = "cancelled by its data scientist or an operator"
+    _call_off_on_chain(job)
 
 
 def participant_state(

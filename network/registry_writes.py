@@ -194,6 +194,26 @@ def registry_job(session: Session, job: FederatedJob) -> tuple[str, int] | None:
     return job_id_of(reg.address, job_key_for(job)), int(logged or 0)
 
 
+def enqueue_job_called_off(session: Session, job: FederatedJob) -> None:
+    """Cancel a recorded job that ended before any domain attested (failed or cancelled):
+    deposits go back and the data scientist may reclaim the bounty. Once a domain attested,
+    the job is settled by finalize instead (see `enqueue_job_settled`)."""
+    reg = current_registry()
+    found = registry_job(session, job)
+    if reg is None or found is None:
+        return
+    attested = session.scalar(
+        select(func.count())
+        .select_from(FederatedParticipant)
+        .where(
+            FederatedParticipant.job_id == job.id,
+            FederatedParticipant.attested_hash.is_not(None),
+        )
+    )
+    if not attested:
+        reg.outbox.cancel_job(session, found[0])
+
+
 def registry_job_id(session: Session, job: FederatedJob) -> str | None:
     """The job's id on chain, for its data scientist to verify; None when not recorded."""
     found = registry_job(session, job)

@@ -266,3 +266,28 @@ def test_a_domain_that_attests_another_hash_is_outvoted_forfeits_its_stake_and_i
     }
     assert sum(p.reward for p in proof.payouts) == stake
     assert "deposit forfeited 0.01 ETH" in rendered
+
+
+def test_a_job_cancelled_before_any_attestation_is_called_off_and_its_bounty_reclaimed(
+    start_job: Callable[..., Job],  # noqa: F811
+    registry: NodeRegistry,  # noqa: F811
+    network_app: Flask,
+    network: FlaskClient,
+    reader: RegistryClient,  # noqa: F811
+    anvil: LocalChain,
+) -> None:
+    job = start_job("none", rounds=2)
+    chain_id = _chain_id(network_app, registry, job)
+    registry.sender.run_until_idle()
+    funder = Account.create()
+    fund(anvil.rpc_url, [funder.address])
+    payer = RegistryClient(anvil.rpc_url, anvil.registry_address, funder)
+    fund_when_open(payer, chain_id, parse_wei("0.05 ether"))
+
+    cancelled = network.post(job.path("/cancel"), headers=job.scientist)
+    assert cancelled.status_code == 200, cancelled.json
+    registry.sender.run_until_idle()
+
+    assert reader.job(chain_id).status == "cancelled"
+    payer.reclaim_bounty(chain_id)
+    assert reader.balance(funder.address) == parse_wei("0.05 ether")
