@@ -29,11 +29,12 @@ def test_domain_start_execs_gunicorn_with_the_node_environment(
     assert result.exit_code == 0, result.output
     [(program, args, env)] = launched
     assert program == sys.executable
+    # --threads: workers waiting for a job each hold one.
     assert args[1:] == [
         "-m", "gunicorn", "--preload", "--workers", "3",
         "--config", "python:grid_common.gunicorn_conf", "--threads", "8",
         "--bind", "127.0.0.1:8001", "domain.wsgi:app",
-    ]  # fmt: skip  (threads: workers waiting for a job each hold one)
+    ]  # fmt: skip
     assert env["GRID_NODE_NAME"] == "hospital-a"
     assert env["GRID_DATA_DIR"] == str((tmp_path / "node").resolve())
     assert env["GRID_DATABASE_URL"] == "postgresql+psycopg://db/grid"
