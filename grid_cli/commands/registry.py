@@ -198,18 +198,29 @@ def registry_balance(
 ) -> None:
     """Show what the registry holds for an address (rewards, returned stakes, reclaimed
     bounties), ready to withdraw; ADDRESS, else the key's own (see `grid registry address`)."""
-    from registry.client import RegistryClient
-    from registry.verify import WEI_PER_ETHER
-
     who = address or str(_account(data_dir, key_file).address)
-    try:
-        wei = RegistryClient(rpc, registry_address).balance(who)
-    except registry_errors() as exc:
-        raise click.ClickException(str(exc)) from None
+    wei = _balance(rpc, registry_address, who)
     if as_json:
         print_json({"address": who, "balance_wei": str(wei)})
     else:
-        click.echo(f"{who}: {wei / WEI_PER_ETHER:.6g} ETH to withdraw")
+        click.echo(f"{who}: {_ether(wei)} to withdraw")
+
+
+def _balance(rpc: str, registry_address: str, address: str) -> int:
+    """What the registry holds for `address`, ready to withdraw (wei); a chain error as one
+    line."""
+    from registry.client import RegistryClient
+
+    try:
+        return RegistryClient(rpc, registry_address).balance(address)
+    except registry_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _ether(wei: int) -> str:
+    from registry.verify import WEI_PER_ETHER
+
+    return f"{wei / WEI_PER_ETHER:.6g} ETH"
 
 
 @registry.command("withdraw")
@@ -242,22 +253,48 @@ def registry_withdraw(
 
 
 @registry.command("status")
+@click.option(
+    "--rpc",
+    envvar=RPC_ENV,
+    help=f"The chain's JSON-RPC URL (or ${RPC_ENV}): with it, the balances too.",
+)
+@click.option(
+    "--registry",
+    "registry_address",
+    envvar=REGISTRY_ENV,
+    help=f"The registry to read balances from (or ${REGISTRY_ENV}; default: the domain's).",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your own key file: show your balance too (else $GRID_ETH_PRIVATE_KEY, if set).",
+)
 @url_option
 @json_option
-def registry_status(url: str | None, as_json: bool) -> None:
-    """Show whether the signed-in domain records on chain, and how its outbox stands."""
+def registry_status(
+    rpc: str | None,
+    registry_address: str | None,
+    key_file: Path | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Show whether the signed-in domain records on chain, how its outbox stands and, given
+    the chain (--rpc), what the registry holds for the domain's key and for yours (your key
+    file, else $GRID_ETH_PRIVATE_KEY): what `grid registry withdraw` pays out."""
     status = open_client(url).registry_status()
+    balances = _status_balances(status, rpc, registry_address, key_file)
     if as_json:
-        print_json(status)
+        print_json({**status.model_dump(mode="json"), "balances": balances})
         return
     if not status.enabled:
         click.echo(status.message)
-        return
-    rows: list[tuple[str, Any]] = [
-        ("node address", status.node_address),
-        ("registry", status.registry_address),
-        ("state", status.message),
-    ]
+    rows: list[tuple[str, Any]] = []
+    if status.enabled:
+        rows += [
+            ("node address", status.node_address),
+            ("registry", status.registry_address),
+            ("state", status.message),
+        ]
     if status.outbox is not None:
         rows += [(f"outbox {k}", v) for k, v in status.outbox.model_dump().items()]
     if status.last_anchor is not None:
@@ -266,7 +303,38 @@ def registry_status(url: str | None, as_json: bool) -> None:
     if status.last_failure is not None:
         f = status.last_failure
         rows.append(("last failure", f"{f.op}: {f.error}"))
-    print_table("Registry", ["field", "value"], rows)
+    for who, found in balances.items():
+        rows.append((f"{who} balance", f"{_ether(int(found['balance_wei']))} ({found['address']})"))
+    if rows:
+        print_table("Registry", ["field", "value"], rows)
+
+
+def _status_balances(
+    status: Any, rpc: str | None, registry_address: str | None, key_file: Path | None
+) -> dict[str, dict[str, str]]:
+    """The withdrawable balances `status` shows: the node's key's, when the domain records on
+    chain, and yours, when you have a key; none without a chain to read them from."""
+    import os
+
+    from registry.keys import KEY_ENV
+
+    registry = registry_address or status.registry_address
+    if rpc is None or registry is None:
+        if key_file is not None:
+            raise click.UsageError(
+                f"your balance is read from the chain: pass --rpc (or set {RPC_ENV})"
+                + ("" if registry else f" and --registry (or set {REGISTRY_ENV})")
+            )
+        return {}
+    owners: dict[str, str] = {}
+    if status.node_address:
+        owners["node"] = status.node_address
+    if key_file is not None or os.environ.get(KEY_ENV):
+        owners["your"] = str(_account(None, key_file).address)
+    return {
+        who: {"address": address, "balance_wei": str(_balance(rpc, registry, address))}
+        for who, address in owners.items()
+    }
 
 
 @registry.command("anchor")

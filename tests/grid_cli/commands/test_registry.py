@@ -9,13 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 from click.testing import CliRunner
 from eth_account import Account
 
+import grid_cli.commands.registry
 from grid_cli.commands.app import main
+from grid_common.registry_schemas import RegistryStatus
 from registry.chain import LocalChain, fund, rpc
 from registry.client import RegistryClient
 from registry.keys import KEY_ENV, key_path
@@ -153,3 +156,48 @@ def test_grid_registry_balance_and_withdraw_pay_out_a_reward_to_its_key(
     # No key named anywhere: the command says where a key comes from.
     none = runner.invoke(main, ["registry", "withdraw"], env={**env, KEY_ENV: ""})
     assert none.exit_code == 1 and "--key-file" in none.output
+
+
+def test_grid_registry_status_shows_the_nodes_balance_and_yours(
+    finished_job: tuple[RegistryClient, str, Path, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    domain, _, _, _ = finished_job  # its key holds the 1 ETH bounty as its reward
+    assert domain.account is not None
+    status = RegistryStatus(
+        enabled=True,
+        message="registry writes on",
+        node_address=domain.sender,
+        registry_address=domain.address,
+    )
+    # The signed-in domain's side is the stored status; the balances are the chain's own.
+    monkeypatch.setattr(
+        grid_cli.commands.registry,
+        "open_client",
+        lambda url: SimpleNamespace(registry_status=lambda: status),
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    mine = Account.create()
+    runner = CliRunner()
+    env = {"GRID_CHAIN_RPC_URL": domain.rpc_url, "GRID_REGISTRY_ADDRESS": "", KEY_ENV: ""}
+
+    shown = runner.invoke(main, ["registry", "status", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["balances"] == {
+        "node": {"address": domain.sender, "balance_wei": str(ETHER)}
+    }
+    keyed = runner.invoke(main, ["registry", "status"], env={**env, KEY_ENV: mine.key.hex()})
+    assert keyed.exit_code == 0, keyed.output
+    assert f"node balance │ 1 ETH ({domain.sender})" in keyed.output
+    assert f"your balance │ 0 ETH ({mine.address})" in keyed.output
+    # Without a chain there are no balances to read, and asking for yours says what is missing.
+    key_file = tmp_path / "key"
+    key_file.write_text(mine.key.hex())
+    key_file.chmod(0o600)
+    offline = runner.invoke(
+        main,
+        ["registry", "status", "--key-file", str(key_file)],
+        env={**env, "GRID_CHAIN_RPC_URL": ""},
+    )
+    assert offline.exit_code == 2 and "pass --rpc" in offline.output
