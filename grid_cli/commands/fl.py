@@ -29,6 +29,8 @@ from grid_common.analytics.plan import (
 )
 from grid_common.federated_schemas import FederatedJobOut, RoundList
 from grid_common.he import SecureAggregation
+from grid_common.plan import Loss, Metric, Optimizer
+from grid_common.strategy import STRATEGIES
 
 # Names, columns and rows shown before "…": the rest is in --json.
 SHOWN_NAMES = 6
@@ -677,3 +679,372 @@ def _print_rows(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     print_table(title, columns, rows[:SHOWN_ROWS])
     if len(rows) > SHOWN_ROWS:
         click.echo(f"… and {len(rows) - SHOWN_ROWS} more (see them all with --json)")
+
+
+# --- grid fl submit -------------------------------------------------------------------------
+
+
+def _parse_model(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    """`FILE.py:NAME`: a class or factory in your own Python file, called with no arguments
+    on this machine (as the Python client does), which must give an `nn.Module`."""
+    import importlib.util
+    import sys
+
+    from torch import nn
+
+    path_text, _, name = value.rpartition(":")
+    if not path_text or not name.isidentifier():
+        raise click.BadParameter(
+            f"{value!r} is not FILE.py:NAME, e.g. --model models/net.py:Net", ctx, param
+        )
+    path = Path(path_text)
+    if not path.is_file():
+        raise click.BadParameter(f"{path}: no such file", ctx, param)
+    spec = importlib.util.spec_from_file_location(f"grid_user_model_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise click.BadParameter(f"{path} is not a Python file", ctx, param)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses and pickling look it up
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's own code: whatever it raises, say where
+        raise click.BadParameter(f"{path} failed to load: {exc!r}", ctx, param) from None
+    found = getattr(module, name, None)
+    if found is None:
+        raise click.BadParameter(f"{path} defines no {name!r}", ctx, param)
+    if not callable(found):
+        raise click.BadParameter(f"{path}:{name} is not a class or function to call", ctx, param)
+    try:
+        model = found()
+    except Exception as exc:  # the user's own code, as above
+        raise click.BadParameter(
+            f"{path}:{name}() failed: {exc!r} (it is called with no arguments)", ctx, param
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise click.BadParameter(
+            f"{path}:{name}() gave a {type(model).__name__}, not a torch nn.Module", ctx, param
+        )
+    return model
+
+
+def _validation_error(exc: ValidationError) -> click.UsageError:
+    """Pydantic's first complaint as one line naming the option."""
+    first = exc.errors()[0]
+    where = f"--{str(first['loc'][-1]).replace('_', '-')}: " if first["loc"] else ""
+    return click.UsageError(where + first["msg"].removeprefix("Value error, "))
+
+
+def _plan(
+    loss: str,
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    validation_split: float,
+    metrics: tuple[str, ...],
+    dp: tuple[float | None, float | None, float],
+) -> Any:
+    """The TrainingPlan the options describe; DP-SGD with --epsilon and --delta together."""
+    from grid_common.plan import DifferentialPrivacy, TrainingPlan
+
+    epsilon, delta, max_grad_norm = dp
+    if (epsilon is None) != (delta is None):
+        raise click.UsageError("DP-SGD needs both --epsilon and --delta")
+    try:
+        return TrainingPlan(
+            loss=loss,  # type: ignore[arg-type]  # a click.Choice of Loss
+            optimizer=optimizer,  # type: ignore[arg-type]  # a click.Choice of Optimizer
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            validation_split=validation_split,
+            metrics=list(metrics) or ["loss"],  # type: ignore[arg-type]  # Choice of Metric
+            dp=None
+            if epsilon is None
+            else DifferentialPrivacy(
+                epsilon=epsilon,
+                delta=delta,  # type: ignore[arg-type]  # set with epsilon, checked above
+                max_grad_norm=max_grad_norm,
+            ),
+        )
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _dataset_refs(client: Any, datasets: list[tuple[str, str]]) -> list[Any]:
+    """Each DOMAIN:DATASET as the network lists it, so the model is checked on the first
+    dataset's published columns, as `net.search(...)` hits are in Python."""
+    refs = []
+    for domain, dataset in datasets:
+        hits = client.search(domain=domain, limit=100)
+        found = [h for h in hits if h.dataset.name == dataset]
+        if not found:
+            names = ", ".join(sorted({h.dataset.name for h in hits})) or "none"
+            raise click.ClickException(
+                f"{domain} publishes no dataset {dataset!r} on this network (it has: {names}); "
+                "see `grid network search`"
+            )
+        refs.append(found[0])
+    return refs
+
+
+@contextmanager
+def _submit_errors(job_id: int | None = None) -> Iterator[None]:
+    """A job the client refuses before sending, or a wait that ended without a model, as one
+    line."""
+    from grid_cli.client.federated import FederatedJobFailed
+
+    try:
+        yield
+    except FederatedJobFailed as exc:
+        raise click.ClickException(exc.message) from None
+    except TimeoutError as exc:
+        raise click.ClickException(
+            f"{exc}; it goes on: follow it with `grid fl show {job_id}`"
+        ) from None
+    except (ValueError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@fl.command("submit")
+@click.option(
+    "--model",
+    "module",
+    required=True,
+    callback=_parse_model,
+    metavar="FILE.py:NAME",
+    help="A class or factory in your Python file giving the nn.Module; it runs here only.",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    required=True,
+    callback=_parse_datasets,
+    metavar="DOMAIN:DATASET",
+    help="A dataset on a domain (its name or id); repeat, one per domain.",
+)
+@click.option("--loss", type=click.Choice(get_args(Loss)), required=True)
+@click.option(
+    "--optimizer", type=click.Choice(get_args(Optimizer)), default="sgd", show_default=True
+)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD's momentum.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--epochs", type=int, default=1, show_default=True, help="Local epochs a round.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--validation-split", type=float, default=0.0, show_default=True)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    type=click.Choice(get_args(Metric)),
+    help="Reported each round; repeat (default: loss).",
+)
+@click.option("--epsilon", type=float, help="DP-SGD's epsilon for the whole job (with --delta).")
+@click.option("--delta", type=float, help="DP-SGD's delta (with --epsilon).")
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="DP-SGD.")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="fedavg",
+    show_default=True,
+)
+@click.option("--mu", type=float, default=0.0, show_default=True, help="FedProx's mu.")
+@click.option("--server-lr", type=float, help="The server optimizer's learning rate.")
+@click.option("--server-momentum", type=float, help="FedAvgM's server momentum.")
+@click.option("--beta1", type=float, help="FedAdam/FedYogi/FedAdagrad's beta1.")
+@click.option("--beta2", type=float, help="FedAdam/FedYogi's beta2.")
+@click.option("--tau", type=float, help="FedAdam/FedYogi/FedAdagrad's tau.")
+@click.option(
+    "--fraction", type=float, default=1.0, show_default=True, help="Share of domains a round."
+)
+@click.option("--min-sample", type=click.IntRange(min=1), help="At least this many a round.")
+@click.option("--min-domains", type=click.IntRange(min=1), help="Quorum (default: every domain).")
+@click.option(
+    "--round-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds a round waits for its domains.",
+)
+@click.option(
+    "--secure-aggregation",
+    type=click.Choice(get_args(SecureAggregation)),
+    default="ckks",
+    show_default=True,
+    help="none sends plaintext updates: for comparison only.",
+)
+@click.option(
+    "--bounty",
+    help='Escrow a bounty ("0.05 ether", or wei) from your own key; the domains share it by '
+    "contribution. Needs --wait.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your key file (owner-only) the bounty is paid from (else $GRID_ETH_PRIVATE_KEY).",
+)
+@click.option("--rpc", envvar="GRID_CHAIN_RPC_URL", help="The chain (or $GRID_CHAIN_RPC_URL).")
+@click.option(
+    "--registry-address",
+    envvar="GRID_REGISTRY_ADDRESS",
+    help="The registry the bounty goes to (or $GRID_REGISTRY_ADDRESS).",
+)
+@click.option("--reason", default="", help="Why (every domain's owner reads it).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the trained model, or print the submitted job and return.",
+)
+@click.option(
+    "--timeout", type=float, help="Stop waiting after this many seconds (the job goes on)."
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@url_option
+@json_option
+def fl_submit(
+    module: Any,
+    datasets: list[tuple[str, str]],
+    loss: str,
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    validation_split: float,
+    metrics: tuple[str, ...],
+    epsilon: float | None,
+    delta: float | None,
+    max_grad_norm: float,
+    rounds: int,
+    strategy: Any,
+    mu: float,
+    server_lr: float | None,
+    server_momentum: float | None,
+    beta1: float | None,
+    beta2: float | None,
+    tau: float | None,
+    fraction: float,
+    min_sample: int | None,
+    min_domains: int | None,
+    round_timeout: float,
+    secure_aggregation: SecureAggregation,
+    bounty: str | None,
+    key_file: Path | None,
+    rpc: str | None,
+    registry_address: str | None,
+    reason: str,
+    wait: bool,
+    timeout: float | None,
+    progress: bool | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Train your model across datasets on several domains (federated), as
+    `net.federated_training(...)` does in Python.
+
+    Every domain's owner approves first. With --bounty, your key (--key-file, else
+    $GRID_ETH_PRIVATE_KEY) escrows it on the job's chain record once the job starts.
+    """
+    from grid_cli.client.jobs import chain_target
+    from grid_common.ether import parse_wei
+    from registry.bounty import scientist_account
+
+    plan = _plan(
+        loss,
+        optimizer,
+        lr,
+        momentum,
+        weight_decay,
+        epochs,
+        batch_size,
+        seed,
+        validation_split,
+        metrics,
+        (epsilon, delta, max_grad_norm),
+    )
+    with _submit_errors():
+        if bounty is not None:
+            if not wait:
+                raise click.UsageError(
+                    "a bounty is escrowed once every owner approved and the job is on chain: "
+                    "drop --no-wait (or fund it later in Python: fl.fund_bounty(...))"
+                )
+            parse_wei(bounty)
+            scientist_account(key_file)
+            chain_target(rpc, registry_address, None, "the network")
+        client = open_network(url)
+        targets = _dataset_refs(client, datasets)
+        job = client.federated_training(
+            module,
+            targets,
+            plan,
+            rounds=rounds,
+            min_domains=min_domains,
+            secure_aggregation=secure_aggregation,
+            strategy=strategy,
+            mu=mu,
+            server_lr=server_lr,
+            momentum=server_momentum,
+            beta1=beta1,
+            beta2=beta2,
+            tau=tau,
+            fraction=fraction,
+            min_sample=min_sample,
+            round_timeout=round_timeout,
+            reason=reason,
+            progress=progress,
+            bounty=bounty,
+        )
+    if not wait:
+        _print_training(job.info, as_json)
+        return
+    domains = ", ".join(p.domain for p in job.info.participants)
+    click.echo(
+        f"Submitted federated job {job.id} to {domains}; waiting for their owners' approval "
+        f"and the model (Ctrl-C stops waiting, not the job: `grid fl show {job.id}`).",
+        err=True,
+    )
+    with _submit_errors(job.id):
+        tx_hash = None
+        if bounty is not None:
+            tx_hash = job.fund_bounty(
+                bounty,
+                rpc,
+                registry_address=registry_address,
+                key_file=key_file,
+                timeout=math.inf if timeout is None else timeout,
+            )
+            click.echo(f"Bounty of {bounty} escrowed (tx {tx_hash}).", err=True)
+        job.wait(timeout, progress=progress)
+    _print_training(job.info, as_json, bounty_tx=tx_hash)
+
+
+def _print_training(job: FederatedJobOut, as_json: bool, *, bounty_tx: str | None = None) -> None:
+    if as_json:
+        print_json({**job.model_dump(mode="json"), "bounty_tx": bounty_tx})
+        return
+    domains = ", ".join(p.domain for p in job.participants)
+    if job.status != "completed":
+        click.echo(
+            f"Submitted federated job {job.id} ({job.status}) to {domains}; follow it with "
+            f"`grid fl show {job.id}`, save its model with `grid fl download {job.id}`."
+        )
+        return
+    click.echo(
+        f"Federated job {job.id} completed on {domains}: sha256 {job.result_hash}, as every "
+        f"domain attested. Save it with `grid fl download {job.id}`; check it with "
+        f"`grid fl verify {job.id}`."
+    )

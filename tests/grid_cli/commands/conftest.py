@@ -4,6 +4,7 @@ They are defined once, beside the tests they were written for; importing them he
 reachable from every command test (pytest finds fixtures in a conftest's namespace).
 """
 
+from tests.grid_cli.commands.test_network import run, twin_network  # noqa: F401  (fixtures)
 from tests.network.conftest import (  # noqa: F401  (fixtures)
     live_member,
     live_network,
