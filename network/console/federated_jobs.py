@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, get_args
 
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from grid_common.analytics.plan import AnalysisPlan
@@ -23,6 +24,8 @@ from network import federated_access
 from network.auth import Permission, current_operator
 from network.console.common import bp, may, signed_in
 from network.federated import METRIC_NAMES
+from network.models import Association
+from registry.escrow import JobEscrow, read_escrow
 
 _STATUSES: tuple[str, ...] = get_args(FederatedStatus)
 
@@ -186,7 +189,20 @@ def federated_job(job_id: int) -> str:
         progress=_progress(job, rounds),
         may_cancel=_may_cancel(job),
         finished=job.status in FINISHED_STATUSES,
+        escrow=_escrow(job),
     )
+
+
+def _escrow(job: FederatedJobOut) -> JobEscrow | None:
+    """The job's escrow and payouts from the chain this network is configured with, its
+    participants named from the network's own records of their addresses; None when the job
+    is not recorded on chain."""
+    config = current_app.config["GRID"]
+    if job.registry_job_id is None or not (config.chain_rpc_url and config.registry_address):
+        return None
+    rows = db_session().execute(select(Association.eth_address, Association.name))
+    names = {address: name for address, name in rows if address}
+    return read_escrow(config.chain_rpc_url, config.registry_address, job.registry_job_id, names)
 
 
 @page(
