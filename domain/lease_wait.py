@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain import jobs
 from domain.models import Job
 from grid_common.commit_watch import watch_commits
-from grid_common.long_poll import Bell
+from grid_common.long_poll import STOPPING, Bell
 
 # How often a waiting lease looks at the database, for what no bell of this process announces.
 RECHECK_S = 1.0
@@ -68,5 +68,5 @@ def lease_waiting(
             return job
         session.commit()  # no transaction (nor SQLite's write lock) held while waiting
         BELL.wait(seen, min(RECHECK_S, left))
-        if gone():
+        if gone() or STOPPING.is_set():
             return None

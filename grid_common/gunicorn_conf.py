@@ -49,7 +49,21 @@ def pre_fork(_server: Any, _worker: Any) -> None:
 
 
 def post_worker_init(_worker: Any) -> None:
-    """In the worker, its handlers installed: a stop signal sent meanwhile arrives now."""
+    """In the worker, its handlers installed: a stop signal sent meanwhile arrives now.
+
+    A graceful stop (SIGTERM) first tells the long polls to answer (`long_poll.STOPPING`), so
+    the worker does not wait out a lease or state request that waits for news.
+    """
+    from grid_common.long_poll import STOPPING  # the app is loaded by now
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, frame: Any) -> None:
+        STOPPING.set()
+        if callable(graceful):
+            graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
     _unblock_stop_signals()
 
 

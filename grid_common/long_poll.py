@@ -18,6 +18,9 @@ from grid_common.schemas import Strict
 
 # The longest a caller may ask to wait: well inside every node-to-node read timeout (30 s).
 MAX_WAIT_S = 10.0
+# Set once this process is told to stop (`grid_common.gunicorn_conf`): waiting requests answer
+# at their next look, so a graceful stop does not sit out their waits.
+STOPPING = threading.Event()
 
 
 class ChangeQuery(Strict):

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from grid_common.commit_watch import watch_commits
 from grid_common.federated_schemas import ParticipantState
-from grid_common.long_poll import Bell, ChangeQuery, digest
+from grid_common.long_poll import STOPPING, Bell, ChangeQuery, digest
 from network import federated
 from network.context import config
 from network.models import FederatedJob, FederatedParticipant, FederatedRound, FederatedUpdate
@@ -40,7 +40,12 @@ def state_waiting(
         rings = BELL.rings()
         state = federated.participant_state(session, job, participant)
         left = deadline - time.monotonic()
-        if left <= 0 or digest(state) != query.seen or BELL.waiting >= config().state_waiters:
+        if (
+            left <= 0
+            or digest(state) != query.seen
+            or BELL.waiting >= config().state_waiters
+            or STOPPING.is_set()
+        ):
             return state
         session.rollback()  # end the read snapshot: the next look sees what others committed
         BELL.wait(rings, min(RECHECK_S, left))

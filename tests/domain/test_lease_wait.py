@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from domain import lease_wait
 from domain.models import Worker
+from grid_common import long_poll
 from tests.conftest import eventually
 from tests.domain.conftest import model_files  # noqa: F401  (the fixture)
 from tests.domain.test_jobs import approved_job, datasets  # noqa: F401  (a fixture)
@@ -98,3 +99,16 @@ def test_a_worker_waiting_for_a_job_longer_than_a_lease_is_still_online(
     # Its last word was a lease request that may wait up to GRID_LEASE_WAIT_S for a job.
     assert status_after(grid.job_lease_seconds + grid.lease_wait_s - 5) == "online"
     assert status_after(grid.job_lease_seconds + grid.lease_wait_s + 5) == "offline"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_server_told_to_stop_ends_the_waits_at_once(
+    client: FlaskClient, headers: dict[str, dict[str, str]]
+) -> None:
+    long_poll.STOPPING.set()  # as gunicorn_conf does on SIGTERM
+    try:
+        pending = _waiting_lease(client, headers["worker"], 600)
+        eventually(lambda: not pending["thread"].is_alive(), "the wait to end", 30)
+        assert pending["status"] == 204
+    finally:
+        long_poll.STOPPING.clear()
