@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 from domain import job_access
 from domain.auth import current_user
 from domain.console.common import bp
+from domain.job_escrow import job_escrow
 from domain.jobs import FINISHED
 from domain.permissions import Permission
 from grid_common.api import AUTHENTICATED
@@ -49,6 +50,7 @@ def job_detail(job_id: int) -> str:
         job=job,
         events=_events(job_id),
         finished=job.status in FINISHED or job.status == "denied",
+        escrow=job_escrow(db_session(), job_id),
     )
 
 

@@ -14,6 +14,7 @@ from domain.auth import current_user
 from domain.console.common import bp
 from domain.context import blobs
 from domain.dataset_files import input_shape
+from domain.job_escrow import job_escrow
 from domain.models import AccessRequest, Dataset
 from domain.permissions import Permission
 from domain.settings import load_settings
@@ -153,6 +154,7 @@ def request_detail(request_id: int) -> str:
         budgets=_budgets(row),
         input_shapes=_input_shapes(row),
         limits=load_settings(db_session()).job_limits,
+        escrow=job_escrow(db_session(), request_id),
     )
 
 

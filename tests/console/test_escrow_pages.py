@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from eth_account import Account
 from flask import Flask
+from flask.testing import FlaskClient
 
+from domain import DomainConfig, registry_writes
+from domain.models import FederatedParticipation
+from domain.registry_writes import DomainRegistry
+from grid_common.db import db_session
 from grid_common.ether import parse_wei
 from registry.bounty import fund_when_open
 from registry.chain import LocalChain, fund
-from registry.client import RegistryClient
+from registry.client import RegistryClient, job_id_of
 from registry.node import NodeRegistry
+from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD
 from tests.console.conftest import sign_in
+from tests.console.test_federated_request_page import _file_federated_request
+from tests.domain.uploads import upload
 from tests.network.conftest import (  # noqa: F401 (fixtures)
     OPERATOR_EMAIL,
     OPERATOR_PASSWORD,
@@ -41,6 +51,7 @@ from tests.network.test_federated_chain import (  # noqa: F401 (fixtures)
     domains,
 )
 from tests.network.test_registry import network_config, registry  # noqa: F401 (fixtures)
+from tests.registry.conftest import chain_now
 
 
 def _text(page: str) -> str:
@@ -88,3 +99,63 @@ def test_the_job_page_shows_the_escrow_then_each_domains_payout(
             f'<tr data-testid="payout-{name}"> <td>{name}</td><td>yes</td>'
             f'<td class="num">{samples}</td> <td class="num">{reward}</td>'
         ) in paid, paid
+
+
+@pytest.fixture
+def domain_config(database_url: str, tmp_path: Path, anvil: LocalChain) -> DomainConfig:
+    """The domain of the tests here records on chain; each drains its outbox when it wants."""
+    return DomainConfig(
+        data_dir=tmp_path / "domain",
+        name=NODE_NAME,
+        database_url=database_url,
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+        chain_rpc_url=anvil.rpc_url,
+        registry_address=anvil.registry_address,
+        background=False,
+    )
+
+
+def test_the_domain_request_page_shows_the_networks_job_it_attested_and_its_payout(
+    app: Flask, client: FlaskClient, headers: dict[str, dict[str, str]], anvil: LocalChain
+) -> None:
+    node: DomainRegistry = app.extensions["registry"]
+    fund(anvil.rpc_url, [node.address])
+    node.sender.run_until_idle()  # its registration
+    assert upload(client, headers["owner"]).status_code == 201
+    network_key = Account.create()
+    fund(anvil.rpc_url, [network_key.address])
+    net = RegistryClient(anvil.rpc_url, anvil.registry_address, network_key)
+    net.register("network", "0x" + "ab" * 32)
+    bounty = parse_wei("0.01 ether")
+    net.create_job(
+        "federated/7", "0x" + "22" * 32, [node.address], deadline=chain_now(anvil) + 3600,
+        bounty=bounty,
+    )  # fmt: skip
+    chain_id = job_id_of(net.sender, "federated/7")
+    request_id = _file_federated_request(app, "none", 7)
+    console = app.test_client()
+    sign_in(console, OWNER_EMAIL, OWNER_PASSWORD)
+    # Not attested yet: this domain has recorded no chain job for the request.
+    assert 'data-testid="escrow"' not in console.get(f"/requests/{request_id}").get_data(
+        as_text=True
+    )
+
+    digest = "4" * 64
+    with app.app_context():
+        session = db_session()
+        participation = session.get(FederatedParticipation, request_id)
+        assert participation is not None
+        participation.attested_hash = digest
+        registry_writes.enqueue_federated_attestation(session, chain_id, digest, 1)
+        session.commit()
+    net.log_round(chain_id, "0x" + "33" * 32, 1, [30])
+    node.sender.run_until_idle()
+    net.finalize(chain_id)
+
+    page = _text(console.get(f"/requests/{request_id}").get_data(as_text=True))
+    assert chain_id in page and "0.01 ETH" in page, page
+    assert (
+        '<tr data-testid="payout-this domain"> <td>this domain</td><td>yes</td>'
+        '<td class="num">30</td> <td class="num">0.01 ETH</td>'
+    ) in page
