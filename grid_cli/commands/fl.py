@@ -27,7 +27,7 @@ from grid_common.analytics.plan import (
     ExactModel,
     parse_statistic,
 )
-from grid_common.federated_schemas import FederatedJobOut, RoundList
+from grid_common.federated_schemas import FINISHED_STATUSES, FederatedJobOut, RoundList
 from grid_common.he import SecureAggregation
 from grid_common.plan import Loss, Metric, Optimizer
 from grid_common.strategy import STRATEGIES
@@ -1020,14 +1020,20 @@ def fl_submit(
     with _submit_errors(job.id):
         tx_hash = None
         if bounty is not None:
-            tx_hash = job.fund_bounty(
-                bounty,
-                rpc,
-                registry_address=registry_address,
-                key_file=key_file,
-                timeout=math.inf if timeout is None else timeout,
-            )
-            click.echo(f"Bounty of {bounty} escrowed (tx {tx_hash}).", err=True)
+            try:
+                tx_hash = job.fund_bounty(
+                    bounty,
+                    rpc,
+                    registry_address=registry_address,
+                    key_file=key_file,
+                    timeout=math.inf if timeout is None else timeout,
+                )
+                click.echo(f"Bounty of {bounty} escrowed (tx {tx_hash}).", err=True)
+            except TimeoutError:
+                if job.info.status not in FINISHED_STATUSES:
+                    raise
+                # It ended with no chain record to fund: nothing was paid; wait() says how.
+                click.echo(f"Job {job.id} ended unrecorded on chain: no bounty paid.", err=True)
         job.wait(timeout, progress=progress)
     _print_training(job.info, as_json, bounty_tx=tx_hash)
 

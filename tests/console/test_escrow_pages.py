@@ -22,6 +22,7 @@ from grid_common.ether import parse_wei
 from registry.bounty import fund_when_open
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of
+from registry.escrow import read_escrow
 from registry.node import NodeRegistry
 from tests.conftest import NODE_NAME, OWNER_EMAIL, OWNER_PASSWORD
 from tests.console.conftest import sign_in
@@ -159,3 +160,9 @@ def test_the_domain_request_page_shows_the_networks_job_it_attested_and_its_payo
         '<tr data-testid="payout-this domain"> <td>this domain</td><td>yes</td>'
         '<td class="num">30</td> <td class="num">0.01 ETH</td>'
     ) in page
+
+
+def test_a_chain_that_is_down_shows_as_such_not_as_an_error_page() -> None:
+    escrow = read_escrow("http://127.0.0.1:9", "0x" + "11" * 20, "0x" + "22" * 32, {})
+    assert escrow.error is not None and "chain unreachable" in escrow.error
+    assert (escrow.bounty_wei, escrow.payouts) == (0, [])

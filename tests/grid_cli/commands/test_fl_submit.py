@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from torch import nn
 
 import grid_cli.commands.fl
+from grid_cli.client.federated import FederatedJobFailed
 from grid_common.federated_schemas import FederatedJobOut
 from grid_common.plan import DifferentialPrivacy, TrainingPlan
 from registry.keys import KEY_ENV
@@ -272,3 +273,27 @@ def test_a_scientist_submits_a_federated_job_from_the_shell(
     assert [p["domain"] for p in submitted["participants"]] == list(names)
     shown = table_lines(run("fl", "show", str(submitted["id"])))
     assert "strategy │ fedprox (mu 0.1)" in shown, shown
+
+
+def test_a_job_that_ends_before_its_bounty_is_escrowed_says_why(
+    run_grid: RunGrid,
+    stub: StubNetwork,
+    model_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def ended(self: StubJob, amount: str, rpc_url: str | None, **options: Any) -> str:
+        self.info = job_out("training", status="failed", failure_reason="a domain denied it")
+        raise TimeoutError("federated job 7 has no chain record to fund yet")
+
+    def failing_wait(self: StubJob, timeout: float | None = None, **options: Any) -> StubJob:
+        raise FederatedJobFailed(0, "job_failed", "federated job 7: a domain denied it")
+
+    monkeypatch.setattr(StubJob, "fund_bounty", ended)
+    monkeypatch.setattr(StubJob, "wait", failing_wait)
+    monkeypatch.setenv(KEY_ENV, Account.create().key.hex())
+    done = run_grid("fl", "submit", "--model", f"{model_file}:Net", *TWO_DOMAINS, "--loss",
+                    "mse", "--bounty", "1 ether", "--rpc", "http://127.0.0.1:9",
+                    "--registry-address", "0x" + "11" * 20)  # fmt: skip
+    assert done.exit_code == 1
+    assert "ended unrecorded on chain: no bounty paid" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("federated job 7: a domain denied it")
