@@ -4,7 +4,7 @@ trained in rounds, and analyses (statistics or an exact model) computed from enc
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from grid_cli.client.analytics import Analysis, HistogramCounts
-from grid_cli.commands.options import json_option, url_option
+from grid_cli.commands.options import Command, json_option, url_option
 from grid_cli.commands.output import print_json, print_table
 from grid_cli.commands.session import open_network
 from grid_common.analytics.compute import Release
@@ -280,19 +280,13 @@ def fl_verify(
     """Check a federated job on the registry: the network coordinated it, the domains that
     approved are its participants, each attested your model's hash, the rounds are the
     network's, and the spec hash (with --spec-hash) is yours. Exit status 1 if any fails."""
-    from grid_cli.commands.onchain import registry_errors
+    from grid_cli.commands.onchain import show_proof
 
     job = open_network(url).federated_job(job_id)
-    try:
-        proof = job.verify(rpc, model, registry_address=registry_address, spec_hash=spec_hash)
-    except registry_errors() as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        print_json(proof.as_json())
-    else:
-        click.echo(proof.render())
-    if not proof.ok:
-        click.get_current_context().exit(1)
+    show_proof(
+        lambda: job.verify(rpc, model, registry_address=registry_address, spec_hash=spec_hash),
+        as_json,
+    )
 
 
 # --- grid fl analyze ------------------------------------------------------------------------
@@ -397,6 +391,36 @@ def _hyperparameters(
     return given
 
 
+def submission_options(wait_for: str) -> Callable[[Command], Command]:
+    """What `grid fl analyze` and `grid fl submit` share: the reason owners read, waiting for the
+    outcome (or not), and where and how to print it."""
+
+    def decorate(command: Command) -> Command:
+        for option in (
+            json_option,
+            url_option,
+            click.option(
+                "--progress/--no-progress", default=None, help="Progress bar (default: on a TTY)."
+            ),
+            click.option(
+                "--timeout",
+                type=float,
+                help="Stop waiting after this many seconds (the job goes on).",
+            ),
+            click.option(
+                "--wait/--no-wait",
+                default=True,
+                show_default=True,
+                help=f"{wait_for}, or print the submitted job and return.",
+            ),
+            click.option("--reason", default="", help="Why (every domain's owner reads it)."),
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @contextmanager
 def _analysis_errors(job_id: int | None = None) -> Iterator[None]:
     """An analysis that cannot run as asked, or a wait that ran out, as one line."""
@@ -465,19 +489,7 @@ def _analysis_errors(job_id: int | None = None) -> Iterator[None]:
     show_default=True,
     help="none sends plaintext sums: for comparison only.",
 )
-@click.option("--reason", default="", help="Why (every domain's owner reads it).")
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait for the result and print it, or print the submitted job and return.",
-)
-@click.option(
-    "--timeout", type=float, help="Stop waiting after this many seconds (the job goes on)."
-)
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
-@url_option
-@json_option
+@submission_options("Wait for the result and print it")
 def fl_analyze(
     datasets: list[tuple[str, str]],
     statistics: list[str],
@@ -899,19 +911,7 @@ def _submit_errors(job_id: int | None = None) -> Iterator[None]:
     envvar="GRID_REGISTRY_ADDRESS",
     help="The registry the bounty goes to (or $GRID_REGISTRY_ADDRESS).",
 )
-@click.option("--reason", default="", help="Why (every domain's owner reads it).")
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait for the trained model, or print the submitted job and return.",
-)
-@click.option(
-    "--timeout", type=float, help="Stop waiting after this many seconds (the job goes on)."
-)
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
-@url_option
-@json_option
+@submission_options("Wait for the trained model")
 def fl_submit(
     module: Any,
     datasets: list[tuple[str, str]],

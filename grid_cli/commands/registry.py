@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from grid_cli.commands.onchain import registry_errors
+from grid_cli.commands.onchain import registry_errors, show_proof
 from grid_cli.commands.options import json_option, url_option
 from grid_cli.commands.output import print_json, print_table
 from grid_cli.commands.session import open_client
@@ -115,24 +115,17 @@ def registry_verify(
 
     if model is not None and model_hash is not None:
         raise click.UsageError("pass --model or --model-hash, not both")
-    try:
-        client = RegistryClient(rpc, registry_address)
-        proof = verify_job(
-            client,
+    show_proof(
+        lambda: verify_job(
+            RegistryClient(rpc, registry_address),
             job_id,
             model=model,
             model_hash=model_hash,
             spec_hash=spec_hash,
             from_block=from_block,
-        )
-    except registry_errors() as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        print_json(proof.as_json())
-    else:
-        click.echo(proof.render())
-    if not proof.ok:
-        click.get_current_context().exit(1)
+        ),
+        as_json,
+    )
 
 
 def _account(data_dir: Path | None, key_file: Path | None) -> Any:

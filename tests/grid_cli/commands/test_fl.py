@@ -18,6 +18,7 @@ from grid_cli.client.federated import FederatedJobFailed
 from grid_common.analytics.compute import Release, local_sums, release
 from grid_common.analytics.plan import AnalysisPlan, AnalyticsDp, AnalyticsError
 from grid_common.federated_schemas import FederatedJobOut, ParticipantOut, RoundList, RoundOut
+from registry.errors import RegistryError
 from tests.grid_cli.commands.test_session import failed, ok_json
 from tests.grid_cli.conftest import RunGrid
 
@@ -137,6 +138,34 @@ class StubJob:
 
 
 @dataclass
+class StubProof:
+    """A registry proof whose checks passed or not."""
+
+    ok: bool
+
+    def render(self) -> str:
+        return "Job 0x07\n  participants (2)  " + ("all attested" if self.ok else "lab-b did not")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok}
+
+
+@dataclass
+class StubProvable:
+    """A FederatedJob that proves itself with `proof`, or fails with `error`."""
+
+    proof: StubProof
+    error: Exception | None = None
+    asked: list[dict[str, Any]] = field(default_factory=list)
+
+    def verify(self, rpc: str | None, model: Any, **options: Any) -> StubProof:
+        self.asked.append({"rpc": rpc, "model": model, **options})
+        if self.error is not None:
+            raise self.error
+        return self.proof
+
+
+@dataclass
 class StubNetwork:
     """The NetworkClient calls `grid fl` makes, answered from what the test set up."""
 
@@ -146,6 +175,7 @@ class StubNetwork:
     wait_error: Exception | None = None
     submit_error: Exception | None = None
     submitted: list[dict[str, Any]] = field(default_factory=list)
+    provable: StubProvable = field(default_factory=lambda: StubProvable(StubProof(ok=True)))
 
     def submit_analysis(self, datasets: list[tuple[str, str]], **options: Any) -> StubJob:
         if self.submit_error is not None:
@@ -155,6 +185,9 @@ class StubNetwork:
 
     def federated_jobs(self) -> list[StubJob]:
         return [StubJob(info, None) for info in self.jobs]
+
+    def federated_job(self, job_id: int) -> StubProvable:
+        return self.provable
 
     def federated_job_info(self, job_id: int) -> FederatedJobOut:
         return next(job for job in self.jobs if job.id == job_id)
@@ -489,3 +522,34 @@ def test_list_and_show_name_the_strategy(run_grid: RunGrid, network: StubNetwork
         "strategy │ fedadam (server_lr 0.05, beta1 0.9, beta2 0.99, tau 0.001); 0.5 of the "
         "domains each round, at least 3"
     ) in lines
+
+
+# --- grid fl verify -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ok", "exit_code"), [(True, 0), (False, 1)])
+def test_verify_prints_the_proof_and_fails_when_a_check_does(
+    run_grid: RunGrid, network: StubNetwork, ok: bool, exit_code: int
+) -> None:
+    network.provable = StubProvable(StubProof(ok=ok))
+    args = ("fl", "verify", "7", "--rpc", "http://chain", "--registry-address", "0xabc")
+    result = run_grid(*args, "--spec-hash", "0x" + "5" * 64)
+    assert result.exit_code == exit_code, result.output
+    assert result.stdout == StubProof(ok=ok).render() + "\n"
+    # The registry is the caller's, never one a node names.
+    [asked] = network.provable.asked
+    assert asked == {
+        "rpc": "http://chain",
+        "model": None,
+        "registry_address": "0xabc",
+        "spec_hash": "0x" + "5" * 64,
+    }
+    assert json.loads(run_grid(*args, "--json").stdout) == {"ok": ok}
+
+
+def test_verify_against_a_chain_that_fails_says_so_in_one_line(
+    run_grid: RunGrid, network: StubNetwork
+) -> None:
+    network.provable = StubProvable(StubProof(ok=True), RegistryError("no registry at 0xabc"))
+    result = run_grid("fl", "verify", "7", "--rpc", "http://chain", "--registry-address", "0xabc")
+    assert failed(result) == "Error: no registry at 0xabc"
