@@ -190,23 +190,28 @@ def peer_split() -> tuple[list[pd.DataFrame], np.ndarray, np.ndarray]:
     return parts, x[1500:], y[1500:]
 
 
+def peer_epoch(model: nn.Module, part: pd.DataFrame) -> nn.Module:
+    """One local epoch from `model` on one domain's rows, as the peer trains: the local model."""
+    local = peer_mlp()
+    local.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(local.parameters(), lr=PEER_PLAN.lr)
+    x = torch.tensor(part.drop(columns="target").to_numpy(), dtype=torch.float32)
+    y = torch.tensor(part["target"].to_numpy())
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    for batch in order.split(PEER_PLAN.batch_size):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(local(x[batch]), y[batch]).backward()
+        optimizer.step()
+    return local
+
+
 def plain_fedavg(parts: list[pd.DataFrame], rounds: int) -> nn.Module:
     """The same rounds as plain-torch FedAvg in this process: the reference accuracy."""
     model = peer_mlp()
     for _ in range(rounds):
         states, weights = [], []
         for part in parts:
-            local = peer_mlp()
-            local.load_state_dict(model.state_dict())
-            optimizer = torch.optim.SGD(local.parameters(), lr=PEER_PLAN.lr)
-            x = torch.tensor(part.drop(columns="target").to_numpy(), dtype=torch.float32)
-            y = torch.tensor(part["target"].to_numpy())
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-            for batch in order.split(PEER_PLAN.batch_size):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(local(x[batch]), y[batch]).backward()
-                optimizer.step()
-            states.append(local.state_dict())
+            states.append(peer_epoch(model, part).state_dict())
             weights.append(len(part) / sum(len(p) for p in parts))
         model.load_state_dict(
             {k: sum(w * s[k] for s, w in zip(states, weights, strict=True)) for k in states[0]}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from federated import PEER_PLAN, peer_mlp, peer_split  # bench/ is on sys.path
+from federated import peer_epoch, peer_mlp, peer_split  # bench/ is on sys.path
 from torch import nn
 
 from grid_common.strategy import StrategyTerms, draw_sample
@@ -53,17 +53,7 @@ def _load(model: nn.Module, vector: np.ndarray) -> None:
 
 def _local(model: nn.Module, part: pd.DataFrame) -> np.ndarray:
     """One local epoch from `model`, as the peer trains: its weights afterwards."""
-    local = peer_mlp()
-    local.load_state_dict(model.state_dict())
-    optimizer = torch.optim.SGD(local.parameters(), lr=PEER_PLAN.lr)
-    x = torch.tensor(part.drop(columns="target").to_numpy(), dtype=torch.float32)
-    y = torch.tensor(part["target"].to_numpy())
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    for batch in order.split(PEER_PLAN.batch_size):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(local(x[batch]), y[batch]).backward()
-        optimizer.step()
-    return _flat(local)
+    return _flat(peer_epoch(model, part))
 
 
 def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
