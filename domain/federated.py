@@ -83,6 +83,7 @@ class FederatedNetwork:
     def __init__(self, session: Session, participation: FederatedParticipation) -> None:
         membership = _membership(session, participation.network_id)
         self.url, self.network_id = membership.url, membership.network_id
+        self.eth_address = membership.eth_address
         self.invitation = Invitation.model_validate(participation.invitation)
         self.base = f"{API}/jobs/{participation.network_job_id}"
 
@@ -358,12 +359,16 @@ def _report(session: Session, item: AccessRequest, participation: FederatedParti
         attested = ParticipantState.model_validate(answer.json())
         if attested.registry_job_id is not None:
             # The same hash on the network's chain job, from this domain's own key: the
-            # weights file the data scientist downloads, once every owner released it.
+            # weights file the data scientist downloads, once every owner released it. The
+            # job id is the network's word: the chain's job must be this network's, with the
+            # spec hash it signed in the invitation, before anything is staked or attested.
             registry_writes.enqueue_federated_attestation(
                 session,
                 attested.registry_job_id,
                 job.result_digest,
                 attested.registry_rounds,
+                coordinator=network.eth_address,
+                spec_hash=network.invitation.spec_hash,
                 stake_wei=attested.registry_stake_wei,
                 willing_wei=load_settings(session).stake_wei,
             )

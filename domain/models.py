@@ -281,6 +281,10 @@ class NetworkMembership(Base):
     url: Mapped[str] = mapped_column(String(2000))
     signing_key: Mapped[str] = mapped_column(String(64))
     encryption_key: Mapped[str] = mapped_column(String(64))
+    # The address the network signs its registry writes with, as its node info gave it at
+    # join (None: it wrote nothing on chain then): the only coordinator whose chain jobs this
+    # domain stakes or attests on for it.
+    eth_address: Mapped[str | None] = mapped_column(String(42))
     domain_url: Mapped[str] = mapped_column(String(2000))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     association_id: Mapped[int | None]

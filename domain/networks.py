@@ -95,6 +95,7 @@ def request_join(session: Session, network_url: str, domain_url: str) -> Network
         session.add(membership)
     membership.name, membership.url, membership.domain_url = info.name, network_url, domain_url
     membership.signing_key, membership.encryption_key = info.signing_key, info.encryption_key
+    membership.eth_address = info.eth_address.lower() if info.eth_address else None
     membership.status = _STATUS_FROM_NETWORK[association.status]
     membership.association_id = association.id
     membership.requested_at = datetime.now(UTC)

@@ -20,6 +20,7 @@ from domain.models import AuditHead, RegistryOutboxEntry, RegistrySenderLease
 from grid_common.db import Database
 from registry.client import job_id_of, round_mask
 from registry.node import EXTENSION, NodeRegistry, off_message
+from registry.outbox import ExpectedJob
 
 log = logging.getLogger(__name__)
 OFF_MESSAGE = off_message("this domain's jobs and audit anchors")
@@ -163,16 +164,28 @@ def enqueue_federated_attestation(
     model_hash: str,
     rounds: int,
     *,
+    coordinator: str | None,
+    spec_hash: str,
     stake_wei: int = 0,
     willing_wei: int = 0,
 ) -> None:
     """Attest the final model of a network's federated job (`job_id` on chain), once the
     network's `rounds` rounds are on chain, after depositing the job's stake; the network
-    finalizes it. A stake above what this domain's owner requires (`willing_wei`) is not
-    deposited, so nothing is attested: the network sets the stake, the owner's setting caps
-    what it spends. A malformed id from the network is logged and skipped."""
+    finalizes it. Both wait for the chain to show that job coordinated by `coordinator` (the
+    network's address, as it gave it at join), with `spec_hash` (the one its invitation
+    signed) and this domain among its participants; otherwise neither is sent. A stake above
+    what this domain's owner requires (`willing_wei`) is not deposited, so nothing is
+    attested: the network sets the stake, the owner's setting caps what it spends. A
+    malformed id from the network is logged and skipped."""
     reg = current_registry()
     if reg is None:
+        return
+    if coordinator is None:
+        log.warning(
+            "not attesting federated job %s on chain: its network gave no Ethereum address "
+            "when this domain joined it (join it again once the network writes on chain)",
+            job_id,
+        )
         return
     if stake_wei > willing_wei:
         log.warning(
@@ -184,9 +197,10 @@ def enqueue_federated_attestation(
         )
         return
     try:
+        expect = ExpectedJob(coordinator=coordinator, spec_hash=spec_hash)
         if stake_wei:
-            reg.outbox.deposit_stake(session, job_id, stake_wei)
-        reg.outbox.attest(session, job_id, model_hash, await_rounds=rounds)
+            reg.outbox.deposit_stake(session, job_id, stake_wei, expect=expect)
+        reg.outbox.attest(session, job_id, model_hash, await_rounds=rounds, expect=expect)
     except ValueError as exc:
         log.warning("not attesting federated job %s on chain: %s", job_id, exc)
 

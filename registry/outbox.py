@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -41,6 +42,9 @@ CHAIN_READ_OPS = frozenset({"finalize"})
 # attestation on a network's job): it waits, without holding up the rest of the outbox, until
 # that job is on chain with at least this many rounds logged.
 AWAITS = "await_rounds"
+# The argument, on such an entry, holding what the job must be on chain (`ExpectedJob`): the
+# sender checks it before it stakes or attests, since the job's id comes from its coordinator.
+EXPECTS = "expect"
 DEFAULT_JOB_WINDOW_S = 30 * 24 * 3600
 _WAKE_ARMED = "registry_outbox_wake_armed"
 
@@ -87,6 +91,20 @@ def _address(value: str) -> str:
     if len(raw) != 40 or any(c not in "0123456789abcdef" for c in raw):
         raise ValueError(f"not an Ethereum address: {value!r}")
     return "0x" + raw
+
+
+@dataclass(frozen=True)
+class ExpectedJob:
+    """What a job another node coordinates must be on chain before this node stakes or attests
+    on it: coordinated from `coordinator` (the address of the network it joined), with the spec
+    hash that network signed. The sender also requires this node among its participants."""
+
+    coordinator: str
+    spec_hash: str
+
+    def as_args(self) -> dict[str, str]:
+        """The entry's `expect` argument; ValueError for a malformed address or hash."""
+        return {"coordinator": _address(self.coordinator), "spec_hash": _hex32(self.spec_hash)}
 
 
 class Outbox:
@@ -156,11 +174,13 @@ class Outbox:
             session, "fund_bounty", {"job_id": _hex32(job_id)}, value_wei=amount_wei
         )
 
-    def deposit_stake(self, session: Session, job_id: str, amount_wei: int) -> Any:
-        """Deposit the stake a job asks; sent once the job is on chain (another node's)."""
-        return self.enqueue(
-            session, "deposit_stake", {"job_id": _hex32(job_id), AWAITS: 0}, value_wei=amount_wei
-        )
+    def deposit_stake(
+        self, session: Session, job_id: str, amount_wei: int, *, expect: ExpectedJob
+    ) -> Any:
+        """Deposit the stake a job asks; sent once the job is on chain (another node's) and
+        is what `expect` says."""
+        args = {"job_id": _hex32(job_id), AWAITS: 0, EXPECTS: expect.as_args()}
+        return self.enqueue(session, "deposit_stake", args, value_wei=amount_wei)
 
     def log_round(
         self,
@@ -181,14 +201,22 @@ class Outbox:
         return self.enqueue(session, "log_round", args)
 
     def attest(
-        self, session: Session, job_id: str, model_hash: str, *, await_rounds: int | None = None
+        self,
+        session: Session,
+        job_id: str,
+        model_hash: str,
+        *,
+        await_rounds: int | None = None,
+        expect: ExpectedJob | None = None,
     ) -> Any:
-        """Attest the final model. On another node's job give `await_rounds`: it is sent once
-        the job has that many rounds on chain (its coordinator may log none after an
-        attestation)."""
+        """Attest the final model. On another node's job give `await_rounds` and `expect`: it
+        is sent once the job is on chain as expected with that many rounds (its coordinator
+        may log none after an attestation)."""
+        if (await_rounds is None) != (expect is None):
+            raise ValueError("an attestation on another node's job needs await_rounds and expect")
         args: dict[str, Any] = {"job_id": _hex32(job_id), "model_hash": _hex32(model_hash)}
-        if await_rounds is not None:
-            args[AWAITS] = int(await_rounds)
+        if await_rounds is not None and expect is not None:
+            args[AWAITS], args[EXPECTS] = int(await_rounds), expect.as_args()
         return self.enqueue(session, "attest", args)
 
     def finalize(self, session: Session, job_id: str) -> Any:

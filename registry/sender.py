@@ -6,7 +6,9 @@ again and can land at most once. Up to `max_in_flight` entries are on their way 
 an entry whose arguments come from the chain (finalize) waits for all before it. An entry on
 a job another node coordinates (a domain's attestation on a network's job) waits, with the
 later entries of that job, until the chain shows what it needs: the job created, its rounds
-logged, every attestation in; the rest of the outbox goes on meanwhile.
+logged, every attestation in; the rest of the outbox goes on meanwhile. Such a job's id comes
+from its coordinator, so before staking or attesting on it the sender checks that the chain's
+job is the one the node agreed to (`ExpectedJob`); if not, the entry fails, naming the check.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from web3.contract.contract import ContractFunction
 from grid_common.db import utcnow
 from registry.client import (
     ROLE_IDS,
+    JobRecord,
     RegistryClient,
     job_key_bytes,
     to_bytes32,
@@ -37,12 +40,21 @@ from registry.errors import ChainUnavailable, RegistryError
 from registry.outbox import (
     AWAITS,
     CHAIN_READ_OPS,
+    EXPECTS,
     OutboxEntryMixin,
     SenderLeaseMixin,
 )
 
 log = logging.getLogger(__name__)
 LEASE_ROW = 1
+
+
+def _chain_ready(entry: Any, job: JobRecord) -> bool:
+    """Whether the chain holds what an entry on another node's job needs: the job itself and,
+    for an attestation, every round its coordinator logs (none may follow an attestation)."""
+    if not job.exists:
+        return False
+    return not (job.status == "open" and job.rounds < int(entry.args[AWAITS]))
 
 
 def _not_yet(entry: Any, exc: RegistryError) -> bool:
@@ -108,6 +120,9 @@ class OutboxSender:
         self._next_nonce: int | None = None
         self._failures = 0
         self._hooks: list[Callable[[Session], None]] = []
+        # Other nodes' jobs that name this node as a participant: a job's participants never
+        # change, so the chain is asked once per job.
+        self._participating: set[str] = set()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._wake = threading.Event()
@@ -351,10 +366,15 @@ class OutboxSender:
             if entry.op in CHAIN_READ_OPS and waiting:
                 break
             try:
-                if AWAITS in entry.args and not self._chain_ready(entry):
-                    deferred_jobs.add(job_id)
-                    report.deferred += 1
-                    continue
+                if AWAITS in entry.args:
+                    job = self.client.job(entry.args["job_id"])
+                    if job.exists and self._refused(entry, job):
+                        report.failed += 1
+                        continue
+                    if not _chain_ready(entry, job):
+                        deferred_jobs.add(job_id)
+                        report.deferred += 1
+                        continue
                 function = self._function(entry)
                 value = int(entry.value_wei or 0)
                 signed = self.client.sign(
@@ -406,13 +426,42 @@ class OutboxSender:
         if outage is not None:
             raise outage
 
-    def _chain_ready(self, entry: Any) -> bool:
-        """Whether the chain holds what an entry on a job needs: the job itself and, for an
-        attestation, every round its coordinator logs (none may follow an attestation)."""
-        job = self.client.job(entry.args["job_id"])
-        if not job.exists:
+    def _refused(self, entry: Any, job: JobRecord) -> bool:
+        """Fail an entry on another node's job that is not the job it expects (no retry: the
+        chain's job will not change), logging why."""
+        refusal = self._refusal(entry, job)
+        if refusal is None:
             return False
-        return not (job.status == "open" and job.rounds < int(entry.args[AWAITS]))
+        entry.status, entry.last_error = "failed", refusal
+        log.error("registry %s (entry %s) not sent: %s", entry.op, entry.id, refusal)
+        return True
+
+    def _refusal(self, entry: Any, job: JobRecord) -> str | None:
+        """Why this node must not stake or attest on another node's job as the chain shows it,
+        naming the failed check; None when the job is the one the entry expects."""
+        expect = entry.args.get(EXPECTS)
+        if not isinstance(expect, dict):
+            return "expected-job check failed: the entry records no coordinator or spec hash"
+        coordinator, spec_hash = str(expect.get("coordinator")), str(expect.get("spec_hash"))
+        if job.coordinator.lower() != coordinator.lower():
+            return (
+                f"coordinator check failed: job {job.job_id} is coordinated by "
+                f"{job.coordinator}, not by the network this node joined ({coordinator})"
+            )
+        if job.spec_hash.lower() != spec_hash.lower():
+            return (
+                f"spec hash check failed: job {job.job_id} carries spec hash {job.spec_hash}, "
+                f"not the {spec_hash} its network signed"
+            )
+        if job.job_id not in self._participating:
+            members = {a.lower() for a in self.client.participants(job.job_id)}
+            if self.client.sender.lower() not in members:
+                return (
+                    f"participant check failed: job {job.job_id} does not name "
+                    f"{self.client.sender} among its participants"
+                )
+            self._participating.add(job.job_id)
+        return None
 
     def _function(self, entry: Any) -> ContractFunction:
         args: dict[str, Any] = entry.args

@@ -15,14 +15,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from grid_common.db import db_session
 from grid_common.ether import parse_wei
-from network import registry_writes
+from network import federated, registry_writes
+from network.api.federated_domains import _invitation
 from network.models import Association, FederatedJob, FederatedRound, RegistryOutboxEntry
 from network.registry_writes import job_key_for
 from registry.bounty import fund_when_open, scientist_account
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of
 from registry.node import NodeRegistry
+from registry.outbox import ExpectedJob
 from registry.verify import Expected, verify_job
 from tests.network.conftest import Signer, dataset
 from tests.network.test_federated import (  # noqa: F401 (fixtures)
@@ -177,6 +180,20 @@ def test_each_domain_attests_on_the_networks_job_and_the_network_finalizes_it(
     payer = RegistryClient(anvil.rpc_url, anvil.registry_address, scientist_account(key_file))
     registry.sender.run_until_idle()  # the network's createJob
     fund_when_open(payer, chain_id, parse_wei("0.05 ether"))
+    # What each domain's sender checks before it stakes or attests holds for the network's
+    # job: coordinated from the address in the network's node info, with the spec hash of the
+    # invitation it signed (as the invitation writes it), each domain among its participants.
+    node_info = job.network.get("/api/v1/node").json
+    on_chain = reader.job(chain_id)
+    with network_app.app_context():
+        session = db_session()
+        row = session.get(FederatedJob, job.id)
+        assert row is not None
+        for participant in federated.participants_of(session, row):
+            invitation = _invitation(session, row, participant)
+            expect = ExpectedJob(node_info["eth_address"], invitation.spec_hash).as_args()
+            assert (on_chain.coordinator.lower(), on_chain.spec_hash) == tuple(expect.values())
+    assert set(reader.participants(chain_id)) == {key.sender for key in domain_keys}
     digest = "0x" + hashlib.sha256(_finish(job)).hexdigest()
 
     states = _attest_to_network(job, [digest.removeprefix("0x")] * len(NAMES))

@@ -13,8 +13,10 @@ import requests
 from eth_account import Account
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 import grid_cli as grid
+from domain.models import NetworkMembership
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient
 from tests.conftest import eventually
@@ -81,6 +83,11 @@ def test_a_domain_joins_and_leaves_a_network_on_chain(
     owner = headers["owner"]
     joined = client.post("/api/v1/networks", json={"url": chain_network.url}, headers=owner)
     assert joined.status_code == 201, joined.json
+    # The domain keeps the network's address from its node info: the only coordinator whose
+    # chain jobs it will stake or attest on for this network.
+    with app.extensions["database"].sessionmaker() as session:
+        membership = session.scalar(select(NetworkMembership))
+        assert membership is not None and membership.eth_address == network_address.lower()
     network = grid.connect(chain_network.url)
     network.sign_in(OPERATOR_EMAIL, OPERATOR_PASSWORD)
     [request] = network.associations()

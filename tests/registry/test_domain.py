@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from domain import DomainConfig, audit, create_app
 from domain.models import AuditHead, RegistryOutboxEntry
-from domain.registry_writes import DomainRegistry
+from domain.registry_writes import DomainRegistry, enqueue_federated_attestation
 from grid_common.identity import load_identity
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient
@@ -142,6 +142,41 @@ def test_a_changed_audit_head_is_anchored_once_per_interval(app: Flask) -> None:
         head = session.get(AuditHead, 1)
     assert head is not None
     assert len(anchors) == 2 and anchors[-1].args["seq"] == head.seq
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # what is queued, not SQL
+def test_a_federated_attestation_names_the_network_and_spec_it_must_find_on_chain(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry: DomainRegistry = app.extensions["registry"]
+    registry.sender.stop()
+    sessions = app.extensions["database"].sessionmaker
+    job_id, model, spec = "0x" + "ab" * 32, "cd" * 32, "ef" * 32  # the invitation's spec hash
+    network = "0x" + "12" * 20
+    with app.app_context(), sessions() as session, session.begin():
+        # A network that gave no address at join: there is nothing to check its job against.
+        with caplog.at_level(logging.WARNING, logger="domain.registry_writes"):
+            enqueue_federated_attestation(
+                session, job_id, model, 2, coordinator=None, spec_hash=spec, stake_wei=5
+            )
+        assert "gave no Ethereum address" in caplog.text
+        enqueue_federated_attestation(
+            session,
+            job_id,
+            model,
+            2,
+            coordinator=network,
+            spec_hash=spec,
+            stake_wei=5,
+            willing_wei=5,
+        )
+    with sessions() as session:
+        rows = session.scalars(
+            select(RegistryOutboxEntry).where(RegistryOutboxEntry.op != "register")
+        ).all()
+        queued = [(r.op, r.args.get("expect")) for r in rows]
+    expect = {"coordinator": network, "spec_hash": "0x" + spec}
+    assert queued == [("deposit_stake", expect), ("attest", expect)]
 
 
 def test_without_a_chain_the_domain_works_and_says_registry_writes_are_off(

@@ -15,7 +15,7 @@ from domain.models import AuditHead, RegistryOutboxEntry, RegistrySenderLease
 from registry.chain import LocalChain, fund
 from registry.client import RegistryClient, job_id_of, round_mask
 from registry.errors import ChainUnavailable
-from registry.outbox import Outbox
+from registry.outbox import ExpectedJob, Outbox
 from registry.sender import OutboxSender
 from tests.conftest import free_port
 from tests.proxy import Forwarder
@@ -327,9 +327,11 @@ def test_an_attestation_on_another_nodes_job_waits_for_its_rounds_not_the_queue(
     coordinator = node_client(anvil)
     coordinator.register("network", h())
     job_id = job_id_of(coordinator.sender, "federated/1")
-    model = h()
+    model, spec = h(), h()
+    expect = ExpectedJob(coordinator=coordinator.sender, spec_hash=spec)
     with sessions() as session, session.begin():
-        OUTBOX.attest(session, job_id, model, await_rounds=2)  # the job is not on chain yet
+        # The job is not on chain yet.
+        OUTBOX.attest(session, job_id, model, await_rounds=2, expect=expect)
         OUTBOX.anchor(session, 1, h())
     sender = sender_for(sessions, client)
 
@@ -337,7 +339,7 @@ def test_an_attestation_on_another_nodes_job_waits_for_its_rounds_not_the_queue(
     waiting, anchored = entries(sessions)
     assert (waiting.status, anchored.status) == ("pending", "confirmed")
 
-    coordinator.create_job("federated/1", h(), [client.sender], deadline=chain_now(anvil) + 3600)
+    coordinator.create_job("federated/1", spec, [client.sender], deadline=chain_now(anvil) + 3600)
     coordinator.log_round(job_id, h(), 1, [10])
     sender.run_until_idle()
     assert entries(sessions)[0].status == "pending"  # one round of two: the second must fit
@@ -346,6 +348,64 @@ def test_an_attestation_on_another_nodes_job_waits_for_its_rounds_not_the_queue(
     sender.run_until_idle()
     assert entries(sessions)[0].status == "confirmed"
     assert client.attestation(job_id, client.sender) == model
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a chain check, not SQL
+@pytest.mark.parametrize(
+    "job_as_created, refusal",
+    [
+        ("honest", None),
+        ("by another coordinator", "coordinator check failed"),
+        ("with another spec hash", "spec hash check failed"),
+        ("without this domain", "participant check failed"),
+    ],
+)
+def test_a_domain_stakes_and_attests_only_on_the_job_its_network_signed(
+    anvil: LocalChain, sessions: sessionmaker[Session], job_as_created: str, refusal: str | None
+) -> None:
+    # The attack: the network this domain joined answers its attestation with the id of a
+    # chain job that is not the one it signed the invitation for.
+    client = node_client(anvil)
+    client.register("domain", h())
+    network, stranger, peer = node_client(anvil), node_client(anvil), node_client(anvil)
+    network.register("network", h())
+    stranger.register("network", h())
+    peer.register("domain", h())
+    spec, model, stake = h(), h(), 10**15
+    creator = stranger if job_as_created == "by another coordinator" else network
+    members = [peer.sender] if job_as_created == "without this domain" else [client.sender]
+    creator.create_job(
+        "federated/7",
+        h() if job_as_created == "with another spec hash" else spec,
+        members,
+        deadline=chain_now(anvil) + 3600,
+        stake=stake,
+    )
+    job_id = job_id_of(creator.sender, "federated/7")
+    creator.log_round(job_id, model, 1, [10])
+    expect = ExpectedJob(coordinator=network.sender, spec_hash=spec[2:])  # as invitations sign it
+    with sessions() as session, session.begin():
+        OUTBOX.deposit_stake(session, job_id, stake, expect=expect)
+        OUTBOX.attest(session, job_id, model, await_rounds=1, expect=expect)
+    sender = sender_for(sessions, client)
+    nonce = client.pending_nonce()
+
+    sender.run_until_idle()
+    sender.run_until_idle()  # failed for good: nothing is tried again
+
+    rows = entries(sessions)
+    staked = client.events("StakeDeposited", jobId=job_id)
+    if refusal is None:
+        assert [r.status for r in rows] == ["confirmed", "confirmed"]
+        assert client.attestation(job_id, client.sender) == model
+        assert [e.args["amount"] for e in staked] == [stake]
+        return
+    assert [r.status for r in rows] == ["failed", "failed"]
+    assert all(refusal in (r.last_error or "") for r in rows), [r.last_error for r in rows]
+    assert all(r.tx_hash is None for r in rows)
+    assert client.pending_nonce() == nonce  # not a transaction sent
+    assert staked == []
+    assert client.attestation(job_id, client.sender) == "0x" + "00" * 32
 
 
 def test_a_coordinators_finalize_waits_for_every_attestation(
