@@ -13,7 +13,7 @@ every domain trains one local epoch of Adam. Figures printed:
 
     .venv/bin/python bench/federated.py [--rounds 20] [--domains 3] [--scaling 3,4,8]
 
-`--peer-split` runs instead exactly the work of the Flower peer of issue 19: digits[:1500] for
+`--peer-split` runs instead exactly the work of a Flower 1.41 comparison run: digits[:1500] for
 training and [1500:] for test (pixels / 16); the training rows split over 3 domains by
 `RandomState(0)` with Dirichlet(0.5) per class in class order (613/308/579 rows); an MLP
 64-512-128-10 (100,234 parameters) seeded; 1 local epoch of SGD, lr 0.05, batch 32; 20
@@ -378,7 +378,7 @@ def main() -> None:
     )
     parser.add_argument("--scaling-rounds", type=int, default=4)
     parser.add_argument(
-        "--peer-split", action="store_true", help="the Flower peer's work of issue 19 (see above)"
+        "--peer-split", action="store_true", help="the Flower comparison's work (see above)"
     )
     args = parser.parse_args()
     if args.peer_split:

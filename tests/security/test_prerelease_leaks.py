@@ -1,8 +1,9 @@
 """Attack: a data scientist reads a job's metrics and row counts before the owner releases it.
 
-Path 3 of issue 15. The domain runs in-process on SQLite and PostgreSQL; a worker's reports are
-planted with distinctive figures, and the data scientist reads every route that shows a job:
-the JSON API, the event feed `grid jobs logs --follow` reads, and the console's job pages.
+Leak path 3 (results before release). The domain runs in-process on SQLite and PostgreSQL; a
+worker's reports are planted with distinctive figures, and the data scientist reads every route
+that shows a job: the JSON API, the event feed `grid jobs logs --follow` reads, and the
+console's job pages.
 """
 
 from __future__ import annotations

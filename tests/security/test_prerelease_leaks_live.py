@@ -1,8 +1,9 @@
 """Attack: a data scientist with the documented client watches a job on a real domain and worker.
 
-Path 3 of issue 15, against real processes: a gunicorn domain, a `grid worker start` process and
-`grid_cli` clients. The data scientist reads progress, history, logs and the job's JSON while a
-DP job runs and after it ends, and trains on labels that would put a private value in an error.
+Leak path 3 (results before release), against real processes: a gunicorn domain, a
+`grid worker start` process and `grid_cli` clients. The data scientist reads progress, history,
+logs and the job's JSON while a DP job runs and after it ends, and trains on labels that would
+put a private value in an error.
 """
 
 from __future__ import annotations
