@@ -148,7 +148,9 @@ def test_the_domain_request_page_shows_the_networks_job_it_attested_and_its_payo
         participation = session.get(FederatedParticipation, request_id)
         assert participation is not None
         participation.attested_hash = digest
-        registry_writes.enqueue_federated_attestation(session, chain_id, digest, 1)
+        registry_writes.enqueue_federated_attestation(
+            session, chain_id, digest, 1, coordinator=net.sender, spec_hash="22" * 32
+        )
         session.commit()
     net.log_round(chain_id, "0x" + "33" * 32, 1, [30])
     node.sender.run_until_idle()
