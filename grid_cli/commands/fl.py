@@ -537,12 +537,7 @@ def fl_analyze(
     if not wait:
         _print_submitted(job.info, as_json)
         return
-    domains = ", ".join(p.domain for p in job.info.participants)
-    click.echo(
-        f"Submitted analysis {job.id} to {domains}; waiting for their owners' approval and "
-        f"the result (Ctrl-C stops waiting, not the analysis: `grid fl show {job.id}`).",
-        err=True,
-    )
+    _say_waiting(job.info, "analysis", "analysis", "result")
     with _analysis_errors(job.id):
         released = job.wait(timeout, progress=progress).release()
     if as_json:
@@ -551,6 +546,16 @@ def fl_analyze(
         _print_model(job.id, released)
     else:
         _print_statistics(Analysis(released, job.id))
+
+
+def _say_waiting(job: FederatedJobOut, noun: str, short: str, outcome: str) -> None:
+    """Tell stderr what is being waited for, and that Ctrl-C leaves the job running."""
+    domains = ", ".join(p.domain for p in job.participants)
+    click.echo(
+        f"Submitted {noun} {job.id} to {domains}; waiting for their owners' approval and the "
+        f"{outcome} (Ctrl-C stops waiting, not the {short}: `grid fl show {job.id}`).",
+        err=True,
+    )
 
 
 def _print_submitted(job: FederatedJobOut, as_json: bool) -> None:
@@ -1011,12 +1016,7 @@ def fl_submit(
     if not wait:
         _print_training(job.info, as_json)
         return
-    domains = ", ".join(p.domain for p in job.info.participants)
-    click.echo(
-        f"Submitted federated job {job.id} to {domains}; waiting for their owners' approval "
-        f"and the model (Ctrl-C stops waiting, not the job: `grid fl show {job.id}`).",
-        err=True,
-    )
+    _say_waiting(job.info, "federated job", "job", "model")
     with _submit_errors(job.id):
         tx_hash = None
         if bounty is not None:
